@@ -1,0 +1,1 @@
+"""dcsync: a git-like versioned store for detector calibration constants."""

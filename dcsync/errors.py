@@ -1,0 +1,185 @@
+"""One exception tree for dcsync: every error a user can cause has a message, an exit code and a
+stable wire code, and subclasses the matching builtin so ordinary ``except KeyError`` still works.
+
+    DcsyncError (Exception)                        exit 1   error
+    ├── UsageError (ValueError)                    exit 2   usage
+    │   ├── InvalidName                            exit 2   usage.name
+    │   ├── InvalidTime                            exit 2   usage.time
+    │   └── AmbiguousName                          exit 2   usage.ambiguous
+    ├── NotFound (KeyError)                        exit 3   not-found
+    │   ├── WorkspaceNotFound                      exit 3   not-found.workspace
+    │   ├── DetectorNotFound                       exit 3   not-found.detector
+    │   ├── CtypeNotFound                          exit 3   not-found.ctype
+    │   ├── RangeNotFound                          exit 3   not-found.range
+    │   ├── VersionNotFound                        exit 3   not-found.version
+    │   ├── NoValidConstant                        exit 3   not-found.constant
+    │   └── ObjectNotFound                         exit 3   not-found.object
+    ├── InputError (ValueError)                    exit 4   input
+    ├── RepositoryError                            exit 5   repository
+    │   ├── NotARepository                         exit 5   repository.not-a-repository
+    │   ├── FormatTooNew                           exit 5   repository.format-too-new
+    │   ├── AlreadyExists (FileExistsError)        exit 5   repository.exists
+    │   └── CorruptObject                          exit 5   repository.corrupt
+    ├── LockError                                  exit 6   lock
+    │   ├── LockTimeout (TimeoutError)             exit 6   lock.timeout
+    │   └── NotMyLock                              exit 6   lock.not-mine
+    ├── RefConflict                                exit 7   conflict.ref
+    └── StorageFull (OSError)                      exit 8   storage.full
+
+Library errors (h5py, OSError, msgpack) are translated at the seam where they happen, always with
+``raise ... from exc`` so the cause stays visible to developers while users see one clear line.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DcsyncError(Exception):
+    """Base of every error dcsync raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+    wire_code: ClassVar[str] = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.message
+
+
+class UsageError(DcsyncError, ValueError):
+    """The caller asked for something malformed (a bad name, time or option)."""
+
+    exit_code = 2
+    wire_code = "usage"
+
+
+class InvalidName(UsageError):
+    wire_code = "usage.name"
+
+
+class InvalidTime(UsageError):
+    wire_code = "usage.time"
+
+
+class AmbiguousName(UsageError):
+    wire_code = "usage.ambiguous"
+
+
+class NotFound(DcsyncError, KeyError):
+    exit_code = 3
+    wire_code = "not-found"
+
+
+class WorkspaceNotFound(NotFound):
+    wire_code = "not-found.workspace"
+
+
+class DetectorNotFound(NotFound):
+    wire_code = "not-found.detector"
+
+
+class CtypeNotFound(NotFound):
+    wire_code = "not-found.ctype"
+
+
+class RangeNotFound(NotFound):
+    wire_code = "not-found.range"
+
+
+class VersionNotFound(NotFound):
+    wire_code = "not-found.version"
+
+
+class NoValidConstant(NotFound):
+    """No validity range of the ctype contains the requested time."""
+
+    wire_code = "not-found.constant"
+
+
+class ObjectNotFound(NotFound):
+    wire_code = "not-found.object"
+
+
+class InputError(DcsyncError, ValueError):
+    """An input file (array, text, geometry) is missing, unreadable or inconsistent."""
+
+    exit_code = 4
+    wire_code = "input"
+
+
+class RepositoryError(DcsyncError):
+    exit_code = 5
+    wire_code = "repository"
+
+
+class NotARepository(RepositoryError):
+    wire_code = "repository.not-a-repository"
+
+
+class FormatTooNew(RepositoryError):
+    wire_code = "repository.format-too-new"
+
+
+class AlreadyExists(RepositoryError, FileExistsError):
+    wire_code = "repository.exists"
+
+
+class CorruptObject(RepositoryError):
+    """Stored bytes do not match their id, or a structure cannot be decoded."""
+
+    wire_code = "repository.corrupt"
+
+
+class LockError(DcsyncError):
+    exit_code = 6
+    wire_code = "lock"
+
+
+class LockTimeout(LockError, TimeoutError):
+    wire_code = "lock.timeout"
+
+
+class NotMyLock(LockError):
+    wire_code = "lock.not-mine"
+
+
+class RefConflict(DcsyncError):
+    """A ref moved under us: compare-and-swap found another value than expected."""
+
+    exit_code = 7
+    wire_code = "conflict.ref"
+
+
+class StorageFull(DcsyncError, OSError):
+    """The disk (or a file-size limit) ran out during a write; nothing was committed."""
+
+    exit_code = 8
+    wire_code = "storage.full"
+
+
+def _all_subclasses(cls: type[DcsyncError]) -> list[type[DcsyncError]]:
+    out: list[type[DcsyncError]] = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def by_wire_code() -> dict[str, type[DcsyncError]]:
+    """The table that rebuilds an error received from a peer as the same class."""
+    return {cls.wire_code: cls for cls in _all_subclasses(DcsyncError)}
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "other dcsync error",
+    2: "usage: bad name, time, option or ambiguous version prefix",
+    3: "not found: workspace, detector, ctype, range, version, object or no valid constant",
+    4: "bad input file",
+    5: "repository file problem: not a repository, too new, corrupt, already exists",
+    6: "lock: timed out waiting, or not our lock",
+    7: "conflict: a ref moved concurrently",
+    8: "storage full: disk or file-size limit reached, nothing committed",
+}

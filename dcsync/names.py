@@ -1,0 +1,97 @@
+"""Names users type: detector names, ctypes, range keys and version keys, and their validation.
+
+A detector name is ``<dettype>-<detid>``, lower case, from ``[a-z0-9._-]``; the dettype is the part
+before the first ``-``. A ctype is ``[a-z][a-z0-9_]*``. A range key is ``<begin>-<end|end>`` in exact
+unix seconds (the legacy calib directory's convention, kept exact for sub-second times). A version
+key is 12 hex digits, random enough that two sites never pick the same one, so merging histories
+never renumbers anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NewType
+
+import xxhash
+
+from dcsync.errors import InvalidName
+from dcsync.times import NS, format_seconds
+
+VersionKey = NewType("VersionKey", str)
+RangeKey = NewType("RangeKey", str)
+
+_DETNAME = re.compile(r"^[a-z0-9][a-z0-9._]*-[a-z0-9][a-z0-9._-]*$")
+_CTYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+_PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+VERSION_KEY_LEN = 12
+
+
+def check_detname(name: str) -> str:
+    """Validate a detector name; path separators, ``..`` and other characters are refused."""
+    if not isinstance(name, str) or len(name) > 200 or ".." in name or not _DETNAME.match(name):
+        raise InvalidName(
+            f"invalid detector name {name!r}: use <dettype>-<detid>, lower case, "
+            "letters, digits, '.', '_' and '-' only (e.g. epix100a-3925868555)"
+        )
+    return name
+
+
+def split_detname(name: str) -> tuple[str, str]:
+    check_detname(name)
+    dettype, detid = name.split("-", 1)
+    return dettype, detid
+
+
+def check_ctype(ctype: str) -> str:
+    if not isinstance(ctype, str) or not _CTYPE.match(ctype):
+        raise InvalidName(
+            f"invalid ctype {ctype!r}: use lower-case letters, digits and '_', starting with a letter"
+        )
+    return ctype
+
+
+def check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS.match(alias) or ".." in alias:
+        raise InvalidName(
+            f"invalid alias {alias!r}: letters, digits and '._:+-', no spaces or path separators"
+        )
+    return alias
+
+
+def check_par_key(key: str) -> str:
+    if not isinstance(key, str) or not _PAR_KEY.match(key):
+        raise InvalidName(f"invalid parameter name {key!r}")
+    return key
+
+
+def range_key(begin: int, end: int | None) -> RangeKey:
+    return RangeKey(f"{format_seconds(begin)}-{'end' if end is None else format_seconds(end)}")
+
+
+def new_version_key(salt: str) -> VersionKey:
+    """A fresh version key: a hash of the caller's salt (payload id, time) and 16 random bytes."""
+    digest = xxhash.xxh3_64_hexdigest(salt.encode() + os.urandom(16))
+    return VersionKey(digest[:VERSION_KEY_LEN])
+
+
+def resolve_prefix(prefix: str, candidates: list[str], what: str, where: str) -> str:
+    """Resolve a unique prefix among candidates, as git does with commit ids.
+
+    An exact match always wins. Raises NotFound-style errors through the caller-supplied classes
+    is not possible here without an import cycle, so this returns '' for no match and raises
+    :class:`~dcsync.errors.AmbiguousName` for several.
+    """
+    from dcsync.errors import AmbiguousName
+
+    if prefix in candidates:
+        return prefix
+    hits = [c for c in candidates if c.startswith(prefix)] if prefix else []
+    if len(hits) > 1:
+        shown = ", ".join(sorted(hits)[:6])
+        raise AmbiguousName(f"{what} prefix {prefix!r} is ambiguous in {where}: matches {shown}")
+    return hits[0] if hits else ""
+
+
+__all__ = ["NS", "VersionKey", "RangeKey"]

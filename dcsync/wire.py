@@ -1,0 +1,45 @@
+"""The one module that imports msgpack: fixed options, size-limited unpacking of remote data, and
+library errors turned into ours.
+
+Everything dcsync encodes (trees, commits, log records, protocol frames) goes through
+:func:`pack`/:func:`unpack`: maps with string keys, ``bin`` for bytes, no ext types, and strict
+limits so hostile input cannot make the unpacker allocate without bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from dcsync.errors import CorruptObject
+
+DEFAULT_LIMIT = 64 * 1024 * 1024
+
+
+def pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True, strict_types=False, datetime=False)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CorruptObject(f"cannot encode {type(value).__name__}: {exc}") from exc
+
+
+def unpack(data: bytes, *, limit: int = DEFAULT_LIMIT, what: str = "data") -> Any:
+    """Decode one msgpack value; any malformed input raises :class:`CorruptObject` naming ``what``."""
+    if len(data) > limit:
+        raise CorruptObject(f"{what} is {len(data)} bytes, over the limit of {limit}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=limit,
+            max_bin_len=limit,
+            max_str_len=limit,
+            max_array_len=limit // 2,
+            max_map_len=limit // 4,
+            max_ext_len=0,
+            use_list=True,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CorruptObject(f"{what} is not valid msgpack: {exc}") from exc
