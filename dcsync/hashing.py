@@ -73,8 +73,4 @@ def hash_bytes(kind: str, body: bytes) -> ObjectId:
 
 
 def is_object_id(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == ID_HEX_LEN
-        and all(c in "0123456789abcdef" for c in value)
-    )
+    return isinstance(value, str) and len(value) == ID_HEX_LEN and all(c in "0123456789abcdef" for c in value)

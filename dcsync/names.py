@@ -94,4 +94,4 @@ def resolve_prefix(prefix: str, candidates: list[str], what: str, where: str) ->
     return hits[0] if hits else ""
 
 
-__all__ = ["NS", "VersionKey", "RangeKey"]
+__all__ = ["NS", "RangeKey", "VersionKey"]

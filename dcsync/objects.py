@@ -1,0 +1,284 @@
+"""The object model: payloads, trees and commits as frozen values with a canonical wire form.
+
+A detector's state is a tree of three levels, each its own content-addressed object so unchanged
+subtrees are shared between commits (only the path to a change is rewritten)::
+
+    RootTree   {dettype, detid, predecessor, successor, created, pars, ctypes: {ctype: CtypeTree id}}
+    CtypeTree  {pars, ranges: {range key: [begin, end|nil, RangeTree id]}}
+    RangeTree  {begin, end|nil, default|nil, pars, versions: {version key: VersionEntry}}
+    Commit     {tree, parents, author, host, time, message, meta}
+
+Trees and commits are msgpack maps with short keys (encoded by :mod:`dcsync.wire`); their id is
+:func:`dcsync.hashing.hash_bytes` of that encoding, so equal values always have equal ids.
+Payloads are numpy arrays (any numeric or bool dtype and shape) or UTF-8 text (geometry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+from dcsync import wire
+from dcsync.errors import CorruptObject
+from dcsync.hashing import ObjectId, canonical_array, dtype_string, hash_array, hash_bytes, hash_text
+from dcsync.names import RangeKey, VersionKey
+
+ParValue: TypeAlias = str | int | float | bool
+Pars: TypeAlias = Mapping[str, ParValue]
+Payload: TypeAlias = np.ndarray | str
+Kind = Literal["array", "text", "tree", "commit"]
+TREE_KINDS = ("root", "ctype", "range")
+
+
+def payload_id(value: Payload) -> ObjectId:
+    if isinstance(value, str):
+        return hash_text(value)
+    return hash_array(canonical_array(value))
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """One version of a constant: which payload, when it was produced, and what it looks like.
+
+    dtype/shape/nbytes are copied from the payload so listings, diffs and hooks never load it.
+    ``origin`` records provenance when the version came from elsewhere (promotion).
+    """
+
+    obj: ObjectId
+    tsprod: int
+    kind: Literal["array", "text"]
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    author: str
+    pars: Pars = field(default_factory=dict)
+    origin: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def describe(cls, value: Payload, *, tsprod: int, author: str, pars: Pars) -> VersionEntry:
+        if isinstance(value, str):
+            raw = value.encode("utf-8")
+            return cls(payload_id(value), tsprod, "text", "", (), len(raw), author, dict(pars))
+        arr = canonical_array(value)
+        return cls(
+            hash_array(arr),
+            tsprod,
+            "array",
+            dtype_string(arr.dtype),
+            tuple(arr.shape),
+            arr.nbytes,
+            author,
+            dict(pars),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "o": self.obj,
+            "t": self.tsprod,
+            "k": self.kind,
+            "d": self.dtype,
+            "s": list(self.shape),
+            "n": self.nbytes,
+            "a": self.author,
+            "p": dict(self.pars),
+        }
+        if self.origin:
+            out["g"] = dict(self.origin)
+        return out
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> VersionEntry:
+        return cls(
+            ObjectId(w["o"]),
+            int(w["t"]),
+            w["k"],
+            w["d"],
+            tuple(int(x) for x in w["s"]),
+            int(w["n"]),
+            w["a"],
+            dict(w["p"]),
+            dict(w.get("g", {})),
+        )
+
+
+@dataclass(frozen=True)
+class RangeTree:
+    begin: int
+    end: int | None
+    default: VersionKey | None = None
+    pars: Pars = field(default_factory=dict)
+    versions: Mapping[VersionKey, VersionEntry] = field(default_factory=dict)
+
+    def contains(self, t: int) -> bool:
+        return self.begin <= t and (self.end is None or t < self.end)
+
+    def ordered(self) -> list[VersionKey]:
+        """Version keys oldest first (production time, then key to break ties deterministically)."""
+        return sorted(self.versions, key=lambda k: (self.versions[k].tsprod, k))
+
+    def effective(self) -> VersionKey | None:
+        """The pinned default if set, else the most recently produced version."""
+        if self.default is not None and self.default in self.versions:
+            return self.default
+        order = self.ordered()
+        return order[-1] if order else None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "b": self.begin,
+            "e": self.end,
+            "d": self.default,
+            "p": dict(self.pars),
+            "v": {k: v.to_wire() for k, v in sorted(self.versions.items())},
+        }
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> RangeTree:
+        return cls(
+            int(w["b"]),
+            None if w["e"] is None else int(w["e"]),
+            None if w["d"] is None else VersionKey(w["d"]),
+            dict(w["p"]),
+            {VersionKey(k): VersionEntry.from_wire(v) for k, v in w["v"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class RangeRef:
+    """A ctype's pointer to one range, with the bounds inline so lookups read one object less."""
+
+    begin: int
+    end: int | None
+    tree: ObjectId
+
+
+@dataclass(frozen=True)
+class CtypeTree:
+    pars: Pars = field(default_factory=dict)
+    ranges: Mapping[RangeKey, RangeRef] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "p": dict(self.pars),
+            "r": {k: [r.begin, r.end, r.tree] for k, r in sorted(self.ranges.items())},
+        }
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> CtypeTree:
+        return cls(
+            dict(w["p"]),
+            {
+                RangeKey(k): RangeRef(int(b), None if e is None else int(e), ObjectId(t))
+                for k, (b, e, t) in w["r"].items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class RootTree:
+    dettype: str
+    detid: str
+    created: int
+    predecessor: str = ""
+    successor: str = ""
+    pars: Pars = field(default_factory=dict)
+    ctypes: Mapping[str, ObjectId] = field(default_factory=dict)
+
+    @property
+    def detname(self) -> str:
+        return f"{self.dettype}-{self.detid}"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "dt": self.dettype,
+            "di": self.detid,
+            "c": self.created,
+            "pr": self.predecessor,
+            "su": self.successor,
+            "p": dict(self.pars),
+            "ct": dict(sorted(self.ctypes.items())),
+        }
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> RootTree:
+        return cls(
+            w["dt"],
+            w["di"],
+            int(w["c"]),
+            w["pr"],
+            w["su"],
+            dict(w["p"]),
+            {k: ObjectId(v) for k, v in w["ct"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class Commit:
+    tree: ObjectId
+    parents: tuple[ObjectId, ...]
+    author: str
+    host: str
+    time: int
+    message: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "tr": self.tree,
+            "pa": list(self.parents),
+            "au": self.author,
+            "ho": self.host,
+            "ti": self.time,
+            "m": self.message,
+            "x": dict(self.meta),
+        }
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> Commit:
+        return cls(
+            ObjectId(w["tr"]),
+            tuple(ObjectId(p) for p in w["pa"]),
+            w["au"],
+            w["ho"],
+            int(w["ti"]),
+            w["m"],
+            dict(w["x"]),
+        )
+
+
+Tree: TypeAlias = RootTree | CtypeTree | RangeTree
+_TREE_CLASSES: dict[str, type[RootTree] | type[CtypeTree] | type[RangeTree]] = {
+    "root": RootTree,
+    "ctype": CtypeTree,
+    "range": RangeTree,
+}
+_TREE_NAMES = {cls: name for name, cls in _TREE_CLASSES.items()}
+
+
+def encode(obj: Tree | Commit) -> tuple[Kind, bytes]:
+    """The canonical bytes of a tree or commit and the kind they are hashed under."""
+    if isinstance(obj, Commit):
+        return "commit", wire.pack(obj.to_wire())
+    return "tree", wire.pack([_TREE_NAMES[type(obj)], obj.to_wire()])
+
+
+def object_id(obj: Tree | Commit) -> ObjectId:
+    kind, body = encode(obj)
+    return hash_bytes(kind, body)
+
+
+def decode(kind: str, body: bytes, oid: str = "?") -> Tree | Commit:
+    """Rebuild a tree or commit from its bytes; anything malformed is :class:`CorruptObject`."""
+    value = wire.unpack(body, what=f"object {oid}")
+    try:
+        if kind == "commit":
+            return Commit.from_wire(value)
+        if kind == "tree":
+            name, fields = value
+            return _TREE_CLASSES[name].from_wire(fields)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptObject(f"object {oid} is a malformed {kind}: {exc!r}") from exc
+    raise CorruptObject(f"object {oid} has unknown kind {kind!r}")

@@ -1,0 +1,647 @@
+"""A detector repository: the read API (lookup by time, versions, log) and transactions.
+
+This is where the model's rules live: the lookup rule (among ranges with ``begin <= t < end`` the
+latest begin wins, on equal begins the narrower range; in the winning range the pinned default,
+else the most recently produced version), version keys resolved by unique prefix, and commits
+built from a transaction's operations. A :class:`Transaction` records its operations and replays
+them on the newest HEAD under the lock, so two writers never lose each other's commits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from dcsync.errors import (
+    CtypeNotFound,
+    InputError,
+    InvalidTime,
+    NoValidConstant,
+    RangeNotFound,
+    RepositoryError,
+    VersionNotFound,
+)
+from dcsync.hashing import ObjectId, canonical_array
+from dcsync.names import (
+    RangeKey,
+    VersionKey,
+    check_ctype,
+    check_detname,
+    check_par_key,
+    new_version_key,
+    range_key,
+    resolve_prefix,
+    split_detname,
+)
+from dcsync.objects import (
+    Commit,
+    CtypeTree,
+    ParValue,
+    Payload,
+    RangeRef,
+    RangeTree,
+    RootTree,
+    VersionEntry,
+)
+from dcsync.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.store.base import ObjectStore
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.memory import MemoryStore
+from dcsync.times import format_time, now_ns
+
+
+@dataclass(frozen=True)
+class Constant:
+    """What a lookup returns: the value and where it came from."""
+
+    detname: str
+    ctype: str
+    range: RangeKey
+    begin: int
+    end: int | None
+    version: VersionKey
+    entry: VersionEntry
+    pinned: bool
+    value: Payload
+
+    @property
+    def obj(self) -> ObjectId:
+        return self.entry.obj
+
+
+@dataclass(frozen=True)
+class Located:
+    """A version found by name: its range and entry, without the payload."""
+
+    ctype: str
+    range: RangeKey
+    tree: RangeTree
+    version: VersionKey
+    entry: VersionEntry
+
+
+def lookup_range(ranges: Mapping[RangeKey, RangeRef], t: int) -> RangeKey | None:
+    """The lookup rule on ranges: latest begin wins, then the narrower range (open end = widest)."""
+    best: tuple[int, float, RangeKey] | None = None
+    for key, ref in ranges.items():
+        if ref.begin <= t and (ref.end is None or t < ref.end):
+            rank = (ref.begin, -(float("inf") if ref.end is None else ref.end), key)
+            if best is None or rank > best:
+                best = rank
+    return best[2] if best else None
+
+
+class Repository:
+    """One detector's constants and their history."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, *, lock_timeout: float = 30.0) -> Repository:
+        return cls(HDF5Store(path, lock_timeout=lock_timeout))
+
+    @classmethod
+    def create(
+        cls,
+        path: Path | str | None,
+        detname: str,
+        *,
+        predecessor: str = "",
+        message: str | None = None,
+        lock_timeout: float = 30.0,
+    ) -> Repository:
+        """A new repository (an HDF5 file, or in memory when ``path`` is None) with its first commit."""
+        dettype, detid = split_detname(detname)
+        if predecessor:
+            check_detname(predecessor)
+        store: ObjectStore = (
+            MemoryStore() if path is None else HDF5Store.create(path, lock_timeout=lock_timeout)
+        )
+        repo = cls(store)
+        root = RootTree(dettype, detid, now_ns(), predecessor=predecessor)
+        with store.writing():
+            tree = store.put_object(root)
+            commit = Commit(
+                tree, (), current_user(), current_host(), now_ns(), message or f"create {detname}"
+            )
+            cid = store.put_object(commit)
+            store.set_ref(HEAD, None, cid, LogRecord(HEAD, None, cid, "create", commit.message))
+        return repo
+
+    def close(self) -> None:
+        if isinstance(self.store, HDF5Store):
+            self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Repository({self.store.where!r})"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _consistent(self, read: Callable[[], Any]) -> Any:
+        if isinstance(self.store, HDF5Store):
+            return self.store.consistent(read)
+        return read()
+
+    def head(self) -> ObjectId | None:
+        return self.store.head()
+
+    def commit(self, commit_id: ObjectId | None = None) -> Commit:
+        cid = commit_id or self.head()
+        if cid is None:
+            raise RepositoryError(f"{self.store.where} has no commits")
+        return self.store.read_commit(cid)
+
+    def root(self, commit_id: ObjectId | None = None) -> RootTree:
+        tree = self.store.read_object(self.commit(commit_id).tree)
+        if not isinstance(tree, RootTree):
+            raise RepositoryError(f"{self.store.where}: commit does not point to a root tree")
+        return tree
+
+    @property
+    def detname(self) -> str:
+        return str(self._consistent(lambda: self.root().detname))
+
+    def ctypes(self) -> list[str]:
+        return sorted(self._consistent(lambda: self.root().ctypes))
+
+    def ctype_tree(self, ctype: str, root: RootTree | None = None) -> CtypeTree:
+        root = root or self.root()
+        tid = root.ctypes.get(ctype)
+        if tid is None:
+            known = ", ".join(sorted(root.ctypes)) or "none"
+            raise CtypeNotFound(f"{root.detname} has no ctype {ctype!r} (it has: {known})")
+        tree = self.store.read_object(tid)
+        assert isinstance(tree, CtypeTree)
+        return tree
+
+    def range_tree(self, ref: RangeRef) -> RangeTree:
+        tree = self.store.read_object(ref.tree)
+        assert isinstance(tree, RangeTree)
+        return tree
+
+    def ranges(self, ctype: str) -> list[tuple[RangeKey, RangeTree]]:
+        """Ranges of a ctype ordered by begin, then end (open last)."""
+
+        def read() -> list[tuple[RangeKey, RangeTree]]:
+            ct = self.ctype_tree(ctype)
+            items = sorted(
+                ct.ranges.items(),
+                key=lambda kv: (kv[1].begin, float("inf") if kv[1].end is None else kv[1].end),
+            )
+            return [(k, self.range_tree(r)) for k, r in items]
+
+        return self._consistent(read)  # type: ignore[no-any-return]
+
+    def find_range(self, ctype: str, key_or_prefix: str) -> tuple[RangeKey, RangeTree]:
+        ct = self._consistent(lambda: self.ctype_tree(ctype))
+        key = resolve_prefix(key_or_prefix, list(ct.ranges), "range", f"{self.detname} {ctype}")
+        if not key:
+            raise RangeNotFound(f"{self.detname} {ctype} has no range {key_or_prefix!r}")
+        return RangeKey(key), self._consistent(lambda: self.range_tree(ct.ranges[key]))
+
+    def find_version(self, ctype: str, prefix: str, *, range: str | None = None) -> Located:
+        """A version by unique key prefix, in one range or across the ctype's ranges."""
+
+        def read() -> Located:
+            ct = self.ctype_tree(ctype)
+            keys = [RangeKey(range)] if range is not None else list(ct.ranges)
+            candidates: dict[str, RangeKey] = {}
+            trees: dict[RangeKey, RangeTree] = {}
+            for rk in keys:
+                trees[rk] = self.range_tree(ct.ranges[rk])
+                candidates.update({v: rk for v in trees[rk].versions})
+            where = f"{self.detname} {ctype}" + (f" range {range}" if range else "")
+            key = resolve_prefix(prefix, list(candidates), "version", where)
+            if not key:
+                raise VersionNotFound(f"{where} has no version {prefix!r}")
+            rk = candidates[key]
+            return Located(ctype, rk, trees[rk], VersionKey(key), trees[rk].versions[VersionKey(key)])
+
+        if range is not None:
+            range = self.find_range(ctype, range)[0]
+        return self._consistent(read)  # type: ignore[no-any-return]
+
+    def locate(self, ctype: str, at: int | None = None, version: str | None = None) -> Located:
+        """Which version a lookup picks, without reading the payload."""
+        t = now_ns() if at is None else at
+
+        def read() -> Located:
+            ct = self.ctype_tree(ctype)
+            key = lookup_range(ct.ranges, t)
+            if key is None:
+                raise NoValidConstant(
+                    f"{self.root().detname} {ctype}: no validity range contains {format_time(t)}"
+                )
+            tree = self.range_tree(ct.ranges[key])
+            if version is not None:
+                return self.find_version(ctype, version, range=key)
+            vkey = tree.effective()
+            if vkey is None:
+                raise NoValidConstant(f"{self.detname} {ctype} range {key} has no versions")
+            return Located(ctype, key, tree, vkey, tree.versions[vkey])
+
+        if version is not None and at is None:
+            return self.find_version(ctype, version)
+        return self._consistent(read)  # type: ignore[no-any-return]
+
+    def get(self, ctype: str, at: int | None = None, version: str | None = None) -> Constant:
+        """The constant valid at ``at`` (default now), or a named version; the payload is verified."""
+
+        def read() -> Constant:
+            loc = self.locate(ctype, at, version)
+            value = self.store.read_payload(loc.entry.obj)
+            return Constant(
+                self.root().detname,
+                ctype,
+                loc.range,
+                loc.tree.begin,
+                loc.tree.end,
+                loc.version,
+                loc.entry,
+                loc.tree.default == loc.version,
+                value,
+            )
+
+        return self._consistent(read)  # type: ignore[no-any-return]
+
+    def log(self, last: int | None = None) -> list[LogRecord]:
+        return self._consistent(lambda: self.store.log(last))  # type: ignore[no-any-return]
+
+    def commits(self, start: ObjectId | None = None) -> Iterator[tuple[ObjectId, Commit]]:
+        """Commits along the first-parent chain, newest first."""
+        current = start or self.head()
+        while current is not None:
+            commit = self.store.read_commit(current)
+            yield current, commit
+            current = commit.parents[0] if commit.parents else None
+
+    # -- writing ---------------------------------------------------------------------------------
+    def transaction(
+        self,
+        message: str = "",
+        *,
+        author: str | None = None,
+        command: str = "commit",
+        meta: Mapping[str, Any] | None = None,
+    ) -> Transaction:
+        return Transaction(self, message, author=author, command=command, meta=meta)
+
+
+_PENDING = ObjectId("0" * 32)  # a placeholder id until write() stores the changed subtree
+
+
+class _Work:
+    """A mutable working copy of the tree, loaded lazily from a base commit.
+
+    Changed ranges and ctypes are kept decoded and marked dirty; :meth:`write` stores them
+    bottom-up, so a commit rewrites only the path from a change to the root.
+    """
+
+    def __init__(self, repo: Repository, base: ObjectId | None) -> None:
+        self.repo = repo
+        self.base = base
+        self.root = repo.root(base)
+        self.ctypes: dict[str, CtypeTree] = {}
+        self.ranges: dict[tuple[str, RangeKey], RangeTree] = {}
+        self.dirty_ranges: set[tuple[str, RangeKey]] = set()
+        self.dirty_ctypes: set[str] = set()
+
+    def ctype(self, name: str, *, create: bool = False) -> CtypeTree:
+        if name not in self.ctypes:
+            loaded = name in self.root.ctypes
+            self.ctypes[name] = self.repo.ctype_tree(name, self.root) if loaded else CtypeTree()
+        tree = self.ctypes[name]
+        if not create and not tree.ranges and not tree.pars:
+            raise CtypeNotFound(f"{self.root.detname} has no ctype {name!r}")
+        return tree
+
+    def range_key(self, ctype: str, prefix: str) -> RangeKey:
+        key = resolve_prefix(prefix, list(self.ctype(ctype).ranges), "range", f"{self.root.detname} {ctype}")
+        if not key:
+            raise RangeNotFound(f"{self.root.detname} {ctype} has no range {prefix!r}")
+        return RangeKey(key)
+
+    def range(self, ctype: str, key: RangeKey) -> RangeTree | None:
+        if (ctype, key) not in self.ranges:
+            ref = self.ctype(ctype, create=True).ranges.get(key)
+            if ref is None:
+                return None
+            self.ranges[(ctype, key)] = self.repo.range_tree(ref)
+        return self.ranges[(ctype, key)]
+
+    def find_version(self, ctype: str, prefix: str, range: str | None) -> Located:
+        keys = [self.range_key(ctype, range)] if range else list(self.ctype(ctype).ranges)
+        found: dict[str, tuple[RangeKey, RangeTree]] = {}
+        for rk in keys:
+            tree = self.range(ctype, rk)
+            if tree is not None:
+                found.update({v: (rk, tree) for v in tree.versions})
+        where = f"{self.root.detname} {ctype}" + (f" range {keys[0]}" if range else "")
+        key = resolve_prefix(prefix, list(found), "version", where)
+        if not key:
+            raise VersionNotFound(f"{where} has no version {prefix!r}")
+        rk, tree = found[key]
+        return Located(ctype, rk, tree, VersionKey(key), tree.versions[VersionKey(key)])
+
+    def set_range(self, ctype: str, key: RangeKey, tree: RangeTree | None) -> None:
+        """Replace a range; an empty range means nothing and is pruned."""
+        ct = self.ctype(ctype, create=True)
+        ranges = dict(ct.ranges)
+        if tree is None or not tree.versions:
+            ranges.pop(key, None)
+            self.ranges.pop((ctype, key), None)
+            self.dirty_ranges.discard((ctype, key))
+        else:
+            ranges[key] = RangeRef(tree.begin, tree.end, _PENDING)
+            self.ranges[(ctype, key)] = tree
+            self.dirty_ranges.add((ctype, key))
+        self.ctypes[ctype] = replace(ct, ranges=ranges)
+        self.dirty_ctypes.add(ctype)
+
+    def set_ctype(self, name: str, tree: CtypeTree | None) -> None:
+        """Replace a ctype's own fields; None removes it with all its ranges."""
+        if tree is None:
+            self.ranges = {k: v for k, v in self.ranges.items() if k[0] != name}
+            self.dirty_ranges = {k for k in self.dirty_ranges if k[0] != name}
+        self.ctypes[name] = tree or CtypeTree()
+        self.dirty_ctypes.add(name)
+
+    def write(self, store: ObjectStore) -> ObjectId:
+        """Store the changed trees bottom-up and return the new root's id."""
+        for ctype, key in sorted(self.dirty_ranges):
+            tid = store.put_object(self.ranges[(ctype, key)])
+            ct = self.ctypes[ctype]
+            self.ctypes[ctype] = replace(ct, ranges={**ct.ranges, key: replace(ct.ranges[key], tree=tid)})
+        self.dirty_ranges.clear()
+        ctypes = dict(self.root.ctypes)
+        for name in sorted(self.dirty_ctypes):
+            ct = self.ctypes[name]
+            if ct.ranges or ct.pars:
+                ctypes[name] = store.put_object(ct)
+            else:
+                ctypes.pop(name, None)
+        self.dirty_ctypes.clear()
+        self.root = replace(self.root, ctypes=ctypes)
+        return store.put_object(self.root)
+
+
+Op = Callable[[_Work], Any]
+
+
+class Transaction:
+    """Many changes, one commit. Use as a context manager; leaving it without an error commits.
+
+    Each method validates at once (so errors point at the call) and records an operation; at commit
+    time the operations are replayed on the newest HEAD while the store is locked.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        message: str,
+        *,
+        author: str | None,
+        command: str,
+        meta: Mapping[str, Any] | None,
+    ) -> None:
+        self.repo = repo
+        self.message = message
+        self.author = author or current_user()
+        self.command = command
+        self.meta = dict(meta or {})
+        self._ops: list[Op] = []
+        self._payloads: dict[ObjectId, Payload] = {}
+        self._work = _Work(repo, repo._consistent(repo.head))
+        self.commit_id: ObjectId | None = None
+        self.summary: list[str] = []
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+
+    def _do(self, op: Op) -> Any:
+        result = op(self._work)
+        self._ops.append(op)
+        return result
+
+    # -- operations ------------------------------------------------------------------------------
+    def add(
+        self,
+        ctype: str,
+        value: Payload | np.ndarray,
+        begin: int,
+        end: int | None = None,
+        *,
+        pars: Mapping[str, ParValue] | None = None,
+        make_default: bool = True,
+        tsprod: int | None = None,
+    ) -> Located:
+        """Add a version to the range [begin, end); the new version becomes the pinned default
+        unless ``make_default`` is false, in which case lookups keep returning what they did."""
+        check_ctype(ctype)
+        if end is not None and end <= begin:
+            raise InvalidTime(f"end {format_time(end)} is not after begin {format_time(begin)}")
+        if isinstance(value, str):
+            if "\0" in value:
+                raise InputError(f"{ctype}: text constants may not contain NUL characters")
+            payload: Payload = value
+        else:
+            payload = canonical_array(np.asarray(value))
+        entry = VersionEntry.describe(
+            payload,
+            tsprod=now_ns() if tsprod is None else tsprod,
+            author=self.author,
+            pars=_check_pars(pars or {}),
+        )
+        self._payloads[entry.obj] = payload
+        key = range_key(begin, end)
+        vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
+
+        def op(w: _Work) -> Located:
+            tree = w.range(ctype, key) or RangeTree(begin, end)
+            default = tree.default
+            if make_default:
+                default = vkey
+            elif default is None and tree.versions:
+                default = tree.effective()  # keep lookups returning what they returned
+            tree = replace(tree, default=default, versions={**tree.versions, vkey: entry})
+            w.set_range(ctype, key, tree)
+            return Located(ctype, key, tree, vkey, entry)
+
+        self.summary.append(f"add {ctype} {key} {vkey}")
+        return self._do(op)  # type: ignore[no-any-return]
+
+    def set_default(self, ctype: str, version: str | None, *, range: str | None = None) -> Located | None:
+        """Pin a version as its range's default, or (``version=None``) unpin ``range`` so the most
+        recently produced version counts again."""
+        if version is not None:
+            loc: Located | None = self._work.find_version(ctype, version, range)
+            assert loc is not None
+            rkey, vkey = loc.range, loc.version
+        else:
+            if range is None:
+                raise RangeNotFound(f"{ctype}: unsetting a default needs the range")
+            rkey, vkey, loc = self._work.range_key(ctype, range), None, None
+
+        def op(w: _Work) -> None:
+            tree = w.range(ctype, rkey)
+            if tree is None or (vkey is not None and vkey not in tree.versions):
+                raise VersionNotFound(f"{ctype} range {rkey} has no version {vkey}")
+            w.set_range(ctype, rkey, replace(tree, default=vkey))
+
+        self.summary.append(f"default {ctype} {rkey} {vkey or '(latest)'}")
+        self._do(op)
+        return loc
+
+    def remove(self, ctype: str, *, range: str | None = None, version: str | None = None) -> list[str]:
+        """Remove a version, a whole range, or (neither given) the whole ctype; payloads stay in history."""
+        if version is not None:
+            loc = self._work.find_version(ctype, version, range)
+            rkey, vkey = loc.range, loc.version
+            what = f"{ctype} {rkey} {vkey}"
+
+            def op(w: _Work) -> None:
+                tree = w.range(ctype, rkey)
+                if tree is None or vkey not in tree.versions:
+                    raise VersionNotFound(f"{ctype} range {rkey} has no version {vkey}")
+                versions = {k: v for k, v in tree.versions.items() if k != vkey}
+                w.set_range(
+                    ctype,
+                    rkey,
+                    replace(tree, versions=versions, default=None if tree.default == vkey else tree.default),
+                )
+        elif range is not None:
+            rkey = self._work.range_key(ctype, range)
+            what = f"{ctype} {rkey}"
+
+            def op(w: _Work) -> None:
+                if w.range(ctype, rkey) is None:
+                    raise RangeNotFound(f"{ctype} has no range {rkey}")
+                w.set_range(ctype, rkey, None)
+        else:
+            self._work.ctype(ctype)  # raises CtypeNotFound
+            what = ctype
+
+            def op(w: _Work) -> None:
+                w.ctype(ctype)
+                w.set_ctype(ctype, None)
+
+        self.summary.append(f"rm {what}")
+        self._do(op)
+        return [what]
+
+    def set_pars(
+        self,
+        pars: Mapping[str, ParValue | None],
+        *,
+        ctype: str | None = None,
+        range: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Merge parameters into a level (a value of None deletes the key)."""
+        for key in pars:
+            check_par_key(key)
+
+        def merged(old: Mapping[str, ParValue]) -> dict[str, ParValue]:
+            out = dict(old)
+            for k, v in pars.items():
+                if v is None:
+                    out.pop(k, None)
+                else:
+                    out[k] = _check_par_value(k, v)
+            return out
+
+        if ctype is None:
+            self._do(lambda w: setattr(w, "root", replace(w.root, pars=merged(w.root.pars))))
+            return
+        if version is not None:
+            loc = self._work.find_version(ctype, version, range)
+
+            def op(w: _Work) -> None:
+                tree = w.range(ctype, loc.range)
+                assert tree is not None
+                entry = tree.versions[loc.version]
+                versions = {**tree.versions, loc.version: replace(entry, pars=merged(entry.pars))}
+                w.set_range(ctype, loc.range, replace(tree, versions=versions))
+        elif range is not None:
+            rkey = self._work.range_key(ctype, range)
+
+            def op(w: _Work) -> None:
+                tree = w.range(ctype, rkey)
+                if tree is None:
+                    raise RangeNotFound(f"{ctype} has no range {rkey}")
+                w.set_range(ctype, rkey, replace(tree, pars=merged(tree.pars)))
+        else:
+
+            def op(w: _Work) -> None:
+                ct = w.ctype(ctype, create=True)
+                w.set_ctype(ctype, replace(ct, pars=merged(ct.pars)))
+
+        self._do(op)
+
+    def set_links(self, *, predecessor: str | None = None, successor: str | None = None) -> None:
+        for name in (predecessor, successor):
+            if name:
+                check_detname(name)
+
+        def op(w: _Work) -> None:
+            w.root = replace(
+                w.root,
+                predecessor=w.root.predecessor if predecessor is None else predecessor,
+                successor=w.root.successor if successor is None else successor,
+            )
+
+        self._do(op)
+
+    # -- commit ----------------------------------------------------------------------------------
+    def commit(self) -> ObjectId | None:
+        """Write everything as one commit; None when nothing changed."""
+        store = self.repo.store
+        with store.writing():
+            head = store.head()
+            work = self._work
+            if head != work.base:  # someone committed since we started: replay on their commit
+                work = _Work(self.repo, head)
+                for op in self._ops:
+                    op(work)
+            for oid, payload in self._payloads.items():
+                store.put_payload(payload, known_id=oid)
+            tree = work.write(store)
+            if head is not None and tree == store.read_commit(head).tree:
+                return None
+            message = self.message or "; ".join(self.summary) or "commit"
+            commit = Commit(
+                tree, (head,) if head else (), self.author, current_host(), now_ns(), message, self.meta
+            )
+            cid = store.put_object(commit)
+            store.set_ref(HEAD, head, cid, LogRecord(HEAD, head, cid, self.command, message))
+        self.commit_id = cid
+        return cid
+
+
+def _check_par_value(key: str, value: Any) -> ParValue:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise InputError(f"parameter {key!r}: values must be str, int, float or bool, not {type(value).__name__}")
+
+
+def _check_pars(pars: Mapping[str, Any]) -> dict[str, ParValue]:
+    return {check_par_key(k): _check_par_value(k, v) for k, v in pars.items()}

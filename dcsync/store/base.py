@@ -1,0 +1,150 @@
+"""The store abstraction: objects, refs and log of one detector repository, behind one interface.
+
+Two real implementations: :class:`~dcsync.store.hdf5.HDF5Store` (the ``.h5`` file) and
+:class:`~dcsync.store.memory.MemoryStore` (for tests and as the model the HDF5 store is compared
+with). Every read re-checks the object's hash; decoded trees and commits are cached by id, which
+is always safe because objects are immutable. Writes happen only inside ``with store.writing():``,
+which is one atomic transaction: all of it lands or none of it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+
+from dcsync.errors import CorruptObject, RefConflict
+from dcsync.hashing import ALGORITHM, ObjectId, canonical_array, hash_array, hash_bytes, hash_text
+from dcsync.objects import Commit, Payload, Tree, decode, encode
+from dcsync.refs import LogRecord, check_ref
+
+ObjectKind = Literal["array", "text", "tree", "commit"]
+_CACHE_ENTRIES = 4096
+
+
+def verify_payload(oid: ObjectId, value: Payload, where: str) -> Payload:
+    actual = hash_text(value) if isinstance(value, str) else hash_array(value)
+    if actual != oid:
+        raise CorruptObject(f"object {oid} in {where} is corrupt: its content hashes to {actual}")
+    return value
+
+
+class ObjectStore(ABC):
+    """Objects, refs and log of one detector repository."""
+
+    hash_algorithm = ALGORITHM
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[ObjectId, Tree | Commit] = OrderedDict()
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """How errors name this store (a path, or 'memory')."""
+
+    # -- low-level reads, implemented per backend (no verification) --------------------------------
+    @abstractmethod
+    def has(self, oid: ObjectId) -> bool: ...
+
+    @abstractmethod
+    def kind_of(self, oid: ObjectId) -> ObjectKind: ...
+
+    @abstractmethod
+    def _load_payload(self, oid: ObjectId) -> Payload: ...
+
+    @abstractmethod
+    def _load_body(self, oid: ObjectId) -> tuple[ObjectKind, bytes]: ...
+
+    @abstractmethod
+    def object_ids(self) -> Iterator[ObjectId]: ...
+
+    @abstractmethod
+    def refs(self) -> dict[str, ObjectId]: ...
+
+    @abstractmethod
+    def log(self, last: int | None = None) -> list[LogRecord]:
+        """The log, oldest first; ``last`` keeps only the newest records."""
+
+    # -- low-level writes (only inside writing()) -----------------------------------------------
+    @abstractmethod
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """One atomic transaction: exclusive, and all-or-nothing."""
+
+    @abstractmethod
+    def _store_payload(self, oid: ObjectId, value: Payload) -> None: ...
+
+    @abstractmethod
+    def _store_body(self, oid: ObjectId, kind: ObjectKind, body: bytes) -> None: ...
+
+    @abstractmethod
+    def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None: ...
+
+    # -- verified, shared logic --------------------------------------------------------------------
+    def read_payload(self, oid: ObjectId) -> Payload:
+        return verify_payload(oid, self._load_payload(oid), self.where)
+
+    def read_object(self, oid: ObjectId) -> Tree | Commit:
+        cached = self._cache.get(oid)
+        if cached is not None:
+            self._cache.move_to_end(oid)
+            return cached
+        kind, body = self._load_body(oid)
+        if hash_bytes(kind, body) != oid:
+            raise CorruptObject(f"object {oid} in {self.where} is corrupt: its bytes do not match its id")
+        obj = decode(kind, body, oid)
+        self._cache[oid] = obj
+        if len(self._cache) > _CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return obj
+
+    def read_commit(self, oid: ObjectId) -> Commit:
+        obj = self.read_object(oid)
+        if not isinstance(obj, Commit):
+            raise CorruptObject(f"object {oid} in {self.where} is not a commit")
+        return obj
+
+    def put_payload(self, value: Payload, *, known_id: ObjectId | None = None) -> ObjectId:
+        """Store a payload once; identical content is never stored twice.
+
+        ``known_id`` skips re-hashing a value the caller already hashed in canonical form.
+        """
+        if known_id is not None:
+            if not self.has(known_id):
+                self._store_payload(known_id, value)
+            return known_id
+        if isinstance(value, str):
+            if "\0" in value:
+                raise CorruptObject("text payloads may not contain NUL characters")
+            oid = hash_text(value)
+        else:
+            value = canonical_array(np.asarray(value))
+            oid = hash_array(value)
+        if not self.has(oid):
+            self._store_payload(oid, value)
+        return oid
+
+    def put_object(self, obj: Tree | Commit) -> ObjectId:
+        kind, body = encode(obj)
+        oid = hash_bytes(kind, body)
+        if not self.has(oid):
+            self._store_body(oid, kind, body)
+        self._cache[oid] = obj
+        return oid
+
+    def set_ref(self, name: str, expected: ObjectId | None, new: ObjectId | None, record: LogRecord) -> None:
+        """Compare-and-swap a ref and log the move; :class:`RefConflict` if it moved meanwhile."""
+        check_ref(name)
+        current = self.refs().get(name)
+        if current != expected:
+            raise RefConflict(
+                f"{name} in {self.where} moved from {expected or 'nothing'} to {current or 'nothing'} "
+                "meanwhile; nothing was changed"
+            )
+        self._store_ref(name, new, record)
+
+    def head(self) -> ObjectId | None:
+        return self.refs().get("HEAD")

@@ -1,0 +1,340 @@
+"""The detector repository file: objects, refs and log in one HDF5 file, written crash-safely.
+
+Layout (format 1)::
+
+    /.dcsync                 attrs: format=1, hash="xxh3-128", refs=<JSON {name: commit id}>,
+                                    view=<commit id the seed-schema view shows>
+    /.dcsync/objects/<aa>/<30 hex>   one dataset per object, write-once; attr k = kind
+        array   the array itself (any numeric or bool dtype, any shape, contiguous)
+        text    a scalar fixed-length byte string (UTF-8)
+        tree, commit   1-D uint8, the msgpack bytes hashed for the id
+    /.dcsync/log             1-D variable-length UTF-8 strings, one JSON record per ref move
+    /<ctype>/...             the seed-schema view of HEAD (see dcsync.store.view)
+
+Writers hold the lock file and go through :class:`~dcsync.store.journal.JournaledFile`; readers
+take no lock, open read-only (``locking=False``), see the pre-commit state through the journal when
+a commit is in flight, and retry when a commit raced them (every read is hash-checked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import h5py
+import numpy as np
+
+from dcsync.errors import (
+    AlreadyExists,
+    CorruptObject,
+    FormatTooNew,
+    NotARepository,
+    ObjectNotFound,
+    RepositoryError,
+    StorageFull,
+)
+from dcsync.hashing import ALGORITHM, ObjectId, is_object_id
+from dcsync.locking import FileLock
+from dcsync.objects import Payload
+from dcsync.refs import HEAD, LogRecord
+from dcsync.store import view
+from dcsync.store.base import ObjectKind, ObjectStore
+from dcsync.store.journal import JournaledFile, OverlayReader, PaddedReader, journal_path, recover
+
+FORMAT_VERSION = 1
+META = "/.dcsync"
+OBJECTS = "/.dcsync/objects"
+LOG = "/.dcsync/log"
+LIBVER = ("latest", "latest")  # metadata checksums; readers need HDF5 >= 1.10
+_SUPERBLOCK_SIG = b"\x89HDF\r\n\x1a\n"
+T = TypeVar("T")
+_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, CorruptObject, ObjectNotFound)
+
+
+def _object_path(oid: ObjectId) -> str:
+    return f"{OBJECTS}/{oid[:2]}/{oid[2:]}"
+
+
+def _superblock_eoa(path: Path) -> int | None:
+    """End-of-allocation from a version 2/3 superblock: the size the file should have."""
+    with open(path, "rb") as fh:
+        head = fh.read(48)
+    if len(head) < 36 or not head.startswith(_SUPERBLOCK_SIG) or head[8] not in (2, 3):
+        return None
+    return int(struct.unpack_from("<Q", head, 28)[0])
+
+
+class HDF5Store(ObjectStore):
+    """One ``<dettype>-<detid>.h5`` file."""
+
+    def __init__(self, path: Path | str, *, lock_timeout: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self._w: h5py.File | None = None
+        self._r: h5py.File | None = None
+        self._r_fileobj: Any = None
+        self._r_stamp: tuple[int, int, int, bool] | None = None
+        self.truncated = False
+        self._refresh()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path | str, **kwargs: Any) -> HDF5Store:
+        """Create an empty repository file atomically: it appears complete or not at all."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            with h5py.File(tmp, "w", libver=LIBVER, locking=False) as f:
+                meta = f.create_group(META)
+                meta.attrs["format"] = FORMAT_VERSION
+                meta.attrs["hash"] = ALGORITHM
+                meta.attrs["refs"] = "{}"
+                meta.attrs["view"] = ""
+                meta.create_group("objects")
+                meta.create_dataset(
+                    "log", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype()
+                )
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AlreadyExists(f"{path} already exists") from None
+        except OSError as exc:
+            if isinstance(exc, AlreadyExists):
+                raise
+            raise RepositoryError(f"cannot create {path}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls(path, **kwargs)
+
+    # -- read handle ----------------------------------------------------------------------------
+    def _stamp(self) -> tuple[int, int, int, bool]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise NotARepository(f"{self.path}: no such repository file") from None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, journal_path(self.path).exists())
+
+    def _refresh(self, force: bool = False) -> None:
+        stamp = self._stamp()
+        if not force and self._r is not None and stamp == self._r_stamp:
+            return
+        self.close()
+        self._r, self._r_fileobj = self._open_reader(stamp[3])
+        self._r_stamp = stamp
+        self._check_format(self._r)
+
+    def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
+        try:
+            if hot_journal:
+                fobj: Any = OverlayReader(self.path)
+                return h5py.File(fobj, "r"), fobj
+            return h5py.File(self.path, "r", locking=False), None
+        except OSError as exc:
+            if "truncated file" in str(exc):
+                eoa = _superblock_eoa(self.path)
+                if eoa:
+                    self.truncated = True
+                    fobj = PaddedReader(self.path, eoa)
+                    with contextlib.suppress(OSError):
+                        return h5py.File(fobj, "r"), fobj
+            if isinstance(exc, FileNotFoundError):
+                raise NotARepository(f"{self.path}: no such repository file") from exc
+            raise NotARepository(f"{self.path} is not a readable HDF5 file ({exc})") from exc
+
+    def _check_format(self, f: h5py.File) -> None:
+        try:
+            attrs = f[META].attrs
+            fmt = int(attrs["format"])
+            algorithm = str(attrs["hash"])
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise NotARepository(f"{self.path} is an HDF5 file but not a dcsync repository") from exc
+        if fmt > FORMAT_VERSION:
+            raise FormatTooNew(
+                f"{self.path} has format {fmt}; this dcsync reads format {FORMAT_VERSION} and older: "
+                "upgrade dcsync"
+            )
+        if algorithm != ALGORITHM:
+            raise FormatTooNew(f"{self.path} uses hash {algorithm!r}; this dcsync knows only {ALGORITHM}")
+
+    def _file(self) -> h5py.File:
+        if self._w is not None:
+            return self._w
+        if self._r is None:
+            self._refresh()
+        assert self._r is not None
+        return self._r
+
+    def close(self) -> None:
+        if self._r is not None:
+            with contextlib.suppress(Exception):
+                self._r.close()
+        if self._r_fileobj is not None:
+            with contextlib.suppress(Exception):
+                self._r_fileobj.close()
+        self._r = self._r_fileobj = self._r_stamp = None
+
+    def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
+        """Run a read that may race a writer: on a torn read, reopen and retry.
+
+        Objects never change once written, so a failure that goes away on reopen was a race; one
+        that persists is real and is raised.
+        """
+        delay = 0.005
+        for attempt in range(attempts):
+            try:
+                if self._w is None:
+                    self._refresh(force=attempt > 0)
+                return read()
+            except _READ_ERRORS as exc:
+                if self._w is not None or attempt == attempts - 1:
+                    if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
+                        raise
+                    raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        raise AssertionError("unreachable")
+
+    # -- ObjectStore reads ------------------------------------------------------------------------
+    def has(self, oid: ObjectId) -> bool:
+        return is_object_id(oid) and _object_path(oid) in self._file()
+
+    def _dataset(self, oid: ObjectId) -> h5py.Dataset:
+        if not is_object_id(oid):
+            raise ObjectNotFound(f"{oid!r} is not an object id")
+        try:
+            return self._file()[_object_path(oid)]
+        except KeyError:
+            raise ObjectNotFound(f"object {oid} not found in {self.path}") from None
+
+    def kind_of(self, oid: ObjectId) -> ObjectKind:
+        kind = str(self._dataset(oid).attrs["k"])
+        if kind not in ("array", "text", "tree", "commit"):
+            raise CorruptObject(f"object {oid} in {self.path} has unknown kind {kind!r}")
+        return kind  # type: ignore[return-value]
+
+    def _load_payload(self, oid: ObjectId) -> Payload:
+        ds = self._dataset(oid)
+        if ds.dtype.kind == "S":
+            raw = ds[()]
+            try:
+                return bytes(raw).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorruptObject(f"text object {oid} in {self.path} is not UTF-8") from exc
+        arr = np.empty(ds.shape, dtype=ds.dtype)
+        if arr.size:
+            ds.read_direct(arr)
+        return arr
+
+    def _load_body(self, oid: ObjectId) -> tuple[ObjectKind, bytes]:
+        ds = self._dataset(oid)
+        kind = str(ds.attrs["k"])
+        if kind not in ("tree", "commit"):
+            raise CorruptObject(f"object {oid} in {self.path} is a {kind}, not a tree or commit")
+        return kind, ds[()].tobytes()  # type: ignore[return-value]
+
+    def object_ids(self) -> Iterator[ObjectId]:
+        f = self._file()
+        for fan, group in f[OBJECTS].items():
+            for rest in group:
+                yield ObjectId(fan + rest)
+
+    def refs(self) -> dict[str, ObjectId]:
+        if self._w is None:
+            self._refresh()
+        raw = self._file()[META].attrs["refs"]
+        try:
+            refs = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptObject(f"the refs of {self.path} are unreadable") from exc
+        return {str(k): ObjectId(v) for k, v in refs.items()}
+
+    def log(self, last: int | None = None) -> list[LogRecord]:
+        ds = self._file()[LOG]
+        n = ds.shape[0]
+        start = 0 if last is None else max(0, n - last)
+        rows = ds[start:n] if n > start else []
+        return [LogRecord.from_json(r.decode() if isinstance(r, bytes) else r) for r in rows]
+
+    def view_commit(self) -> str:
+        return str(self._file()[META].attrs.get("view", ""))
+
+    # -- writes ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        if self._w is not None:
+            raise RepositoryError(f"{self.path}: a transaction is already open in this process")
+        lock = FileLock(self.path)
+        lock.acquire(timeout=self.lock_timeout)
+        try:
+            recover(self.path)
+            journaled = JournaledFile(self.path)
+            try:
+                self._w = h5py.File(journaled, "r+", libver=LIBVER)
+            except Exception as exc:
+                journaled.rollback()
+                raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
+            try:
+                yield
+                self._w.close()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    self._w.close()
+                journaled.rollback()
+                self._cache.clear()
+                if journaled.failure is not None and not isinstance(exc, StorageFull):
+                    raise journaled.failure from exc
+                raise
+            finally:
+                self._w = None
+            journaled.commit()
+        finally:
+            lock.release()
+
+    def _writer(self) -> h5py.File:
+        if self._w is None:
+            raise RepositoryError("writes to a repository need a transaction (store.writing())")
+        return self._w
+
+    def _store_payload(self, oid: ObjectId, value: Payload) -> None:
+        group = self._writer().require_group(f"{OBJECTS}/{oid[:2]}")
+        if isinstance(value, str):
+            raw = value.encode("utf-8")
+            ds = group.create_dataset(oid[2:], data=np.array(raw, dtype=f"S{max(len(raw), 1)}"))
+            ds.attrs["k"] = "text"
+        else:
+            ds = group.create_dataset(oid[2:], data=value)
+            ds.attrs["k"] = "array"
+
+    def _store_body(self, oid: ObjectId, kind: ObjectKind, body: bytes) -> None:
+        group = self._writer().require_group(f"{OBJECTS}/{oid[:2]}")
+        ds = group.create_dataset(oid[2:], data=np.frombuffer(body, dtype=np.uint8))
+        ds.attrs["k"] = kind
+
+    def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None:
+        f = self._writer()
+        refs = self.refs()
+        old = refs.get(name)
+        if new is None:
+            refs.pop(name, None)
+        else:
+            refs[name] = new
+        f[META].attrs["refs"] = json.dumps(refs, sort_keys=True)
+        log = f[LOG]
+        n = log.shape[0]
+        log.resize((n + 1,))
+        log[n] = record.to_json()
+        if name == HEAD:
+            view.update(f, self, old, new)

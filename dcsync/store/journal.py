@@ -1,0 +1,373 @@
+"""A rollback journal at the byte level, under h5py's file-object driver: commits cost O(new data)
+and a process killed at any instant leaves the file as it was before or after the commit.
+
+The idea is SQLite's rollback journal. While a :class:`JournaledFile` is open for a transaction,
+writes past the file's original end go straight to disk (truncating back undoes them). Writes
+inside the original region are held in a page cache; at :meth:`JournaledFile.commit` the original
+content of every touched page is appended to ``<file>.journal`` and fsynced *before* any page of the
+original region is overwritten. Then the pages are written, the file is fsynced, and the journal is
+deleted: that unlink is the commit point.
+
+Journal layout (little-endian)::
+
+    header:  b"DCSJRNL1" | u32 page_size | u64 original_size | u64 xxh64(previous 20 bytes)
+    record:  u64 offset | u32 length | u64 xxh64(offset, length, data) | data[length]   (repeated)
+
+Recovery (:func:`recover`) writes every intact record back and truncates the file to its original
+size. A torn record can only be at the tail, and only if the crash came before the journal fsync,
+which precedes every overwrite, so skipping it is safe. A torn header means nothing past it was
+written either, so the file is untouched apart from appended bytes HDF5 never references.
+
+Readers do not take the lock: :class:`OverlayReader` shows the pre-commit state of a file that has a
+hot journal (pages from the journal, size cut to the original), and :class:`PaddedReader` lets
+h5py open a truncated file so intact objects stay readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import struct
+from pathlib import Path
+
+import xxhash
+
+from dcsync.errors import StorageFull
+
+PAGE_SIZE = 4096
+_MAGIC = b"DCSJRNL1"
+_HEADER = struct.Struct("<8sIQ")
+_HEADER_SUM = struct.Struct("<Q")
+_RECORD = struct.Struct("<QIQ")
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
+
+
+def _translate(exc: OSError, path: Path) -> OSError:
+    if exc.errno in _FULL_ERRNOS:
+        return StorageFull(f"no space left writing {path}: nothing was committed ({exc.strerror})")
+    return exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournaledFile(io.RawIOBase):
+    """A file object for ``h5py.File(obj, "r+")`` that makes one transaction atomic.
+
+    Use: open, hand to h5py, close the h5py file, then :meth:`commit` (or :meth:`rollback`).
+    The caller holds the repository lock for the whole time.
+    """
+
+    def __init__(self, path: Path, *, page_size: int = PAGE_SIZE) -> None:
+        super().__init__()
+        self.path = path
+        self.page_size = page_size
+        self._fd = os.open(path, os.O_RDWR)
+        self.original_size = os.fstat(self._fd).st_size
+        self._size = self.original_size
+        self._pos = 0
+        self._pages: dict[int, bytearray] = {}  # page index -> current content (original region only)
+        self._originals: dict[int, bytes] = {}  # page index -> content before the transaction
+        self._journal_fd: int | None = None
+        self._done = False
+        self.failure: OSError | None = None  # h5py swallows driver errors; the store re-raises this
+        self._open_journal()
+
+    # -- io.RawIOBase -------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self._pos = offset
+        elif whence == os.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = self._size + offset
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        start = self._pos
+        got = os.preadv(self._fd, [view[:n]], start) if n else 0
+        if got < n:  # beyond the real end of file (can only be inside a page we cache): zeros
+            view[got:n] = bytes(n - got)
+        self._overlay_cached(view[:n], start)
+        self._pos += n
+        return n
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        n = len(view)
+        start = self._pos
+        split = min(max(self.original_size - start, 0), n)
+        if split:
+            self._write_cached(view[:split], start)
+        if split < n:
+            try:
+                os.pwrite(self._fd, view[split:], start + split)
+            except OSError as exc:
+                self.failure = _translate(exc, self.path)
+                raise self.failure from exc
+        self._pos += n
+        self._size = max(self._size, start + n)
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        # Never cut into the original region: HDF5 ignores bytes past its end-of-allocation, and a
+        # shrink there would need journaling for no gain.
+        size = max(size, self.original_size)
+        os.ftruncate(self._fd, size)
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        """A no-op: durability happens once, in :meth:`commit`."""
+
+    # -- page cache ------------------------------------------------------------------------------
+    def _overlay_cached(self, view: memoryview, start: int) -> None:
+        if not self._pages or not len(view):
+            return
+        ps = self.page_size
+        end = min(start + len(view), self.original_size)
+        if end <= start:
+            return
+        for page in range(start // ps, (end - 1) // ps + 1):
+            cached = self._pages.get(page)
+            if cached is None:
+                continue
+            lo, hi = max(start, page * ps), min(end, (page + 1) * ps)
+            view[lo - start : hi - start] = cached[lo - page * ps : hi - page * ps]
+
+    def _write_cached(self, view: memoryview, start: int) -> None:
+        ps = self.page_size
+        end = start + len(view)
+        for page in range(start // ps, (end - 1) // ps + 1):
+            cached = self._pages.get(page)
+            if cached is None:
+                original = os.pread(self._fd, ps, page * ps)
+                self._originals[page] = original
+                cached = bytearray(original.ljust(ps, b"\0"))
+                self._pages[page] = cached
+            lo, hi = max(start, page * ps), min(end, (page + 1) * ps)
+            cached[lo - page * ps : hi - page * ps] = view[lo - start : hi - start]
+
+    # -- journal -----------------------------------------------------------------------------------
+    def _open_journal(self) -> None:
+        header = _HEADER.pack(_MAGIC, self.page_size, self.original_size)
+        header += _HEADER_SUM.pack(xxhash.xxh64_intdigest(header))
+        jpath = journal_path(self.path)
+        try:
+            fd = os.open(jpath, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise RuntimeError(f"{jpath} exists: recover() must run before a new transaction") from None
+        try:
+            os.write(fd, header)
+        except OSError as exc:
+            os.close(fd)
+            jpath.unlink(missing_ok=True)
+            raise _translate(exc, self.path) from exc
+        self._journal_fd = fd
+
+    def _journal_pages(self) -> None:
+        assert self._journal_fd is not None
+        chunks = []
+        for page, original in sorted(self._originals.items()):
+            offset = page * self.page_size
+            length = min(len(original), max(self.original_size - offset, 0))
+            data = original[:length]
+            digest = xxhash.xxh64_intdigest(struct.pack("<QI", offset, length) + data)
+            chunks.append(_RECORD.pack(offset, length, digest) + data)
+        os.write(self._journal_fd, b"".join(chunks))
+        os.fsync(self._journal_fd)
+
+    def dirty_pages(self) -> int:
+        """How many pages of the original region this transaction overwrites (for benchmarks)."""
+        return len(self._pages)
+
+    def commit(self) -> None:
+        """Make the transaction durable; the journal's deletion is the commit point."""
+        if self._done:
+            return
+        try:
+            self._journal_pages()
+            ps = self.page_size
+            for page, content in sorted(self._pages.items()):
+                offset = page * ps
+                length = min(ps, self.original_size - offset)
+                os.pwrite(self._fd, content[:length], offset)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.rollback()
+            raise _translate(exc, self.path) from exc
+        self._close_fds()
+        journal_path(self.path).unlink()
+        _fsync_dir(self.path)
+        self._done = True
+
+    def rollback(self) -> None:
+        """Abandon the transaction: restore the original state and remove the journal."""
+        if self._done:
+            return
+        self._close_fds()
+        recover(self.path)
+        self._done = True
+
+    def _close_fds(self) -> None:
+        for fd in (self._journal_fd, self._fd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._journal_fd = None
+        self._fd = -1
+
+    def close(self) -> None:
+        # h5py closes its file object when the h5py.File closes; commit/rollback come later, so
+        # closing must keep the descriptors.
+        pass
+
+    def __del__(self) -> None:
+        if not self._done:
+            self._close_fds()
+
+
+def _read_journal(jpath: Path) -> tuple[int, int, list[tuple[int, bytes]]] | None:
+    """(page_size, original_size, intact records) or None when the header itself is torn."""
+    try:
+        raw = jpath.read_bytes()
+    except FileNotFoundError:
+        return None
+    hsize = _HEADER.size + _HEADER_SUM.size
+    if len(raw) < hsize:
+        return None
+    magic, page_size, original_size = _HEADER.unpack_from(raw)
+    (digest,) = _HEADER_SUM.unpack_from(raw, _HEADER.size)
+    if magic != _MAGIC or digest != xxhash.xxh64_intdigest(raw[: _HEADER.size]):
+        return None
+    records = []
+    pos = hsize
+    while pos + _RECORD.size <= len(raw):
+        offset, length, digest = _RECORD.unpack_from(raw, pos)
+        data = raw[pos + _RECORD.size : pos + _RECORD.size + length]
+        if len(data) != length or xxhash.xxh64_intdigest(struct.pack("<QI", offset, length) + data) != digest:
+            break  # a torn tail: the crash came before the journal fsync, so no overwrite happened
+        records.append((offset, data))
+        pos += _RECORD.size + length
+    return page_size, original_size, records
+
+
+def has_hot_journal(path: Path) -> bool:
+    return journal_path(path).exists()
+
+
+def recover(path: Path) -> bool:
+    """Roll back an interrupted transaction on ``path``; True when there was one.
+
+    The caller holds the repository lock. Idempotent: a crash during recovery is recovered again.
+    """
+    jpath = journal_path(path)
+    if not jpath.exists():
+        return False
+    parsed = _read_journal(jpath)
+    if parsed is not None:
+        _, original_size, records = parsed
+        fd = os.open(path, os.O_RDWR)
+        try:
+            for offset, data in records:
+                os.pwrite(fd, data, offset)
+            os.ftruncate(fd, original_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    jpath.unlink()
+    _fsync_dir(path)
+    return True
+
+
+class _ReadOnlyFile(io.RawIOBase):
+    """Shared plumbing of the read-only views below: positional reads of a size we decide."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__()
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        got = os.preadv(self._fd, [view[:n]], self._pos) if n else 0
+        if got < n:
+            view[got:n] = bytes(n - got)
+        self._patch(view[:n], self._pos)
+        self._pos += n
+        return n
+
+    def _patch(self, view: memoryview, start: int) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
+
+
+class OverlayReader(_ReadOnlyFile):
+    """The file as it was before the transaction that left ``<file>.journal`` behind."""
+
+    def __init__(self, path: Path) -> None:
+        parsed = _read_journal(journal_path(path))
+        size = os.stat(path).st_size
+        self._records: list[tuple[int, bytes]] = []
+        if parsed is not None:
+            _, size, self._records = parsed
+        super().__init__(path, size)
+
+    def _patch(self, view: memoryview, start: int) -> None:
+        end = start + len(view)
+        for offset, data in self._records:
+            lo, hi = max(start, offset), min(end, offset + len(data))
+            if lo < hi:
+                view[lo - start : hi - start] = data[lo - offset : hi - offset]
+
+
+class PaddedReader(_ReadOnlyFile):
+    """A truncated file padded with zeros to ``size``, so HDF5 opens it and intact parts stay readable."""
