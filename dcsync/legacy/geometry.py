@@ -2,16 +2,19 @@
 
 Layout::
 
-    # TITLE      Geometry parameters of CSPAD          <- comment lines: '#' first (after blanks)
+    # TITLE      Geometry parameters of CSPAD          <- comments: '#' in column 0
     # HDR PARENT IND  OBJECT IND  X0 Y0 Z0  ROT-Z ROT-Y ROT-X  TILT-Z TILT-Y TILT-X
-    CSPAD:V2  0  QUAD:V2  0  -4500 -4500 0  90 0 0  0.1 0 0
-    IP        0  CSPAD:V2 0  0 0 1000000  0 0 0  0 0 0
+    QUAD:V2   0  SENS2X1:V1 0  21136 -21106 0  90 0 0  0.1 0 0
+    CSPAD:V2  0  QUAD:V2    0  -4500 -4500 0  90 0 0  0 0 0
+    IP        0  CSPAD:V2   0  0 0 1000000    0 0 0  0 0 0
 
 Each data line has exactly 13 whitespace-separated fields: parent name and index, object name and
 index (non-negative integers), the object's origin X0 Y0 Z0 in µm in the parent frame, rotations
 about Z, Y, X and tilts about Z, Y, X in degrees (finite numbers). Lines link (parent, index) to
-(object, index); an object may be defined once, the links may not form a cycle, and a parent that is
-not itself defined (usually ``IP``) is a top of the hierarchy. Blank lines are ignored.
+(object, index). Rules, as psana's reader needs them: a link appears once; an object that holds
+others is placed once (leaves may reuse an index under another parent, as old CSPAD files number
+sensors 0..7 in each quad); links form no cycle; and everything leads up to one top, a parent that
+is not itself placed (usually ``IP``). Blank lines are ignored.
 
 Parsing never rewrites the text: dcsync stores what the user gave, and this module only says whether
 psana would read it as a sound hierarchy.
@@ -85,27 +88,33 @@ def parse_geometry(text: str, source: str) -> Geometry:
     """Parse and check geometry text; raise :class:`InputError` naming ``source`` and the line."""
     header: list[str] = []
     segments: list[GeometryLine] = []
-    lineno: dict[tuple[str, int], int] = {}
+    linenos: list[int] = []
+    links: dict[tuple[str, int, str, int], int] = {}
     for n, raw in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
         line = raw.rstrip("\r")
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
+        if line.startswith("#"):
             header.append(line)
             continue
-        seg = _parse_line(stripped, f"{source}: line {n}")
-        if seg.key in lineno:
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("#"):
             raise InputError(
-                f"{source}: line {n}: {seg.object} {seg.object_index} is already defined on line "
-                f"{lineno[seg.key]}: each (object, index) may be placed only once"
+                f"{source}: line {n}: a comment must start with '#' in column 0 (psana reads it as data)"
             )
-        lineno[seg.key] = n
+        seg = _parse_line(line, f"{source}: line {n}")
+        link = (seg.parent, seg.parent_index, seg.object, seg.object_index)
+        if link in links:
+            raise InputError(
+                f"{source}: line {n}: {seg.object} {seg.object_index} in {seg.parent} {seg.parent_index} "
+                f"is already placed on line {links[link]}"
+            )
+        links[link] = n
         segments.append(seg)
+        linenos.append(n)
     if not segments:
         raise InputError(f"{source}: no geometry lines (only comments or blank lines)")
     geometry = Geometry(tuple(header), tuple(segments))
-    _check_acyclic(geometry, lineno, source)
+    _check_hierarchy(geometry, linenos, source)
     return geometry
 
 
@@ -117,9 +126,10 @@ def check_geometry_text(text: str, source: str) -> None:
 def _parse_line(line: str, where: str) -> GeometryLine:
     fields = line.split()
     if len(fields) != NFIELDS:
+        hint = "; '#' comments are allowed only on their own line" if "#" in line else ""
         raise InputError(
             f"{where}: {len(fields)} fields, expected {NFIELDS} "
-            "(parent index object index x0 y0 z0 rot_z rot_y rot_x tilt_z tilt_y tilt_x)"
+            f"(parent index object index x0 y0 z0 rot_z rot_y rot_x tilt_z tilt_y tilt_x){hint}"
         )
     for i in (1, 3):
         if not _INDEX.match(fields[i]):
@@ -133,21 +143,43 @@ def _parse_line(line: str, where: str) -> GeometryLine:
     return GeometryLine(fields[0], int(fields[1]), fields[2], int(fields[3]), *numbers)
 
 
-def _check_acyclic(geometry: Geometry, lineno: dict[tuple[str, int], int], source: str) -> None:
-    """Follow each placement up to a top; meeting a placement twice on one walk is a cycle."""
-    parent_of = {seg.key: seg.parent_key for seg in geometry.segments}
-    done: set[tuple[str, int]] = set()  # placements already known to reach a top
-    for seg in geometry.segments:
+def _check_hierarchy(geometry: Geometry, linenos: list[int], source: str) -> None:
+    """Parents must be placed at most once, links may not loop, and everything must meet at one top.
+
+    Leaves may repeat an (object, index) under different parents: old CSPAD files number the eight
+    SENS2X1 sensors 0..7 inside each QUAD. A parent placed twice would make its children's
+    position ambiguous (psana silently takes the first), so that is refused.
+    """
+    parents = {seg.parent_key for seg in geometry.segments}
+    parent_of: dict[tuple[str, int], tuple[str, int]] = {}
+    first_line: dict[tuple[str, int], int] = {}
+    for seg, n in zip(geometry.segments, linenos, strict=True):
+        if seg.key in parents and seg.key in parent_of:
+            raise InputError(
+                f"{source}: line {n}: {seg.object} {seg.object_index} is placed again (first on line "
+                f"{first_line[seg.key]}); it holds other objects, so their position would be ambiguous"
+            )
+        if seg.key in parents:
+            parent_of[seg.key] = seg.parent_key
+            first_line[seg.key] = n
+    done: set[tuple[str, int]] = set()  # parents already known to lead up to a top
+    for start in parent_of:
         path: list[tuple[str, int]] = []
-        node = seg.key
+        node = start
         while node in parent_of and node not in done:
             if node in path:
-                cycle = [*path[path.index(node) :], node]
-                names = " -> ".join(f"{name} {index}" for name, index in cycle)
+                names = " -> ".join(f"{name} {index}" for name, index in [*path[path.index(node) :], node])
                 raise InputError(
-                    f"{source}: line {lineno[node]}: the hierarchy has a cycle ({names}); "
+                    f"{source}: line {first_line[node]}: the hierarchy has a cycle ({names}); "
                     "every object must lead up to a top such as IP"
                 )
             path.append(node)
             node = parent_of[node]
         done.update(path)
+    tops = geometry.tops()
+    if len(tops) > 1:
+        names = ", ".join(f"{name} {index}" for name, index in tops)
+        raise InputError(
+            f"{source}: the hierarchy has {len(tops)} separate tops ({names}); psana uses only one, so "
+            "every object must lead up to the same top (a mistyped parent name or index?)"
+        )

@@ -1,0 +1,213 @@
+"""A workspace (a "calib directory"): ``.dcsync/`` plus detector repositories and alias files.
+
+Layout::
+
+    <root>/.dcsync/config.toml         kind = "local" | "experiment" | "repository", [remotes.*]
+    <root>/.dcsync/hooks/              server-side and local hooks
+    <root>/<dettype>/<dettype>-<detid>.h5   one repository per detector
+    <root>/<dettype>/*.als             aliases, one per line: ``<alias> <detname>`` ('#' comments)
+
+Anywhere a detector is named, its name, an alias, or a path to an ``.h5`` file works.
+Commands find the workspace from the current directory upwards.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dcsync.errors import (
+    AlreadyExists,
+    DetectorNotFound,
+    InputError,
+    UsageError,
+    WorkspaceNotFound,
+)
+from dcsync.names import check_alias, check_detname, split_detname
+from dcsync.repository import Repository
+
+KINDS = ("local", "experiment", "repository")
+CONFIG_DIR = ".dcsync"
+ALIAS_FILE = "aliases.als"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Alias:
+    alias: str
+    detname: str
+    file: Path
+
+
+class Workspace:
+    """A calib directory of detector repositories."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        if not (self.root / CONFIG_DIR).is_dir():
+            raise WorkspaceNotFound(f"{self.root} is not a dcsync workspace (no {CONFIG_DIR}/): run 'dcsync init'")
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # -- creation and discovery ------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path | str = ".", kind: str = "local") -> Workspace:
+        if kind not in KINDS:
+            raise UsageError(f"invalid location kind {kind!r}: choose one of {', '.join(KINDS)}")
+        root = Path(path)
+        cfg = root / CONFIG_DIR
+        if (cfg / "config.toml").exists():
+            raise AlreadyExists(f"{root} is already a dcsync workspace")
+        (cfg / "hooks").mkdir(parents=True, exist_ok=True)
+        _atomic_write(cfg / "config.toml", tomli_w.dumps({"kind": kind}))
+        return cls(root)
+
+    @classmethod
+    def find(cls, start: Path | str | None = None) -> Workspace:
+        """The workspace containing ``start`` (default: the current directory), searching upwards."""
+        here = Path(start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / CONFIG_DIR).is_dir():
+                return cls(candidate)
+        raise WorkspaceNotFound(f"no dcsync workspace at or above {here}: run 'dcsync init' or use -C PATH")
+
+    # -- configuration ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_DIR / "config.toml"
+
+    def config(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"kind": "local"}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{self.config_path} is not valid TOML: {exc}") from exc
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        _atomic_write(self.config_path, tomli_w.dumps(config))
+
+    @property
+    def kind(self) -> str:
+        return str(self.config().get("kind", "local"))
+
+    # -- detectors -------------------------------------------------------------------------------
+    def detector_path(self, detname: str) -> Path:
+        dettype, _ = split_detname(detname)
+        return self.root / dettype / f"{detname}.h5"
+
+    def detectors(self) -> list[str]:
+        """Names of the detector repositories in this workspace, sorted."""
+        names = []
+        for path in self.root.glob("*/*.h5"):
+            name = path.stem
+            try:
+                dettype, _ = split_detname(name)
+            except UsageError:
+                continue
+            if path.parent.name == dettype:
+                names.append(name)
+        return sorted(names)
+
+    def resolve(self, name: str) -> Path:
+        """A detector's file from its name, an alias, or a path to an ``.h5`` file."""
+        if name.endswith(".h5") or os.sep in name:
+            path = Path(name)
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            if path.is_file():
+                return path
+            raise DetectorNotFound(f"no repository file {name}")
+        aliases = self.aliases()
+        if name in aliases:
+            target = aliases[name].detname
+            path = self.detector_path(target)
+            if path.is_file():
+                return path
+            raise DetectorNotFound(f"alias {name!r} points to {target}, which is not in {self.root}")
+        try:
+            path = self.detector_path(name)
+        except UsageError:
+            path = None
+        if path is not None and path.is_file():
+            return path
+        known = ", ".join(self.detectors()[:10]) or "none yet ('dcsync new DETNAME')"
+        raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
+
+    def repository(self, name: str, *, lock_timeout: float = 30.0) -> Repository:
+        return Repository.open(self.resolve(name), lock_timeout=lock_timeout)
+
+    def new_detector(
+        self, detname: str, *, predecessor: str = "", alias: str | None = None, message: str | None = None
+    ) -> Repository:
+        check_detname(detname)
+        if alias is not None:
+            check_alias(alias)
+            self._check_alias_free(alias)
+        path = self.detector_path(detname)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repo = Repository.create(path, detname, predecessor=predecessor, message=message)
+        if predecessor and (self.detector_path(predecessor)).is_file():
+            with Repository.open(self.detector_path(predecessor)) as pred:
+                if not pred.root().successor:
+                    with pred.transaction(f"successor {detname}", command="new") as tx:
+                        tx.set_links(successor=detname)
+        if alias is not None:
+            self.add_alias(alias, detname)
+        return repo
+
+    # -- aliases ---------------------------------------------------------------------------------
+    def _alias_files(self) -> Iterator[Path]:
+        yield from sorted(self.root.glob("*/*.als"))
+
+    def aliases(self) -> dict[str, Alias]:
+        out: dict[str, Alias] = {}
+        for file in self._alias_files():
+            for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                parts = line.split()
+                if len(parts) != 2:
+                    raise InputError(f"{file}:{lineno}: expected '<alias> <detname>', got {line!r}")
+                out[parts[0]] = Alias(parts[0], parts[1], file)
+        return out
+
+    def _check_alias_free(self, alias: str) -> None:
+        existing = self.aliases().get(alias)
+        if existing is not None:
+            raise AlreadyExists(f"alias {alias!r} already points to {existing.detname} ({existing.file})")
+
+    def add_alias(self, alias: str, detname: str) -> Alias:
+        check_alias(alias)
+        check_detname(detname)
+        if not self.detector_path(detname).is_file():
+            raise DetectorNotFound(f"no detector {detname} in {self.root}")
+        self._check_alias_free(alias)
+        file = self.detector_path(detname).parent / ALIAS_FILE
+        lines = file.read_text(encoding="utf-8").splitlines() if file.exists() else []
+        _atomic_write(file, "\n".join([*lines, f"{alias} {detname}"]) + "\n")
+        return Alias(alias, detname, file)
+
+    def remove_alias(self, alias: str) -> Alias:
+        existing = self.aliases().get(alias)
+        if existing is None:
+            raise DetectorNotFound(f"no alias {alias!r} in {self.root}")
+        kept = [
+            line for line in existing.file.read_text(encoding="utf-8").splitlines()
+            if line.split()[:1] != [alias]
+        ]
+        _atomic_write(existing.file, "\n".join(kept) + ("\n" if kept else ""))
+        return existing
