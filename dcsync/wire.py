@@ -28,18 +28,24 @@ def unpack(data: bytes, *, limit: int = DEFAULT_LIMIT, what: str = "data") -> An
     """Decode one msgpack value; any malformed input raises :class:`CorruptObject` naming ``what``."""
     if len(data) > limit:
         raise CorruptObject(f"{what} is {len(data)} bytes, over the limit of {limit}")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=max(limit, 1),
+        max_bin_len=limit,
+        max_str_len=limit,
+        max_array_len=limit // 2,
+        max_map_len=limit // 4,
+        max_ext_len=0,
+        use_list=True,
+    )
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_buffer_size=limit,
-            max_bin_len=limit,
-            max_str_len=limit,
-            max_array_len=limit // 2,
-            max_map_len=limit // 4,
-            max_ext_len=0,
-            use_list=True,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        unpacker.feed(data)
+        value = unpacker.unpack()
+    except msgpack.OutOfData as exc:
+        raise CorruptObject(f"{what} is truncated msgpack") from exc
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError, msgpack.BufferFull) as exc:
         raise CorruptObject(f"{what} is not valid msgpack: {exc}") from exc
+    if unpacker.tell() != len(data):
+        raise CorruptObject(f"{what} has {len(data) - unpacker.tell()} bytes of trailing garbage")
+    return value
