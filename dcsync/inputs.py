@@ -34,12 +34,12 @@ from dcsync.legacy.textarray import file_error, read_text_array, read_text_file,
 GEOMETRY = "geometry"
 _NPY_KINDS = "biufc"  # bool, signed, unsigned, float, complex: what the store accepts
 _KIND_NAMES = {
-    "O": "object dtype (pickled Python objects; dcsync never unpickles)",
-    "U": "a string dtype",
-    "S": "a bytes dtype",
-    "M": "a datetime dtype",
-    "m": "a timedelta dtype",
-    "V": "a structured/void dtype",
+    "O": "object dtype",
+    "U": "string dtype",
+    "S": "bytes dtype",
+    "M": "datetime dtype",
+    "m": "timedelta dtype",
+    "V": "structured/void dtype",
 }
 
 
@@ -124,16 +124,16 @@ def _read_npy(f: IO[bytes], size: int, source: str) -> NDArray[Any]:
         version = npy_format.read_magic(f)
     except ValueError as exc:
         raise InputError(f"{source}: not a .npy file (no NPY magic: a pickle, or another format?)") from exc
+    if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names: structured, refused anyway
+        raise InputError(f"{source}: .npy format version {version} is not supported (1.0 and 2.0 are)")
+    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
     try:
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(f)
-        else:
-            raise InputError(f"{source}: .npy format version {version} is not supported (1.0 and 2.0 are)")
+        shape, _, dtype = read_header(f)
     except (ValueError, SyntaxError, TypeError) as exc:
         raise InputError(f"{source}: corrupt .npy header ({exc})") from exc
     _check_dtype(dtype, source)
+    if any(n < 0 for n in shape):
+        raise InputError(f"{source}: corrupt .npy header (negative size in shape {tuple(shape)})")
     expected = prod(shape) * dtype.itemsize
     if size - f.tell() < expected:
         raise InputError(
@@ -152,5 +152,8 @@ def _read_npy(f: IO[bytes], size: int, source: str) -> NDArray[Any]:
 
 def _check_dtype(dtype: np.dtype[Any], source: str) -> None:
     if dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        what = _KIND_NAMES.get(dtype.kind, "an unsupported dtype")
-        raise InputError(f"{source}: {what} ({dtype}) is refused: a constant must be a numeric or bool array")
+        what = _KIND_NAMES.get(dtype.kind, "dtype")
+        why = " (it holds pickled Python objects, and dcsync never unpickles)" if dtype.hasobject else ""
+        raise InputError(
+            f"{source}: {what} {dtype.str!r} is refused{why}: a constant must be a numeric or bool array"
+        )

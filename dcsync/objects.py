@@ -15,8 +15,10 @@ Payloads are numpy arrays (any numeric or bool dtype and shape) or UTF-8 text (g
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -159,6 +161,26 @@ class RangeRef:
 class CtypeTree:
     pars: Pars = field(default_factory=dict)
     ranges: Mapping[RangeKey, RangeRef] = field(default_factory=dict)
+
+    @cached_property
+    def _by_begin(self) -> tuple[list[int], list[RangeKey]]:
+        # Sorted by begin, then widest first, so scanning backwards from the last begin <= t meets
+        # the latest begin first and, among equal begins, the narrowest range first.
+        keys = sorted(
+            self.ranges,
+            key=lambda k: (self.ranges[k].begin, -(self.ranges[k].end or 2**63), k),
+        )
+        return [self.ranges[k].begin for k in keys], keys
+
+    def lookup(self, t: int) -> RangeKey | None:
+        """The lookup rule: among ranges with ``begin <= t < end`` the latest begin wins; on equal
+        begins the narrower range (an open end is the widest). O(log n) for the usual layouts."""
+        begins, keys = self._by_begin
+        for i in range(bisect.bisect_right(begins, t) - 1, -1, -1):
+            end = self.ranges[keys[i]].end
+            if end is None or t < end:
+                return keys[i]
+        return None
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -87,14 +87,8 @@ class Located:
 
 
 def lookup_range(ranges: Mapping[RangeKey, RangeRef], t: int) -> RangeKey | None:
-    """The lookup rule on ranges: latest begin wins, then the narrower range (open end = widest)."""
-    best: tuple[int, float, RangeKey] | None = None
-    for key, ref in ranges.items():
-        if ref.begin <= t and (ref.end is None or t < ref.end):
-            rank = (ref.begin, -(float("inf") if ref.end is None else ref.end), key)
-            if best is None or rank > best:
-                best = rank
-    return best[2] if best else None
+    """The lookup rule on ranges (see :meth:`CtypeTree.lookup`)."""
+    return CtypeTree(ranges=ranges).lookup(t)
 
 
 class Repository:
@@ -239,18 +233,17 @@ class Repository:
         t = now_ns() if at is None else at
 
         def read() -> Located:
-            ct = self.ctype_tree(ctype)
-            key = lookup_range(ct.ranges, t)
+            root = self.root()
+            ct = self.ctype_tree(ctype, root)
+            key = ct.lookup(t)
             if key is None:
-                raise NoValidConstant(
-                    f"{self.root().detname} {ctype}: no validity range contains {format_time(t)}"
-                )
+                raise NoValidConstant(f"{root.detname} {ctype}: no validity range contains {format_time(t)}")
             tree = self.range_tree(ct.ranges[key])
             if version is not None:
                 return self.find_version(ctype, version, range=key)
             vkey = tree.effective()
             if vkey is None:
-                raise NoValidConstant(f"{self.detname} {ctype} range {key} has no versions")
+                raise NoValidConstant(f"{root.detname} {ctype} range {key} has no versions")
             return Located(ctype, key, tree, vkey, tree.versions[vkey])
 
         if version is not None and at is None:

@@ -13,10 +13,10 @@ from pathlib import Path
 from dcsync.errors import DcsyncError, NotARepository
 from dcsync.hashing import ObjectId
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree
+from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import has_hot_journal
-from dcsync.store import view
 
 
 @dataclass
@@ -54,7 +54,7 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
             if kind in ("array", "text"):
                 store.read_payload(oid)
             else:
-                store.read_object(oid)
+                store.read_object(oid, fresh=True)
             kinds[oid] = kind
         except (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             report.problems.append(f"object {oid}: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import inspect
 import itertools
@@ -298,6 +299,52 @@ def test_many_breakers_of_one_stale_lock_take_turns(repo: Path) -> None:
     assert errors == []
     assert_disjoint(intervals)
     assert leftovers(repo) == []
+
+
+def test_crashed_holders_are_broken_one_at_a_time(repo: Path) -> None:
+    """Every third turn a holder "crashes", leaving its lock behind; the others race to break it."""
+    pid, lock_path = dead_pid(), str(lock_file(repo))
+    intervals: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def crash_holding(token: str) -> None:
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                with contextlib.suppress(LockError):
+                    break_lock(repo)
+                time.sleep(0.005)
+                continue
+            enter = time.monotonic_ns()
+            record = {"user": "x", "host": HOST, "pid": pid, "start": 0, "token": token, "command": ""}
+            os.write(fd, json.dumps(record).encode())
+            os.close(fd)
+            intervals.append((enter, time.monotonic_ns()))
+            return
+
+    def work(who: int) -> None:
+        try:
+            for turn in range(15):
+                if turn % 3 == who % 3:
+                    crash_holding(f"{who:02d}{turn:02d}" * 8)
+                    continue
+                with FileLock(repo).held(timeout=20):
+                    enter = time.monotonic_ns()
+                    time.sleep(0.001)
+                    intervals.append((enter, time.monotonic_ns()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(intervals) == 6 * 15
+    assert_disjoint(intervals)
+    assert [name for name in leftovers(repo) if name != "calib.h5.lock"] == []
 
 
 def test_lock_status_and_break_lock(repo: Path) -> None:

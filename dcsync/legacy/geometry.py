@@ -178,8 +178,9 @@ def _check_hierarchy(geometry: Geometry, linenos: list[int], source: str) -> Non
         done.update(path)
     tops = geometry.tops()
     if len(tops) > 1:
-        names = ", ".join(f"{name} {index}" for name, index in tops)
+        where = {seg.parent_key: n for seg, n in reversed(list(zip(geometry.segments, linenos, strict=True)))}
+        names = ", ".join(f"{name} {index} (line {where[name, index]})" for name, index in tops)
         raise InputError(
-            f"{source}: the hierarchy has {len(tops)} separate tops ({names}); psana uses only one, so "
+            f"{source}: the hierarchy has {len(tops)} separate tops: {names}; psana uses only one, so "
             "every object must lead up to the same top (a mistyped parent name or index?)"
         )

@@ -68,7 +68,8 @@ def read_text_file(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}: not UTF-8 text (invalid byte on line {line}, offset {exc.start})") from exc
 
 
 def text_dtype(name: str, source: str) -> np.dtype[Any]:
@@ -142,7 +143,9 @@ def _shape(meta: dict[str, tuple[int, str]], source: str, rows: int, count: int)
     ):
         first = dims[0][0]
         if first not in (0, 1) or [i for i, _ in dims] != list(range(first, first + len(dims))):
-            raise InputError(f"{source}: DIM keys {', '.join(k for _, k in dims)} are not consecutive from 0")
+            raise InputError(
+                f"{source}: DIM keys {', '.join(k for _, k in dims)} are not numbered consecutively"
+            )
         shape = tuple(_size(meta[k][1], k, source, meta[k][0]) for _, k in dims)
         what = f"{len(dims)} DIM:i lines"
     elif rows == 0:
@@ -178,13 +181,7 @@ def _diagnose(data: list[str], linenos: list[int], dtype: np.dtype[Any], source:
     """Slow path, only after a failure: find the first bad line or token and say what is wrong."""
     width = len(data[0].split())
     is_int = dtype.kind in "biu"
-    lo, hi = (
-        (0, 1)
-        if dtype.kind == "b"
-        else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-        if is_int
-        else (0, 0)
-    )
+    lo, hi = (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) if dtype.kind in "iu" else (0, 1)
     for line, n in zip(data, linenos, strict=True):
         tokens = line.split()
         if len(tokens) != width:

@@ -24,6 +24,9 @@ from dcsync.refs import LogRecord, check_ref
 
 ObjectKind = Literal["array", "text", "tree", "commit"]
 _CACHE_ENTRIES = 4096
+# Decoded trees and commits, shared by every store in the process: an id names one content
+# forever, so a hit is always right, and reopening a repository does not decode its trees again.
+_DECODED: OrderedDict[ObjectId, Tree | Commit] = OrderedDict()
 
 
 def verify_payload(oid: ObjectId, value: Payload, where: str) -> Payload:
@@ -39,7 +42,7 @@ class ObjectStore(ABC):
     hash_algorithm = ALGORITHM
 
     def __init__(self) -> None:
-        self._cache: OrderedDict[ObjectId, Tree | Commit] = OrderedDict()
+        self._cache = _DECODED
 
     @property
     @abstractmethod
@@ -87,8 +90,9 @@ class ObjectStore(ABC):
     def read_payload(self, oid: ObjectId) -> Payload:
         return verify_payload(oid, self._load_payload(oid), self.where)
 
-    def read_object(self, oid: ObjectId) -> Tree | Commit:
-        cached = self._cache.get(oid)
+    def read_object(self, oid: ObjectId, *, fresh: bool = False) -> Tree | Commit:
+        """A tree or commit, hash-checked; ``fresh`` bypasses the cache (``verify`` reads the disk)."""
+        cached = None if fresh else self._cache.get(oid)
         if cached is not None:
             self._cache.move_to_end(oid)
             return cached

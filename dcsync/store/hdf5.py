@@ -45,7 +45,13 @@ from dcsync.objects import Payload
 from dcsync.refs import HEAD, LogRecord
 from dcsync.store import view
 from dcsync.store.base import ObjectKind, ObjectStore
-from dcsync.store.journal import JournaledFile, OverlayReader, PaddedReader, journal_path, recover
+from dcsync.store.journal import (
+    JournaledFile,
+    OverlayReader,
+    PaddedReader,
+    journal_path,
+    recover,
+)
 
 FORMAT_VERSION = 1
 META = "/.dcsync"
@@ -81,6 +87,8 @@ class HDF5Store(ObjectStore):
         self._r: h5py.File | None = None
         self._r_fileobj: Any = None
         self._r_stamp: tuple[int, int, int, bool] | None = None
+        self._refs: dict[str, ObjectId] | None = None  # parsed refs of the open read handle
+        self._in_read = False  # inside consistent(): the handle was checked once for this read
         self.truncated = False
         self._refresh()
 
@@ -137,19 +145,25 @@ class HDF5Store(ObjectStore):
         self._check_format(self._r)
 
     def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
+        # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
+        # file and its metadata cache among all sec2 handles a process has on the same inode, so a
+        # second store (or verify) in this process would read a stale, mixed state of the file.
+        fobj: Any = None
         try:
-            if hot_journal:
-                fobj: Any = OverlayReader(self.path)
-                return h5py.File(fobj, "r"), fobj
-            return h5py.File(self.path, "r", locking=False), None
+            fobj = OverlayReader(self.path) if hot_journal else open(self.path, "rb", buffering=0)  # noqa: SIM115
+            return h5py.File(fobj, "r"), fobj
         except OSError as exc:
+            if fobj is not None:
+                fobj.close()
             if "truncated file" in str(exc):
                 eoa = _superblock_eoa(self.path)
                 if eoa:
                     self.truncated = True
                     fobj = PaddedReader(self.path, eoa)
-                    with contextlib.suppress(OSError):
+                    try:
                         return h5py.File(fobj, "r"), fobj
+                    except OSError:
+                        fobj.close()
             if isinstance(exc, FileNotFoundError):
                 raise NotARepository(f"{self.path}: no such repository file") from exc
             raise NotARepository(f"{self.path} is not a readable HDF5 file ({exc})") from exc
@@ -184,27 +198,31 @@ class HDF5Store(ObjectStore):
         if self._r_fileobj is not None:
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
-        self._r = self._r_fileobj = self._r_stamp = None
+        self._r = self._r_fileobj = self._r_stamp = self._refs = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
         """Run a read that may race a writer: on a torn read, reopen and retry.
 
         Objects never change once written, so a failure that goes away on reopen was a race; one
-        that persists is real and is raised.
+        that persists is real and is raised. Nested calls run inside the outer one's attempt.
         """
+        if self._in_read or self._w is not None:
+            return read()
         delay = 0.005
         for attempt in range(attempts):
             try:
-                if self._w is None:
-                    self._refresh(force=attempt > 0)
+                self._refresh(force=attempt > 0)
+                self._in_read = True
                 return read()
             except _READ_ERRORS as exc:
-                if self._w is not None or attempt == attempts - 1:
+                if attempt == attempts - 1:
                     if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
                         raise
                     raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+            finally:
+                self._in_read = False
         raise AssertionError("unreachable")
 
     # -- ObjectStore reads ------------------------------------------------------------------------
@@ -253,13 +271,18 @@ class HDF5Store(ObjectStore):
 
     def refs(self) -> dict[str, ObjectId]:
         if self._w is None:
-            self._refresh()
+            if not self._in_read:
+                self._refresh()
+            if self._refs is not None:
+                return dict(self._refs)
         raw = self._file()[META].attrs["refs"]
         try:
-            refs = json.loads(raw)
-        except ValueError as exc:
+            refs = {str(k): ObjectId(v) for k, v in json.loads(raw).items()}
+        except (ValueError, AttributeError) as exc:
             raise CorruptObject(f"the refs of {self.path} are unreadable") from exc
-        return {str(k): ObjectId(v) for k, v in refs.items()}
+        if self._w is None:
+            self._refs = refs
+        return dict(refs)
 
     def log(self, last: int | None = None) -> list[LogRecord]:
         ds = self._file()[LOG]
@@ -293,7 +316,6 @@ class HDF5Store(ObjectStore):
                 with contextlib.suppress(Exception):
                     self._w.close()
                 journaled.rollback()
-                self._cache.clear()
                 if journaled.failure is not None and not isinstance(exc, StorageFull):
                     raise journaled.failure from exc
                 raise

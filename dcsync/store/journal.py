@@ -306,8 +306,13 @@ def recover(path: Path) -> bool:
     return True
 
 
-class _ReadOnlyFile(io.RawIOBase):
-    """Shared plumbing of the read-only views below: positional reads of a size we decide."""
+class ReadOnlyFile(io.RawIOBase):
+    """A read-only file object of a size we decide, for ``h5py.File(obj, "r")``.
+
+    Readers open through file objects rather than by name because HDF5 shares one cached copy of
+    a file's metadata among all by-name opens in a process: a handle kept open would make every
+    later open in the process (ours or the user's) see stale metadata after a commit.
+    """
 
     def __init__(self, path: Path, size: int) -> None:
         super().__init__()
@@ -350,7 +355,7 @@ class _ReadOnlyFile(io.RawIOBase):
         super().close()
 
 
-class OverlayReader(_ReadOnlyFile):
+class OverlayReader(ReadOnlyFile):
     """The file as it was before the transaction that left ``<file>.journal`` behind."""
 
     def __init__(self, path: Path) -> None:
@@ -369,5 +374,5 @@ class OverlayReader(_ReadOnlyFile):
                 view[lo - start : hi - start] = data[lo - offset : hi - offset]
 
 
-class PaddedReader(_ReadOnlyFile):
+class PaddedReader(ReadOnlyFile):
     """A truncated file padded with zeros to ``size``, so HDF5 opens it and intact parts stay readable."""

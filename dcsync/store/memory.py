@@ -71,7 +71,6 @@ class MemoryStore(ObjectStore):
                 yield
             except BaseException:
                 self._payloads, self._bodies, self._refs, self._log = saved
-                self._cache.clear()
                 raise
 
     def _store_payload(self, oid: ObjectId, value: Payload) -> None:

@@ -1,0 +1,231 @@
+"""``dcsync add|get|default|rm``: write and read constants; the rules live in :mod:`dcsync.repository`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from dcsync.cli.context import state
+from dcsync.cli.output import console, emit_json, entry_json, finite, parse_pairs, range_json, say, shape_text
+from dcsync.errors import InvalidTime, UsageError
+from dcsync.inputs import load_constant, save_constant
+from dcsync.names import check_ctype
+from dcsync.objects import Payload
+from dcsync.repository import Constant
+from dcsync.times import format_time, parse_time
+
+app = typer.Typer()
+
+Det = Annotated[str, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="DET")]
+Ctype = Annotated[str, typer.Argument(help="Calibration type (pedestals, pixel_status, geometry, ...).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+RangeOpt = Annotated[
+    str | None, typer.Option("--range", "-r", help="Range key or unique prefix (e.g. 1700000000-end).")
+]
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    det: Det,
+    ctype: Ctype,
+    file: Annotated[Path, typer.Argument(help=".npy, single-array .npz, psana text array, or geometry text.")],
+    begin: Annotated[str, typer.Option("--begin", "-b", help="Start of validity (ISO 8601, unix s, now).")],
+    end: Annotated[str | None, typer.Option("--end", "-e", help="End of validity (default: open).")] = None,
+    par: Annotated[
+        list[str] | None, typer.Option("--par", "-p", help="KEY=VALUE parameter (repeatable).")
+    ] = None,
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
+    no_default: Annotated[
+        bool, typer.Option("--no-default", help="Do not pin the new version as its range's default.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Add a constant from FILE as a new version valid over [begin, end)."""
+    t0 = parse_time(begin)
+    t1 = None if end is None else parse_time(end)
+    if t1 is not None and t1 <= t0:
+        raise InvalidTime(f"--end {end} ({format_time(t1)}) is not after --begin {begin} ({format_time(t0)})")
+    check_ctype(ctype)
+    pars = parse_pairs(par or [])
+    with state(ctx).repository(det) as repo:
+        value = load_constant(file, ctype)
+        with repo.transaction(message or "", command="add") as tx:
+            loc = tx.add(ctype, value, t0, t1, pars=pars, make_default=not no_default)
+        detname = repo.detname
+    doc = {
+        "detector": detname,
+        "ctype": ctype,
+        **range_json(loc.range, loc.tree),
+        **entry_json(loc.version, loc.entry, loc.tree),
+        "commit": tx.commit_id,
+        "file": str(file),
+    }
+    if json:
+        emit_json(doc)
+        return
+    pinned = "pinned as default" if loc.tree.default == loc.version else "not the default"
+    say(f"added {detname} {ctype} range {loc.range} [{format_time(t0)}, {format_time(t1)})")
+    say(f"  version {loc.version} ({pinned}), object {loc.entry.obj}, {doc['dtype']} {shape_text(loc.entry)}")
+
+
+def _stats(value: Payload) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"lines": len(value.splitlines()), "chars": len(value)}
+    arr = np.asarray(value)
+    if arr.size == 0 or arr.dtype.kind == "c":
+        return {"min": None, "max": None, "mean": None, "nonfinite": 0}
+    if arr.dtype.kind in "biu":
+        return {"min": arr.min().item(), "max": arr.max().item(), "mean": finite(float(arr.mean())),
+                "nonfinite": 0}
+    good = np.isfinite(arr)
+    vals = arr[good]
+    nonfinite = int(arr.size - vals.size)
+    if vals.size == 0:
+        return {"min": None, "max": None, "mean": None, "nonfinite": nonfinite}
+    return {"min": float(vals.min()), "max": float(vals.max()), "mean": finite(float(vals.mean(dtype=np.float64))),
+            "nonfinite": nonfinite}
+
+
+def _summary(c: Constant, requested: bool) -> dict[str, Any]:
+    rng = range_json(c.range, _tree_of(c))
+    selection = "requested" if requested else ("pinned" if c.pinned else "latest")
+    return {
+        "detector": c.detname,
+        "ctype": c.ctype,
+        **rng,
+        **entry_json(c.version, c.entry, _tree_of(c)),
+        "selection": selection,
+        "stats": _stats(c.value),
+    }
+
+
+def _tree_of(c: Constant) -> Any:
+    from dcsync.objects import RangeTree
+
+    # entry_json/range_json only need the bounds and the default; build that much from the Constant.
+    return RangeTree(c.begin, c.end, c.version if c.pinned else None, {}, {c.version: c.entry})
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    det: Det,
+    ctype: Ctype,
+    at: Annotated[str | None, typer.Option("--at", "-t", help="Lookup time (default: now).")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the value to OUT.npy, OUT.txt or OUT.data.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show (or with -o, write) the constant valid at a time, or a named version."""
+    t = None if at is None else parse_time(at)
+    with state(ctx).repository(det) as repo:
+        c = repo.get(ctype, t, version)
+    doc = _summary(c, requested=version is not None)
+    if output is not None:
+        save_constant(output, c.value)
+        doc["output"] = str(output)
+    if json:
+        emit_json(doc)
+        return
+    if output is not None:
+        say(f"wrote {c.detname} {c.ctype} version {c.version} to {output}")
+        return
+    _print_summary(doc)
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    stats = doc["stats"]
+    rows = [
+        ("detector", doc["detector"]),
+        ("ctype", doc["ctype"]),
+        ("range", f"{doc['range']}  [{doc['begin']}, {doc['end'] or 'end'})"),
+        ("version", f"{doc['version']} ({doc['selection']})"),
+        ("object", doc["object"]),
+        ("produced", f"{doc['produced']} by {doc['author']}"),
+    ]
+    if doc["kind"] == "text":
+        rows += [("kind", "text"), ("size", f"{doc['nbytes']} bytes, {stats['lines']} lines")]
+    else:
+        rows += [("dtype", doc["dtype"]), ("shape", "(" + ", ".join(map(str, doc["shape"])) + ")")]
+        if stats["min"] is not None:
+            rows.append(("min/max/mean", f"{stats['min']:g} / {stats['max']:g} / {stats['mean']:g}"
+                         if stats["mean"] is not None else f"{stats['min']:g} / {stats['max']:g} / -"))
+        if stats["nonfinite"]:
+            rows.append(("non-finite", str(stats["nonfinite"])))
+    if doc["pars"]:
+        rows.append(("pars", " ".join(f"{k}={v}" for k, v in doc["pars"].items())))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console().print(table)
+
+
+@app.command()
+def default(
+    ctx: typer.Context,
+    det: Det,
+    ctype: Ctype,
+    version: Annotated[str | None, typer.Argument(help="Version key or unique prefix to pin.")] = None,
+    range_: RangeOpt = None,
+    unset: Annotated[
+        bool, typer.Option("--unset", help="Unpin: the most recently produced version counts again.")
+    ] = False,
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Pin VERSION as its range's default, or unpin a range with --unset --range R."""
+    if unset and version is not None:
+        raise UsageError("give either VERSION to pin or --unset, not both")
+    if unset and range_ is None:
+        raise UsageError("--unset needs --range R: which range to unpin")
+    if not unset and version is None:
+        raise UsageError("give VERSION to pin, or --unset --range R")
+    with state(ctx).repository(det) as repo:
+        with repo.transaction(message or "", command="default") as tx:
+            loc = tx.set_default(ctype, version, range=range_)
+            rkey = loc.range if loc is not None else tx._work.range_key(ctype, range_ or "")
+        _, tree = repo.find_range(ctype, rkey)
+        detname = repo.detname
+    doc = {"detector": detname, "ctype": ctype, **range_json(rkey, tree), "commit": tx.commit_id}
+    if json:
+        emit_json(doc)
+        return
+    changed = "" if tx.commit_id else " (unchanged)"
+    if tree.default is not None:
+        say(f"{detname} {ctype} range {rkey}: default is now {tree.default} (pinned){changed}")
+    else:
+        say(f"{detname} {ctype} range {rkey}: unpinned, latest version {tree.effective()} counts{changed}")
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    det: Det,
+    ctype: Ctype,
+    range_: RangeOpt = None,
+    version: Annotated[str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")] = None,
+    message: Annotated[str, typer.Option("-m", "--message", help="Why (required; kept in the history).")] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Remove a version, a range, or a whole ctype from HEAD (payloads stay in history)."""
+    if not message.strip():
+        raise UsageError("dcsync rm needs -m MESSAGE saying why (it is kept in the history)")
+    with state(ctx).repository(det) as repo:
+        with repo.transaction(message, command="rm") as tx:
+            removed = tx.remove(ctype, range=range_, version=version)
+        detname = repo.detname
+    if json:
+        emit_json({"detector": detname, "removed": removed, "commit": tx.commit_id})
+    else:
+        for what in removed:
+            say(f"removed {detname} {what}")

@@ -1,0 +1,147 @@
+"""The ``dcsync`` app: global options, the command groups, and the one place errors become exit codes.
+
+Exit codes come from :data:`dcsync.errors.EXIT_CODES`: a :class:`~dcsync.errors.DcsyncError` prints
+``dcsync: error: <message>`` on stderr and exits with its ``exit_code``; Ctrl-C exits 130; anything
+else is a bug and says so (the traceback only with ``DCSYNC_DEBUG=1``). Command-line mistakes that
+typer catches itself (unknown option, missing argument) exit 2, like our own usage errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from dcsync.cli import alias, browse, constants, lock, par, verify, workspace
+from dcsync.cli.context import State
+from dcsync.errors import DcsyncError
+
+# typer (>= 0.26 vendors click) signals exits and usage errors with exceptions that must pass through.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CONTROL: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
+BUG_EXIT = 1
+INTERRUPT_EXIT = 130
+
+
+def _debug() -> bool:
+    return os.environ.get("DCSYNC_DEBUG", "") not in ("", "0")
+
+
+def _error(text: str) -> None:
+    typer.echo(f"dcsync: error: {text}", err=True)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Report ``exc`` on stderr and return the exit code it maps to."""
+    if isinstance(exc, KeyboardInterrupt):
+        typer.echo("dcsync: interrupted", err=True)
+        return INTERRUPT_EXIT
+    if _debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, DcsyncError):
+        _error(exc.message)
+        return exc.exit_code
+    if isinstance(exc, BrokenPipeError):  # `dcsync log | head`: the reader left, nothing to say
+        return BUG_EXIT
+    if isinstance(exc, OSError) and (exc.filename or exc.strerror):
+        # A system error the API did not translate (permissions on a workspace directory...).
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}")
+        return 1
+    _error(f"unexpected {type(exc).__name__}: {exc}")
+    typer.echo(
+        "dcsync: this is a bug; please report it with the command line"
+        + ("" if _debug() else " and the output of the same command with DCSYNC_DEBUG=1"),
+        err=True,
+    )
+    return BUG_EXIT
+
+
+class DcsyncGroup(TyperGroup):
+    """The root group: every command runs inside :meth:`invoke`, so errors map the same way for the
+    installed executable and for in-process runners."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CONTROL:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            raise typer.Exit(exit_code_for(exc)) from exc
+
+
+app = typer.Typer(
+    cls=DcsyncGroup,
+    name="dcsync",
+    help="A git-like versioned store for detector calibration constants.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold credentials (SSH)
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for group in (workspace, constants, browse, verify):
+    app.add_typer(group.app)
+app.add_typer(alias.app, name="alias", help="Human names for detectors.")
+app.add_typer(lock.app, name="lock", help="Inspect and break repository locks.")
+app.add_typer(par.app, name="par", help="Parameters on a detector, ctype, range or version.")
+
+
+def _package_version() -> str:
+    try:
+        return version("dcsync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dcsync {_package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "-C",
+            "--directory",
+            help="Workspace directory (default: search upwards from the current directory).",
+            metavar="PATH",
+        ),
+    ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            envvar="DCSYNC_LOCK_TIMEOUT",
+            min=0.0,
+            help="Seconds to wait for another writer's lock before giving up.",
+            metavar="SECONDS",
+        ),
+    ] = 30.0,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """A git-like versioned store for detector calibration constants."""
+    ctx.obj = State(directory=directory, lock_timeout=lock_timeout)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app(prog_name="dcsync")
+    except KeyboardInterrupt:  # outside a command (while parsing): still the conventional code
+        typer.echo("dcsync: interrupted", err=True)
+        sys.exit(INTERRUPT_EXIT)
+    except Exception as exc:  # typer rethrows what escapes; invoke() already caught command errors
+        sys.exit(exit_code_for(exc))

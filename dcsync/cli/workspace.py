@@ -1,0 +1,60 @@
+"""``dcsync init`` and ``dcsync new``: create a workspace and detector repositories in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dcsync.cli.context import state
+from dcsync.cli.output import emit_json, say
+from dcsync.workspace import KINDS, Workspace
+
+app = typer.Typer()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="Directory to make a workspace (default: -C or .).")] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help=f"Location kind: {', '.join(KINDS)}.", metavar="KIND")
+    ] = "local",
+    json: JsonOpt = False,
+) -> None:
+    """Make a directory a dcsync workspace (a calib directory)."""
+    target = path or state(ctx).directory or Path(".")
+    ws = Workspace.init(target, kind=kind)
+    if json:
+        emit_json({"workspace": str(ws.root), "kind": ws.kind})
+    else:
+        say(f"initialized {ws.kind} workspace in {ws.root}")
+
+
+@app.command()
+def new(
+    ctx: typer.Context,
+    detname: Annotated[str, typer.Argument(help="<dettype>-<detid>, lower case (e.g. epix100a-3925868555).")],
+    predecessor: Annotated[
+        str | None, typer.Option("--predecessor", help="The detector this one replaces (name or alias).")
+    ] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="Also add this alias.")] = None,
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Message of the first commit.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Create a detector repository in the workspace."""
+    st = state(ctx)
+    ws = st.workspace()
+    pred = st.detname(predecessor) if predecessor else ""
+    with ws.new_detector(detname, predecessor=pred, alias=alias, message=message) as repo:
+        head = repo.head()
+        path = ws.detector_path(detname)
+    if json:
+        emit_json({"detector": detname, "path": str(path), "alias": alias, "predecessor": pred or None,
+                   "head": head})
+    else:
+        extra = "".join([f", alias {alias}" if alias else "", f", successor of {pred}" if pred else ""])
+        say(f"created {detname} at {path}{extra}")

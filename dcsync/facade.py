@@ -1,0 +1,173 @@
+"""The design's facade, for scripts written against the Detector Calibration Store's names:
+``DCStore`` → ``DCType`` → ``DCRange`` → ``DCVersion``.
+
+These are read-only views of HEAD at the moment of the call. Times here follow the design's own
+convention: ``tsp`` accepts unix seconds (int or float), ISO 8601 text or ``"now"``, and
+``begin()``/``end()``/``tsprod()`` return unix seconds as float (``end()`` is None when open).
+Use :class:`dcsync.Repository` for nanosecond precision and for writing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dcsync.history import HistoryEntry, level_history
+from dcsync.names import RangeKey
+from dcsync.objects import ParValue, Payload
+from dcsync.repository import Repository
+from dcsync.times import NS, parse_time
+from dcsync.workspace import Workspace
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / NS
+
+
+class _Level:
+    """What every level has: parameters and history."""
+
+    def __init__(self, repo: Repository, ctype: str | None, range: str | None, version: str | None) -> None:
+        self._repo, self._ctype, self._range, self._version = repo, ctype, range, version
+
+    def _pars(self) -> dict[str, ParValue]:
+        raise NotImplementedError
+
+    def dictpars(self) -> dict[str, ParValue]:
+        return dict(self._pars())
+
+    def par(self, key: str, default: ParValue | None = None) -> ParValue | None:
+        return self._pars().get(key, default)
+
+    def history(self) -> list[HistoryEntry]:
+        return level_history(self._repo, self._ctype, self._range, self._version)
+
+
+class DCStore(_Level):
+    """One detector: ``DCStore(path_to_h5)`` or ``DCStore(workspace_or_dir, detname_or_alias)``."""
+
+    def __init__(self, path_or_workspace: Path | str | Workspace, detname: str | None = None) -> None:
+        if detname is None:
+            repo = Repository.open(Path(str(path_or_workspace)))
+        else:
+            ws = path_or_workspace if isinstance(path_or_workspace, Workspace) else Workspace(path_or_workspace)
+            repo = ws.repository(detname)
+        super().__init__(repo, None, None, None)
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def __enter__(self) -> DCStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _pars(self) -> dict[str, ParValue]:
+        return dict(self._repo.root().pars)
+
+    def detname(self) -> str:
+        return self._repo.root().detname
+
+    def dettype(self) -> str:
+        return self._repo.root().dettype
+
+    def detid(self) -> str:
+        return self._repo.root().detid
+
+    def tscfile(self) -> float:
+        return self._repo.root().created / NS
+
+    def predecessor(self) -> str:
+        return self._repo.root().predecessor
+
+    def successor(self) -> str:
+        return self._repo.root().successor
+
+    def ctypes(self) -> list[str]:
+        return self._repo.ctypes()
+
+    def ctypeobj(self, ctype: str) -> DCType:
+        self._repo.ctype_tree(ctype)  # raises CtypeNotFound
+        return DCType(self._repo, ctype)
+
+    def get(self, ctype: str, tsp: float | str | None = None, vers: str | None = None) -> Payload:
+        """The constant of ``ctype`` valid at ``tsp`` (default now); ``vers`` picks a version by key prefix."""
+        at = None if tsp is None else parse_time(tsp)
+        return self._repo.get(ctype, at, vers).value
+
+
+class DCType(_Level):
+    def __init__(self, repo: Repository, ctype: str) -> None:
+        super().__init__(repo, ctype, None, None)
+
+    def _pars(self) -> dict[str, ParValue]:
+        assert self._ctype is not None
+        return dict(self._repo.ctype_tree(self._ctype).pars)
+
+    def ctype(self) -> str:
+        assert self._ctype is not None
+        return self._ctype
+
+    def ranges(self) -> list[str]:
+        return [key for key, _ in self._repo.ranges(self.ctype())]
+
+    def rangeobj(self, key: str) -> DCRange:
+        found, _ = self._repo.find_range(self.ctype(), key)
+        return DCRange(self._repo, self.ctype(), found)
+
+
+class DCRange(_Level):
+    def __init__(self, repo: Repository, ctype: str, key: RangeKey) -> None:
+        super().__init__(repo, ctype, key, None)
+
+    def _tree(self) -> Any:
+        assert self._ctype is not None and self._range is not None
+        return self._repo.find_range(self._ctype, self._range)[1]
+
+    def _pars(self) -> dict[str, ParValue]:
+        return dict(self._tree().pars)
+
+    def range(self) -> str:
+        assert self._range is not None
+        return self._range
+
+    def begin(self) -> float:
+        return float(self._tree().begin) / NS
+
+    def end(self) -> float | None:
+        return _seconds(self._tree().end)
+
+    def versions(self) -> list[str]:
+        return list(self._tree().ordered())
+
+    def versdef(self) -> str | None:
+        """The version lookups return: the pinned default, else the latest produced."""
+        return self._tree().effective()  # type: ignore[no-any-return]
+
+    def versobj(self, version: str) -> DCVersion:
+        assert self._ctype is not None
+        loc = self._repo.find_version(self._ctype, version, range=self._range)
+        return DCVersion(self._repo, self._ctype, loc.range, loc.version)
+
+
+class DCVersion(_Level):
+    def __init__(self, repo: Repository, ctype: str, range: RangeKey, version: str) -> None:
+        super().__init__(repo, ctype, range, version)
+
+    def _entry(self) -> Any:
+        assert self._ctype is not None and self._version is not None
+        return self._repo.find_version(self._ctype, self._version, range=self._range).entry
+
+    def _pars(self) -> dict[str, ParValue]:
+        return dict(self._entry().pars)
+
+    def version(self) -> str:
+        assert self._version is not None
+        return self._version
+
+    def tsprod(self) -> float:
+        return float(self._entry().tsprod) / NS
+
+    def calib(self) -> Payload:
+        return self._repo.store.read_payload(self._entry().obj)
