@@ -45,7 +45,8 @@ def canonical_array(arr: np.ndarray) -> np.ndarray:
         raise InputError(f"unsupported array dtype {arr.dtype}: only numeric and bool arrays are constants")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def dtype_string(dtype: np.dtype) -> str:
@@ -58,7 +59,7 @@ def hash_array(arr: np.ndarray) -> ObjectId:
     """Id of an array payload; ``arr`` must already be canonical (see :func:`canonical_array`)."""
     h = xxhash.xxh3_128(_header("array", dtype_string(arr.dtype), arr.shape))
     # reshape(-1) also turns a 0-d array into a 1-element view; no copy for contiguous input.
-    h.update(arr.reshape(-1).view(np.uint8))
+    h.update(arr.reshape(-1).view(np.uint8).data)
     return ObjectId(h.hexdigest())
 
 

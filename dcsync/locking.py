@@ -189,6 +189,17 @@ class FileLock:
             detail = now.describe() if now is not None else "it is gone"
             raise NotMyLock(f"lost the lock on {self.path} (broken as stale?); {detail}")
 
+    def verify(self) -> None:
+        """Raise :class:`NotMyLock` unless the lock file still holds our token.
+
+        Call it just before an irrevocable step (deleting a commit's journal): a holder stalled past
+        ``stale_after`` may have been broken, and another writer may be at work.
+        """
+        info = None if self._token is None else _read(self.lock_path)
+        if info is None or info.token != self._token:
+            detail = "it is gone" if info is None else info.describe()
+            raise NotMyLock(f"no longer hold the lock on {self.path} (broken as stale?); {detail}")
+
     @contextlib.contextmanager
     def held(self, timeout: float | None = 30.0) -> Iterator[FileLock]:
         """``with FileLock(p).held(timeout=5):`` holds the lock for the block."""
@@ -298,11 +309,11 @@ def break_lock(
 def _break(judged: LockInfo) -> bool:
     """Remove the stale lock ``judged`` was read from, if it still holds that holder; True if removed.
 
-    Breakers take turns through the guard file ``<lock>.break``; without it, a breaker whose judgment
-    is a little old renames away the fresh lock another breaker's victim's successor just created,
-    and while it puts that back, a third process can take the free name: two holders. Inside the
-    guard, we re-read: only the judged holder itself (alive after all) can still change the file.
-    Whoever finds the guard taken simply waits and looks again.
+    Breakers take turns through the guard file ``<lock>.break``. Without it, a breaker acting on an
+    old judgment renames away a fresh lock created after another breaker removed the stale one, and
+    while it puts that back a third process can take the free name: two holders (the contention
+    tests caught this). Inside the guard we re-read; then only the judged holder itself, alive after
+    all, can still change the file. Whoever finds the guard taken waits and looks again.
     """
     guard, token = judged.path + ".break", secrets.token_hex(16)
     if not _create(guard, token, f"breaking {judged.path}"):

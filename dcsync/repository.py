@@ -417,7 +417,7 @@ class Transaction:
         self.meta = dict(meta or {})
         self._ops: list[Op] = []
         self._payloads: dict[ObjectId, Payload] = {}
-        self._work = _Work(repo, repo._consistent(repo.head))
+        self._work: _Work = repo._consistent(lambda: _Work(repo, repo.head()))
         self.commit_id: ObjectId | None = None
         self.summary: list[str] = []
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dcsync.errors import DcsyncError, NotARepository
 from dcsync.hashing import ObjectId
+from dcsync.locking import FileLock, lock_status
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
@@ -40,6 +41,7 @@ class VerifyReport:
 def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = None) -> VerifyReport:
     report = VerifyReport(store.where)
     kinds: dict[ObjectId, str] = {}
+    kind: str
     try:
         ids = list(store.object_ids())
     except (DcsyncError, OSError, KeyError, RuntimeError, ValueError) as exc:
@@ -82,8 +84,8 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
             for key, ref in obj.ranges.items():
                 need(ref.tree, ("tree",), f"tree {oid} range {key}")
         elif isinstance(obj, RangeTree):
-            for key, entry in obj.versions.items():
-                need(entry.obj, ("array", "text"), f"tree {oid} version {key}")
+            for vkey, entry in obj.versions.items():
+                need(entry.obj, ("array", "text"), f"tree {oid} version {vkey}")
     try:
         refs = store.refs()
     except DcsyncError as exc:
@@ -112,7 +114,8 @@ def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> Ve
         report = verify_store(store, progress)
         if store.truncated:
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
-        if has_hot_journal(path):
+        holder = lock_status(path)
+        if has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
             report.problems.insert(0, "an interrupted commit is pending (recovered on the next write)")
         return report
     finally:

@@ -138,11 +138,11 @@ class Workspace:
                 return path
             raise DetectorNotFound(f"alias {name!r} points to {target}, which is not in {self.root}")
         try:
-            path = self.detector_path(name)
+            candidate: Path | None = self.detector_path(name)
         except UsageError:
-            path = None
-        if path is not None and path.is_file():
-            return path
+            candidate = None
+        if candidate is not None and candidate.is_file():
+            return candidate
         known = ", ".join(self.detectors()[:10]) or "none yet ('dcsync new DETNAME')"
         raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -28,10 +29,13 @@ REPO_ROOT = str(Path(dcsync.__file__).resolve().parents[1])
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("DCSYNC_"):
             monkeypatch.delenv(name)
+    yield
+    beating = [t.name for t in threading.enumerate() if t.name.startswith("dcsync-lock-heartbeat")]
+    assert beating == [], "a heartbeat thread outlived its lock"
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def lock_file(repo: Path) -> Path:
 
 def write_foreign_lock(
     repo: Path, *, host: str = HOST, pid: int = 1, start: int | None = None, age: float = 0.0
-) -> dict[str, object]:
+) -> None:
     """A lock file as another holder would leave it, with its mtime ``age`` seconds in the past."""
     record: dict[str, object] = {
         "user": "alice",
@@ -59,7 +63,6 @@ def write_foreign_lock(
     path.write_text(json.dumps(record))
     stamp = time.time() - age
     os.utime(path, (stamp, stamp))
-    return record
 
 
 def dead_pid() -> int:
@@ -68,11 +71,9 @@ def dead_pid() -> int:
     return child.pid
 
 
-def python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+def python(code: str, *args: str, stdout: int | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-c", code, *args], env=env, text=True, **kwargs
-    )
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True, stdout=stdout)
 
 
 def leftovers(repo: Path) -> list[str]:
@@ -88,6 +89,7 @@ def test_acquire_release_and_content(repo: Path) -> None:
     lock.acquire()
     try:
         assert lock.is_held
+        lock.verify()
         record = json.loads(lock_file(repo).read_text())
         assert set(record) == {"user", "host", "pid", "start", "token", "command"}
         assert record["user"] == getpass.getuser()
@@ -154,6 +156,8 @@ def test_settings_from_environment(repo: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DCSYNC_LOCK_HEARTBEAT", "0.5")
     assert (FileLock(repo).stale_after, FileLock(repo).heartbeat_interval) == (2.5, 0.5)
     assert FileLock(repo, stale_after=9).stale_after == 9
+    monkeypatch.delenv("DCSYNC_LOCK_HEARTBEAT")
+    assert FileLock(repo, stale_after=2).heartbeat_interval == 0.5  # a quarter of stale_after
     monkeypatch.setenv("DCSYNC_LOCK_STALE_AFTER", "soon")
     with pytest.raises(UsageError, match="DCSYNC_LOCK_STALE_AFTER"):
         FileLock(repo)
@@ -169,7 +173,8 @@ def test_settings_from_environment(repo: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_dead_pid_on_this_host_is_broken(repo: Path) -> None:
     write_foreign_lock(repo, pid=dead_pid())
-    assert lock_status(repo) is not None and lock_status(repo).is_stale(120)  # type: ignore[union-attr]
+    info = lock_status(repo)
+    assert info is not None and info.is_stale(120)
     start = time.monotonic()
     with FileLock(repo).held(timeout=5):
         assert time.monotonic() - start < 1
@@ -227,13 +232,14 @@ def test_heartbeat_keeps_a_long_held_lock_fresh(repo: Path) -> None:
         assert lock_file(repo).stat().st_mtime_ns > first
         info = lock_status(repo)
         assert info is not None and info.heartbeat_age() < 0.5 and not info.is_stale(0.6)
-    assert not [t for t in threading.enumerate() if t.name.startswith("dcsync-lock-heartbeat")]
 
 
 def test_lock_without_heartbeat_is_broken_and_holder_learns_it(repo: Path) -> None:
     holder = FileLock(repo, stale_after=100, heartbeat_interval=50)
     holder.acquire()
     with FileLock(repo, stale_after=0.3).held(timeout=3):
+        with pytest.raises(NotMyLock, match="no longer hold"):
+            holder.verify()
         with pytest.raises(NotMyLock, match="lost the lock"):
             holder.release()
         assert lock_file(repo).exists()  # the new holder's file is left alone
@@ -244,8 +250,8 @@ def test_not_my_lock_when_replaced_and_heartbeat_spares_the_stranger(repo: Path)
     lock = FileLock(repo, stale_after=1, heartbeat_interval=0.05)
     lock.acquire()
     replacement = Path(str(lock_file(repo)) + ".new")
-    replacement.write_text(json.dumps({"user": "bob", "host": "x", "pid": 1, "start": 0,
-                                       "token": "e" * 32, "command": ""}))  # fmt: skip
+    record = {"user": "bob", "host": "x", "pid": 1, "start": 0, "token": "e" * 32, "command": ""}
+    replacement.write_text(json.dumps(record))
     os.utime(replacement, (1_000_000, 1_000_000))
     os.replace(replacement, lock_file(repo))
     time.sleep(0.3)

@@ -7,13 +7,23 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.table import Table
 
 from dcsync.cli.context import state
-from dcsync.cli.output import console, emit_json, entry_json, finite, parse_pairs, range_json, say, shape_text
+from dcsync.cli.output import (
+    console,
+    constant_json,
+    emit_json,
+    finite,
+    parse_pairs,
+    range_json,
+    say,
+    shape_text,
+)
 from dcsync.errors import InvalidTime, UsageError
 from dcsync.inputs import load_constant, save_constant
 from dcsync.names import check_ctype
-from dcsync.objects import Payload
+from dcsync.objects import Payload, RangeTree
 from dcsync.repository import Constant
 from dcsync.times import format_time, parse_time
 
@@ -32,7 +42,9 @@ def add(
     ctx: typer.Context,
     det: Det,
     ctype: Ctype,
-    file: Annotated[Path, typer.Argument(help=".npy, single-array .npz, psana text array, or geometry text.")],
+    file: Annotated[
+        Path, typer.Argument(help=".npy, single-array .npz, psana text array, or geometry text.")
+    ],
     begin: Annotated[str, typer.Option("--begin", "-b", help="Start of validity (ISO 8601, unix s, now).")],
     end: Annotated[str | None, typer.Option("--end", "-e", help="End of validity (default: open).")] = None,
     par: Annotated[
@@ -57,10 +69,7 @@ def add(
             loc = tx.add(ctype, value, t0, t1, pars=pars, make_default=not no_default)
         detname = repo.detname
     doc = {
-        "detector": detname,
-        "ctype": ctype,
-        **range_json(loc.range, loc.tree),
-        **entry_json(loc.version, loc.entry, loc.tree),
+        **constant_json(detname, ctype, loc.range, loc.tree, loc.version, loc.entry),
         "commit": tx.commit_id,
         "file": str(file),
     }
@@ -79,35 +88,31 @@ def _stats(value: Payload) -> dict[str, Any]:
     if arr.size == 0 or arr.dtype.kind == "c":
         return {"min": None, "max": None, "mean": None, "nonfinite": 0}
     if arr.dtype.kind in "biu":
-        return {"min": arr.min().item(), "max": arr.max().item(), "mean": finite(float(arr.mean())),
-                "nonfinite": 0}
+        return {
+            "min": arr.min().item(),
+            "max": arr.max().item(),
+            "mean": finite(float(arr.mean())),
+            "nonfinite": 0,
+        }
     good = np.isfinite(arr)
     vals = arr[good]
     nonfinite = int(arr.size - vals.size)
     if vals.size == 0:
         return {"min": None, "max": None, "mean": None, "nonfinite": nonfinite}
-    return {"min": float(vals.min()), "max": float(vals.max()), "mean": finite(float(vals.mean(dtype=np.float64))),
-            "nonfinite": nonfinite}
-
-
-def _summary(c: Constant, requested: bool) -> dict[str, Any]:
-    rng = range_json(c.range, _tree_of(c))
-    selection = "requested" if requested else ("pinned" if c.pinned else "latest")
     return {
-        "detector": c.detname,
-        "ctype": c.ctype,
-        **rng,
-        **entry_json(c.version, c.entry, _tree_of(c)),
-        "selection": selection,
-        "stats": _stats(c.value),
+        "min": float(vals.min()),
+        "max": float(vals.max()),
+        "mean": finite(float(vals.mean(dtype=np.float64))),
+        "nonfinite": nonfinite,
     }
 
 
-def _tree_of(c: Constant) -> Any:
-    from dcsync.objects import RangeTree
-
-    # entry_json/range_json only need the bounds and the default; build that much from the Constant.
-    return RangeTree(c.begin, c.end, c.version if c.pinned else None, {}, {c.version: c.entry})
+def _summary(c: Constant, tree: RangeTree, requested: bool) -> dict[str, Any]:
+    return {
+        **constant_json(c.detname, c.ctype, c.range, tree, c.version, c.entry),
+        "selection": "requested" if requested else ("pinned" if c.pinned else "latest"),
+        "stats": _stats(c.value),
+    }
 
 
 @app.command()
@@ -116,7 +121,9 @@ def get(
     det: Det,
     ctype: Ctype,
     at: Annotated[str | None, typer.Option("--at", "-t", help="Lookup time (default: now).")] = None,
-    version: Annotated[str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the value to OUT.npy, OUT.txt or OUT.data.")
     ] = None,
@@ -126,7 +133,8 @@ def get(
     t = None if at is None else parse_time(at)
     with state(ctx).repository(det) as repo:
         c = repo.get(ctype, t, version)
-    doc = _summary(c, requested=version is not None)
+        _, tree = repo.find_range(ctype, c.range)
+    doc = _summary(c, tree, requested=version is not None)
     if output is not None:
         save_constant(output, c.value)
         doc["output"] = str(output)
@@ -140,8 +148,6 @@ def get(
 
 
 def _print_summary(doc: dict[str, Any]) -> None:
-    from rich.table import Table
-
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -159,8 +165,14 @@ def _print_summary(doc: dict[str, Any]) -> None:
     else:
         rows += [("dtype", doc["dtype"]), ("shape", "(" + ", ".join(map(str, doc["shape"])) + ")")]
         if stats["min"] is not None:
-            rows.append(("min/max/mean", f"{stats['min']:g} / {stats['max']:g} / {stats['mean']:g}"
-                         if stats["mean"] is not None else f"{stats['min']:g} / {stats['max']:g} / -"))
+            rows.append(
+                (
+                    "min/max/mean",
+                    f"{stats['min']:g} / {stats['max']:g} / {stats['mean']:g}"
+                    if stats["mean"] is not None
+                    else f"{stats['min']:g} / {stats['max']:g} / -",
+                )
+            )
         if stats["nonfinite"]:
             rows.append(("non-finite", str(stats["nonfinite"])))
     if doc["pars"]:
@@ -192,8 +204,13 @@ def default(
         raise UsageError("give VERSION to pin, or --unset --range R")
     with state(ctx).repository(det) as repo:
         with repo.transaction(message or "", command="default") as tx:
-            loc = tx.set_default(ctype, version, range=range_)
-            rkey = loc.range if loc is not None else tx._work.range_key(ctype, range_ or "")
+            if unset:
+                rkey = repo.find_range(ctype, range_ or "")[0]
+                tx.set_default(ctype, None, range=rkey)
+            else:
+                loc = tx.set_default(ctype, version, range=range_)
+                assert loc is not None
+                rkey = loc.range
         _, tree = repo.find_range(ctype, rkey)
         detname = repo.detname
     doc = {"detector": detname, "ctype": ctype, **range_json(rkey, tree), "commit": tx.commit_id}
@@ -213,8 +230,12 @@ def rm(
     det: Det,
     ctype: Ctype,
     range_: RangeOpt = None,
-    version: Annotated[str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")] = None,
-    message: Annotated[str, typer.Option("-m", "--message", help="Why (required; kept in the history).")] = "",
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+    ] = None,
+    message: Annotated[
+        str, typer.Option("-m", "--message", help="Why (required; kept in the history).")
+    ] = "",
     json: JsonOpt = False,
 ) -> None:
     """Remove a version, a range, or a whole ctype from HEAD (payloads stay in history)."""

@@ -145,3 +145,7 @@ def run() -> None:
         sys.exit(INTERRUPT_EXIT)
     except Exception as exc:  # typer rethrows what escapes; invoke() already caught command errors
         sys.exit(exit_code_for(exc))
+
+
+if __name__ == "__main__":
+    run()

@@ -97,6 +97,23 @@ def entry_json(key: str, entry: VersionEntry, tree: RangeTree) -> dict[str, Any]
     }
 
 
+def constant_json(
+    detname: str, ctype: str, rkey: str, tree: RangeTree, vkey: str, entry: VersionEntry
+) -> dict[str, Any]:
+    """One version with where it sits, flat (``add`` and ``get`` print this)."""
+    doc: dict[str, Any] = {
+        "detector": detname,
+        "ctype": ctype,
+        "range": rkey,
+        "begin": format_time(tree.begin),
+        "end": iso(tree.end),
+    }
+    doc.update(entry_json(vkey, entry, tree))
+    doc["pinned"] = doc.pop("default")
+    doc.pop("effective")
+    return doc
+
+
 def range_json(key: str, tree: RangeTree) -> dict[str, Any]:
     return {
         "range": key,

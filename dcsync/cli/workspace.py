@@ -19,7 +19,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document i
 @app.command()
 def init(
     ctx: typer.Context,
-    path: Annotated[Path | None, typer.Argument(help="Directory to make a workspace (default: -C or .).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Directory to make a workspace (default: -C or .).")
+    ] = None,
     kind: Annotated[
         str, typer.Option("--kind", help=f"Location kind: {', '.join(KINDS)}.", metavar="KIND")
     ] = "local",
@@ -42,7 +44,9 @@ def new(
         str | None, typer.Option("--predecessor", help="The detector this one replaces (name or alias).")
     ] = None,
     alias: Annotated[str | None, typer.Option("--alias", help="Also add this alias.")] = None,
-    message: Annotated[str | None, typer.Option("-m", "--message", help="Message of the first commit.")] = None,
+    message: Annotated[
+        str | None, typer.Option("-m", "--message", help="Message of the first commit.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Create a detector repository in the workspace."""
@@ -53,8 +57,15 @@ def new(
         head = repo.head()
         path = ws.detector_path(detname)
     if json:
-        emit_json({"detector": detname, "path": str(path), "alias": alias, "predecessor": pred or None,
-                   "head": head})
+        emit_json(
+            {
+                "detector": detname,
+                "path": str(path),
+                "alias": alias,
+                "predecessor": pred or None,
+                "head": head,
+            }
+        )
     else:
         extra = "".join([f", alias {alias}" if alias else "", f", successor of {pred}" if pred else ""])
         say(f"created {detname} at {path}{extra}")

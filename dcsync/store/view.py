@@ -72,7 +72,7 @@ def _delete_children(group: h5py.Group, keep: set[str]) -> None:
 
 def update(f: h5py.File, store: ObjectStore, old_head: ObjectId | None, new_head: ObjectId | None) -> None:
     """Bring the view from the commit it shows to ``new_head``."""
-    shown = str(f[META_GROUP].attrs.get("view", "")) or None
+    shown = ObjectId(str(f[META_GROUP].attrs.get("view", ""))) or None
     chain = _first_parent_chain(store, new_head, stop=shown)
     if chain is None:  # not a descendant of what is shown (a reset or a fresh rebuild): start over
         _clear(f)

@@ -1,0 +1,64 @@
+"""``dcsync par set``: parameters (``dictpars``) on a detector, a ctype, a range or a version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dcsync.cli.context import state
+from dcsync.cli.output import emit_json, parse_pairs, say
+from dcsync.errors import UsageError
+from dcsync.objects import ParValue
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    det: Annotated[str, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="DET")],
+    items: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="[CTYPE] then KEY=VALUE ... (values: int, float, true/false, else text).",
+            metavar="[CTYPE] KEY=VALUE...",
+        ),
+    ] = None,
+    range_: Annotated[str | None, typer.Option("--range", "-r", help="Range key or unique prefix.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+    ] = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove KEY (repeatable).")] = None,
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
+    """Set (or --unset) parameters; without CTYPE on the detector itself."""
+    args = list(items or [])
+    ctype = args.pop(0) if args and "=" not in args[0] else None
+    if ctype is None and (range_ or version):
+        raise UsageError("--range/--version need a CTYPE before the KEY=VALUE items")
+    values: dict[str, ParValue | None] = dict(parse_pairs(args))
+    values.update({key: None for key in unset or []})
+    if not values:
+        raise UsageError("nothing to set: give KEY=VALUE items or --unset KEY")
+    level = " ".join(x for x in (ctype, range_ and f"range {range_}", version and f"version {version}") if x)
+    summary = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in values.items())
+    with state(ctx).repository(det) as repo:
+        with repo.transaction(message or f"par {level or 'detector'}: {summary}", command="par") as tx:
+            tx.set_pars(values, ctype=ctype, range=range_, version=version)
+        detname = repo.detname
+    if json:
+        emit_json(
+            {
+                "detector": detname,
+                "ctype": ctype,
+                "range": range_,
+                "version": version,
+                "set": {k: v for k, v in values.items() if v is not None},
+                "unset": [k for k, v in values.items() if v is None],
+                "commit": tx.commit_id,
+            }
+        )
+    else:
+        say(f"{detname} {level or '(detector)'}: {summary}" + ("" if tx.commit_id else " (unchanged)"))
