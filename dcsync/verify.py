@@ -44,7 +44,7 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
     kind: str
     try:
         ids = list(store.object_ids())
-    except (DcsyncError, OSError, KeyError, RuntimeError, ValueError) as exc:
+    except (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         report.problems.append(f"cannot list objects: {exc}")
         ids = []
     for oid in ids:

@@ -156,8 +156,6 @@ def test_settings_from_environment(repo: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DCSYNC_LOCK_HEARTBEAT", "0.5")
     assert (FileLock(repo).stale_after, FileLock(repo).heartbeat_interval) == (2.5, 0.5)
     assert FileLock(repo, stale_after=9).stale_after == 9
-    monkeypatch.delenv("DCSYNC_LOCK_HEARTBEAT")
-    assert FileLock(repo, stale_after=2).heartbeat_interval == 0.5  # a quarter of stale_after
     monkeypatch.setenv("DCSYNC_LOCK_STALE_AFTER", "soon")
     with pytest.raises(UsageError, match="DCSYNC_LOCK_STALE_AFTER"):
         FileLock(repo)
@@ -166,6 +164,8 @@ def test_settings_from_environment(repo: Path, monkeypatch: pytest.MonkeyPatch) 
         FileLock(repo)
     with pytest.raises(UsageError):
         FileLock(repo, stale_after=-1)
+    monkeypatch.delenv("DCSYNC_LOCK_HEARTBEAT")
+    assert FileLock(repo, stale_after=2).heartbeat_interval == 0.5  # a quarter of stale_after
 
 
 # --- stale locks ----------------------------------------------------------------------------------

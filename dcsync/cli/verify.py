@@ -16,6 +16,7 @@ from dcsync.verify import VerifyReport, verify_path
 
 app = typer.Typer()
 
+_DAMAGE = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 PROGRESS_MIN_OBJECTS = 200  # below this a check is instant and a bar is only noise
 
 
@@ -44,6 +45,8 @@ def _verify(path: Path, tick: object = None) -> VerifyReport:
         return verify_path(path, tick)  # type: ignore[arg-type]
     except DcsyncError as exc:  # e.g. a file from a newer dcsync: a problem of this file only
         return VerifyReport(str(path), problems=[exc.message])
+    except _DAMAGE as exc:  # h5py on a damaged file; verify_path does not translate every case yet
+        return VerifyReport(str(path), problems=[f"verify stopped: {type(exc).__name__}: {exc}"])
 
 
 @app.command()

@@ -33,6 +33,7 @@ import numpy as np
 from dcsync.errors import (
     AlreadyExists,
     CorruptObject,
+    DcsyncError,
     FormatTooNew,
     NotARepository,
     ObjectNotFound,
@@ -215,6 +216,8 @@ class HDF5Store(ObjectStore):
                 self._in_read = True
                 return read()
             except _READ_ERRORS as exc:
+                if isinstance(exc, DcsyncError) and not isinstance(exc, CorruptObject | ObjectNotFound):
+                    raise  # an answer (no such ctype, ambiguous prefix...), not a torn read
                 if attempt == attempts - 1:
                     if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
                         raise
@@ -299,7 +302,7 @@ class HDF5Store(ObjectStore):
     def writing(self) -> Iterator[None]:
         if self._w is not None:
             raise RepositoryError(f"{self.path}: a transaction is already open in this process")
-        lock = FileLock(self.path)
+        lock = FileLock(self.path, command="commit")
         lock.acquire(timeout=self.lock_timeout)
         try:
             recover(self.path)
@@ -321,6 +324,11 @@ class HDF5Store(ObjectStore):
                 raise
             finally:
                 self._w = None
+            try:  # a writer judged stale (suspended too long) must not commit over the new holder
+                lock.verify()
+            except BaseException:
+                journaled.rollback()
+                raise
             journaled.commit()
         finally:
             lock.release()
