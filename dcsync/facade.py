@@ -50,7 +50,11 @@ class DCStore(_Level):
         if detname is None:
             repo = Repository.open(Path(str(path_or_workspace)))
         else:
-            ws = path_or_workspace if isinstance(path_or_workspace, Workspace) else Workspace(path_or_workspace)
+            ws = (
+                path_or_workspace
+                if isinstance(path_or_workspace, Workspace)
+                else Workspace(path_or_workspace)
+            )
             repo = ws.repository(detname)
         super().__init__(repo, None, None, None)
 
@@ -92,7 +96,7 @@ class DCStore(_Level):
         return DCType(self._repo, ctype)
 
     def get(self, ctype: str, tsp: float | str | None = None, vers: str | None = None) -> Payload:
-        """The constant of ``ctype`` valid at ``tsp`` (default now); ``vers`` picks a version by key prefix."""
+        """The constant valid at ``tsp`` (default now); ``vers`` picks a version by key prefix."""
         at = None if tsp is None else parse_time(tsp)
         return self._repo.get(ctype, at, vers).value
 

@@ -29,8 +29,12 @@ class HistoryEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "commit": self.commit, "time": self.time, "author": self.author, "host": self.host,
-            "message": self.message, "change": self.change,
+            "commit": self.commit,
+            "time": self.time,
+            "author": self.author,
+            "host": self.host,
+            "message": self.message,
+            "change": self.change,
         }
 
 

@@ -552,6 +552,8 @@ class Transaction:
         """Merge parameters into a level (a value of None deletes the key)."""
         for key in pars:
             check_par_key(key)
+        if ctype is not None:
+            check_ctype(ctype)  # a ctype-level set_pars creates the ctype: same names as add()
 
         def merged(old: Mapping[str, ParValue]) -> dict[str, ParValue]:
             out = dict(old)

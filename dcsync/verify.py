@@ -33,7 +33,10 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "repository": self.where, "ok": self.ok, "objects": self.objects, "commits": self.commits,
+            "repository": self.where,
+            "ok": self.ok,
+            "objects": self.objects,
+            "commits": self.commits,
             "problems": list(self.problems),
         }
 

@@ -56,7 +56,9 @@ class Workspace:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         if not (self.root / CONFIG_DIR).is_dir():
-            raise WorkspaceNotFound(f"{self.root} is not a dcsync workspace (no {CONFIG_DIR}/): run 'dcsync init'")
+            raise WorkspaceNotFound(
+                f"{self.root} is not a dcsync workspace (no {CONFIG_DIR}/): run 'dcsync init'"
+            )
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -206,7 +208,8 @@ class Workspace:
         if existing is None:
             raise DetectorNotFound(f"no alias {alias!r} in {self.root}")
         kept = [
-            line for line in existing.file.read_text(encoding="utf-8").splitlines()
+            line
+            for line in existing.file.read_text(encoding="utf-8").splitlines()
             if line.split()[:1] != [alias]
         ]
         _atomic_write(existing.file, "\n".join(kept) + ("\n" if kept else ""))

@@ -193,7 +193,7 @@ def canonical_value(value: Any) -> tuple[Any, ...]:
         return ("text", value)
     arr = np.asarray(value)
     dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
-    arr = np.ascontiguousarray(arr.astype(dtype))
+    arr = arr.astype(dtype, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
     return ("array", dtype.str, arr.shape, arr.tobytes())
 
 

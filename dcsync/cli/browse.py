@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -216,56 +217,70 @@ def log(
     """The log of ref moves, newest first; without DET all detectors merged by time."""
     st = state(ctx)
     entries: list[dict[str, Any]] = []
+    failed: list[DcsyncError] = []
     if det is not None:
-        targets = [(det, st.resolve(det))]
+        paths = [st.resolve(det)]
     else:
         ws = st.workspace()
-        targets = [(name, ws.detector_path(name)) for name in ws.detectors()]
-    for _, path in targets:
-        with Repository.open(path, lock_timeout=st.lock_timeout) as repo:
-            name = repo.detname
-            for rec in repo.log(number):
-                entries.append(
-                    {
-                        "detector": name,
-                        "time": format_time(rec.time),
-                        "time_ns": rec.time,
-                        "user": rec.user,
-                        "host": rec.host,
-                        "command": rec.command,
-                        "ref": rec.ref,
-                        "old": rec.old,
-                        "new": rec.new,
-                        "message": rec.message,
-                    }
-                )
+        paths = [ws.detector_path(name) for name in ws.detectors()]
+    for path in paths:
+        try:
+            entries.extend(_log_entries(path, number))
+        except DcsyncError as exc:
+            if det is not None:
+                raise
+            failed.append(exc)  # one damaged file must not hide the others' history
     entries.sort(key=lambda e: e["time_ns"], reverse=True)
     if number is not None:
         entries = entries[:number]
     if json:
         emit_json({"entries": entries})
-        return
+    else:
+        _print_log(entries, with_detector=det is None)
+    if failed:
+        raise RepositoryError(f"{len(failed)} detector file(s) could not be read; first: {failed[0].message}")
+
+
+def _print_log(entries: list[dict[str, Any]], *, with_detector: bool) -> None:
     table = Table()
-    columns = [
+    for col in (
         "time",
-        *([] if det is not None else ["detector"]),
+        *(["detector"] if with_detector else []),
         "who",
         "command",
         "ref",
         "change",
         "message",
-    ]
-    for col in columns:
+    ):
         table.add_column(col, no_wrap=col in ("time", "detector", "change"))
     for e in entries:
-        cells = [
+        table.add_row(
             e["time"],
-            *([] if det is not None else [e["detector"]]),
+            *([e["detector"]] if with_detector else []),
             f"{e['user']}@{e['host']}",
             e["command"],
             e["ref"],
             f"{short(e['old'])} → {short(e['new'])}",
             e["message"],
-        ]
-        table.add_row(*cells)
+        )
     console().print(table)
+
+
+def _log_entries(path: Path, number: int | None) -> list[dict[str, Any]]:
+    with Repository.open(path) as repo:
+        name = repo.detname
+        return [
+            {
+                "detector": name,
+                "time": format_time(rec.time),
+                "time_ns": rec.time,
+                "user": rec.user,
+                "host": rec.host,
+                "command": rec.command,
+                "ref": rec.ref,
+                "old": rec.old,
+                "new": rec.new,
+                "message": rec.message,
+            }
+            for rec in repo.log(number)
+        ]

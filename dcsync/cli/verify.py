@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -40,9 +41,9 @@ def _count(path: Path) -> int:
         store.close()
 
 
-def _verify(path: Path, tick: object = None) -> VerifyReport:
+def _verify(path: Path, tick: Callable[[int], None] | None = None) -> VerifyReport:
     try:
-        return verify_path(path, tick)  # type: ignore[arg-type]
+        return verify_path(path, tick)
     except DcsyncError as exc:  # e.g. a file from a newer dcsync: a problem of this file only
         return VerifyReport(str(path), problems=[exc.message])
     except _DAMAGE as exc:  # h5py on a damaged file; verify_path does not translate every case yet
