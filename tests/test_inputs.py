@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from dcsync import inputs
 from dcsync.errors import InputError
 from dcsync.inputs import load_constant, save_constant
 
@@ -98,26 +99,41 @@ def test_missing_and_directory(tmp_path: Path, name: str, ctype: str) -> None:
     expect_error(directory, ctype, "is a directory")
 
 
-def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "peds.npy"
-    np.save(path, np.zeros(3, np.float32))
+def _load_as_unprivileged(path: Path, ctype: str) -> str:
+    """Load in a child process that cannot read ``path``: as ``nobody`` when we are root (root
+    reads any file), else after chmod 0. Returns the child's error message."""
+    # The child imports everything first, then (as root) drops to nobody: the interpreter itself
+    # may live where nobody cannot read.
+    code = (
+        "import os, sys; from pathlib import Path; from dcsync.inputs import load_constant\n"
+        "from dcsync.errors import InputError\n"
+        "if os.geteuid() == 0:\n    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "try:\n    load_constant(Path(sys.argv[1]), sys.argv[2])\n"
+        "except InputError as exc:\n    print(exc); sys.exit(4)\n"
+    )
+    if os.geteuid() != 0:
+        path.chmod(0)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), ctype], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 4, result.stdout + result.stderr
+    return result.stdout
 
-    def deny(*args: Any, **kwargs: Any) -> Any:
-        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(inputs, "open", deny, raising=False)
-    expect_error(path, "pedestals", "permission denied")
-    monkeypatch.setattr(Path, "read_bytes", deny)
-    expect_error(path.with_suffix(".data"), "pedestals", "permission denied")
-    expect_error(path.with_suffix(".data"), "geometry", "permission denied")
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_permission_denied_for_real(tmp_path: Path) -> None:
-    path = tmp_path / "peds.npy"
-    np.save(path, np.zeros(3, np.float32))
-    path.chmod(0)
-    expect_error(path, "pedestals", "permission denied")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize(
+    ("name", "ctype"), [("peds.npy", "pedestals"), ("peds.data", "pedestals"), ("geo.data", "geometry")]
+)
+def test_permission_denied_for_real(tmp_path: Path, name: str, ctype: str) -> None:
+    folder = tmp_path / "private"
+    folder.mkdir()
+    path = folder / name
+    if name.endswith(".npy"):
+        np.save(path, np.zeros(3, np.float32))
+    else:
+        path.write_text("1 2 3\n")
+    message = _load_as_unprivileged(path, ctype)
+    assert str(path) in message and "permission denied" in message, message
 
 
 # --- .npy ----------------------------------------------------------------------------------------------

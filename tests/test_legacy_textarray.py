@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -169,23 +168,6 @@ def test_special_float_values(tmp_path: Path) -> None:
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     expect_error(tmp_path / "nope.data", "no such file")
     expect_error(tmp_path, "is a directory")
-
-
-def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path / "secret.data", "1 2\n")
-
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "read_bytes", deny)
-    expect_error(path, "permission denied")
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_permission_denied_for_real(tmp_path: Path) -> None:
-    path = write(tmp_path / "secret.data", "1 2\n")
-    path.chmod(0)
-    expect_error(path, "permission denied")
 
 
 def test_not_text(tmp_path: Path) -> None:
