@@ -24,7 +24,18 @@ stable wire code, and subclasses the matching builtin so ordinary ``except KeyEr
     │   ├── LockTimeout (TimeoutError)             exit 6   lock.timeout
     │   └── NotMyLock                              exit 6   lock.not-mine
     ├── RefConflict                                exit 7   conflict.ref
-    └── StorageFull (OSError)                      exit 8   storage.full
+    │   ├── NotFastForward                         exit 7   conflict.not-fast-forward
+    │   └── MergeConflict                          exit 7   conflict.merge
+    ├── StorageFull (OSError)                      exit 8   storage.full
+    ├── RemoteError                                exit 9   remote
+    │   ├── ConnectionFailed (ConnectionError)     exit 9   remote.connect
+    │   ├── AuthenticationFailed                   exit 9   remote.auth
+    │   ├── HostKeyError                           exit 9   remote.host-key
+    │   ├── ConnectionLost (ConnectionError)       exit 9   remote.lost
+    │   ├── ProtocolError                          exit 9   remote.protocol
+    │   └── IncompatiblePeer                       exit 9   remote.incompatible
+    ├── AccessDenied (PermissionError)             exit 10  access.denied
+    └── HookRejected                               exit 11  hook.rejected
 
 Library errors (h5py, OSError, msgpack) are translated at the seam where they happen, always with
 ``raise ... from exc`` so the cause stays visible to developers while users see one clear line.
@@ -160,6 +171,61 @@ class StorageFull(DcsyncError, OSError):
     wire_code = "storage.full"
 
 
+class NotFastForward(RefConflict):
+    """A push would lose the remote's commits: pull (fetch and merge) first."""
+
+    wire_code = "conflict.not-fast-forward"
+
+
+class MergeConflict(RefConflict):
+    """Both sides changed the same entry; nothing was changed."""
+
+    wire_code = "conflict.merge"
+
+
+class RemoteError(DcsyncError):
+    exit_code = 9
+    wire_code = "remote"
+
+
+class ConnectionFailed(RemoteError, ConnectionError):
+    wire_code = "remote.connect"
+
+
+class AuthenticationFailed(RemoteError):
+    wire_code = "remote.auth"
+
+
+class HostKeyError(RemoteError):
+    """Unknown or changed host key: refused unless the user accepts it explicitly."""
+
+    wire_code = "remote.host-key"
+
+
+class ConnectionLost(RemoteError, ConnectionError):
+    wire_code = "remote.lost"
+
+
+class ProtocolError(RemoteError):
+    """The peer sent something that is not a valid dcsync frame or message."""
+
+    wire_code = "remote.protocol"
+
+
+class IncompatiblePeer(RemoteError):
+    wire_code = "remote.incompatible"
+
+
+class AccessDenied(DcsyncError, PermissionError):
+    exit_code = 10
+    wire_code = "access.denied"
+
+
+class HookRejected(DcsyncError):
+    exit_code = 11
+    wire_code = "hook.rejected"
+
+
 def _all_subclasses(cls: type[DcsyncError]) -> list[type[DcsyncError]]:
     out: list[type[DcsyncError]] = [cls]
     for sub in cls.__subclasses__():
@@ -182,4 +248,8 @@ EXIT_CODES: dict[int, str] = {
     6: "lock: timed out waiting, or not our lock",
     7: "conflict: a ref moved concurrently",
     8: "storage full: disk or file-size limit reached, nothing committed",
+    9: "remote: connection, authentication, host key, protocol or incompatible peer",
+    10: "access denied",
+    11: "rejected by a hook",
+    130: "interrupted (Ctrl-C)",
 }
