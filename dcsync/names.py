@@ -21,10 +21,10 @@ from dcsync.times import NS, format_seconds
 VersionKey = NewType("VersionKey", str)
 RangeKey = NewType("RangeKey", str)
 
-_DETNAME = re.compile(r"^[a-z0-9][a-z0-9._]*-[a-z0-9][a-z0-9._-]*$")
-_CTYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
-_PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+_DETNAME = re.compile(r"^[a-z0-9][a-z0-9._]*-[a-z0-9][a-z0-9._-]*\Z")
+_CTYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
+_PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 VERSION_KEY_LEN = 12
 
 

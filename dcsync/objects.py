@@ -35,6 +35,16 @@ Kind = Literal["array", "text", "tree", "commit"]
 TREE_KINDS = ("root", "ctype", "range")
 
 
+def _sorted(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A map in key order, so equal values encode (and hash) equally whatever order it was built in."""
+    return dict(sorted(mapping.items()))
+
+
+def _end_rank(end: int | None) -> int:
+    """An end for ordering: an open end is later than any time (``end or ...`` would open ``0``)."""
+    return 2**63 if end is None else end
+
+
 def payload_id(value: Payload) -> ObjectId:
     if isinstance(value, str):
         return hash_text(value)
@@ -85,10 +95,10 @@ class VersionEntry:
             "s": list(self.shape),
             "n": self.nbytes,
             "a": self.author,
-            "p": dict(self.pars),
+            "p": _sorted(self.pars),
         }
         if self.origin:
-            out["g"] = dict(self.origin)
+            out["g"] = _sorted(self.origin)
         return out
 
     @classmethod
@@ -133,7 +143,7 @@ class RangeTree:
             "b": self.begin,
             "e": self.end,
             "d": self.default,
-            "p": dict(self.pars),
+            "p": _sorted(self.pars),
             "v": {k: v.to_wire() for k, v in sorted(self.versions.items())},
         }
 
@@ -168,7 +178,7 @@ class CtypeTree:
         # the latest begin first and, among equal begins, the narrowest range first.
         keys = sorted(
             self.ranges,
-            key=lambda k: (self.ranges[k].begin, -(self.ranges[k].end or 2**63), k),
+            key=lambda k: (self.ranges[k].begin, -_end_rank(self.ranges[k].end), k),
         )
         return [self.ranges[k].begin for k in keys], keys
 
@@ -184,7 +194,7 @@ class CtypeTree:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "p": dict(self.pars),
+            "p": _sorted(self.pars),
             "r": {k: [r.begin, r.end, r.tree] for k, r in sorted(self.ranges.items())},
         }
 
@@ -220,7 +230,7 @@ class RootTree:
             "c": self.created,
             "pr": self.predecessor,
             "su": self.successor,
-            "p": dict(self.pars),
+            "p": _sorted(self.pars),
             "ct": dict(sorted(self.ctypes.items())),
         }
 
@@ -255,7 +265,7 @@ class Commit:
             "ho": self.host,
             "ti": self.time,
             "m": self.message,
-            "x": dict(self.meta),
+            "x": _sorted(self.meta),
         }
 
     @classmethod
@@ -301,6 +311,6 @@ def decode(kind: str, body: bytes, oid: str = "?") -> Tree | Commit:
         if kind == "tree":
             name, fields = value
             return _TREE_CLASSES[name].from_wire(fields)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise CorruptObject(f"object {oid} is a malformed {kind}: {exc!r}") from exc
     raise CorruptObject(f"object {oid} has unknown kind {kind!r}")

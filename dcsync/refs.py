@@ -21,7 +21,7 @@ from dcsync.hashing import ObjectId
 from dcsync.times import now_ns
 
 HEAD = "HEAD"
-_REF = re.compile(r"^(HEAD|remotes/[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+_REF = re.compile(r"^(HEAD|remotes/[A-Za-z0-9][A-Za-z0-9._-]{0,63})\Z")  # \Z, not $: no final newline
 
 
 def check_ref(name: str) -> str:

@@ -97,7 +97,8 @@ def format_time(ns: int | None) -> str:
 
 def format_seconds(ns: int) -> str:
     """Unix seconds, exact: an integer when whole, else a decimal fraction without trailing zeros."""
-    seconds, frac = divmod(ns, NS)
+    sign = "-" if ns < 0 else ""  # divmod floors: -0.5 s would print as "-1.5"
+    seconds, frac = divmod(abs(ns), NS)
     if not frac:
-        return str(seconds)
-    return f"{seconds}.{frac:09d}".rstrip("0")
+        return f"{sign}{seconds}"
+    return f"{sign}{seconds}.{frac:09d}".rstrip("0")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rich.progress import Progress
 from typer.testing import CliRunner
 
 from dcsync.cli.context import State
@@ -43,13 +44,8 @@ REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 # -- fixtures and helpers -------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("DCSYNC_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
+def _wide_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """conftest.py isolates the environment; here tables are only kept from wrapping."""
     monkeypatch.setenv("COLUMNS", "200")
 
 
@@ -562,7 +558,7 @@ def test_verify_progress_on_a_terminal(ws: Path, monkeypatch: pytest.MonkeyPatch
 
     advanced: list[float] = []
 
-    class Recording(verify_cmd.Progress):
+    class Recording(Progress):
         def advance(self, task_id: Any, advance: float = 1) -> None:
             advanced.append(advance)
             super().advance(task_id, advance)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,9 +45,10 @@ from dcsync.repository import Repository, Transaction
 from dcsync.verify import verify_path
 
 NS = 1_000_000_000
-# A small set of boundaries so ranges collide, nest and share begins; 10.5 s exercises sub-second
-# range keys, and "0-1"/"0-10"/"0-10.5" or "1-2"/"1-20" make range keys prefixes of each other.
-TIMES = [0, 1 * NS, 2 * NS, 5 * NS, 10 * NS, 10 * NS + NS // 2, 20 * NS]
+# A small set of boundaries so ranges collide, nest and share begins; -0.5 s and 10.5 s exercise
+# sub-second and pre-epoch range keys (and an end of exactly 0), and "0-1"/"0-10"/"0-10.5" or
+# "1-2"/"1-20" make range keys prefixes of each other.
+TIMES = [-NS // 2, 0, 1 * NS, 2 * NS, 5 * NS, 10 * NS, 10 * NS + NS // 2, 20 * NS]
 PROBES = sorted({t + d for t in TIMES for d in (-1, 0, 1)} | {-NS, 15 * NS, 30 * NS, 2**62})
 CTYPES = ["pedestals", "gain", "geometry"]
 MISSING_CTYPE = "missing"  # a valid name that is never added
@@ -63,52 +63,40 @@ DTYPES = [
 ]  # fmt: skip
 
 # -- operations ---------------------------------------------------------------------------------------
+# Operations name versions by our own integer ids (UNKNOWN: one never handed out) and ranges by
+# their bounds; each side maps ids to its random keys, ranges to keys via range_key().
 
-
-class RangeSel(NamedTuple):
-    """A range named by begin index and end offset (``None`` open; <= 0 gives end <= begin)."""
-
-    begin: int
-    end: int | None
-
-    def bounds(self) -> tuple[int, int | None]:
-        begin = TIMES[self.begin]
-        if self.end is None:
-            return begin, None
-        j = self.begin + self.end
-        if j >= len(TIMES):
-            return begin, None
-        return begin, TIMES[max(j, 0)]
-
-    def key(self) -> str:
-        return range_key(*self.bounds())
+Bounds = tuple[int, int | None]
+RangeName = Bounds | str  # bounds, or a key or key prefix as typed (range keys are not prefix-free)
+UNKNOWN = -1
 
 
 class Add(NamedTuple):
     ctype: str
     value: Any
-    range: RangeSel
+    range: Bounds
     pars: dict[str, Any]
     make_default: bool
     tsprod: int
+    vid: int  # the id this version gets
 
 
 class SetDefault(NamedTuple):
     ctype: str
-    version: int | None  # index into the machine's versions, resolved at run time; None = unpin
-    range: RangeSel | None
+    version: int | None  # None unpins the range
+    range: RangeName | None
 
 
 class Remove(NamedTuple):
     ctype: str
-    version: int | None
-    range: RangeSel | None
+    version: int | None  # neither version nor range: the whole ctype
+    range: RangeName | None
 
 
 class SetPars(NamedTuple):
     level: str  # root, ctype, range, version
     ctype: str
-    range: RangeSel | None
+    range: RangeName | None
     version: int | None
     pars: dict[str, Any]
 
@@ -117,15 +105,25 @@ Op = Add | SetDefault | Remove | SetPars
 
 
 def range_key(begin: int, end: int | None) -> str:
-    """Unix seconds, exact (an independent spelling of dcsync's range keys for times >= 0)."""
+    """Unix seconds, exact (an independent spelling of dcsync's range keys)."""
 
     def seconds(ns: int) -> str:
-        whole, frac = divmod(ns, NS)
-        return str(whole) if not frac else f"{whole}.{frac:09d}".rstrip("0")
+        whole, frac = divmod(abs(ns), NS)
+        sign = "-" if ns < 0 else ""
+        return sign + (str(whole) if not frac else f"{whole}.{frac:09d}".rstrip("0"))
 
     return f"{seconds(begin)}-{'end' if end is None else seconds(end)}"
 
 
+def _bounds(i: int, offset: int | None) -> Bounds:
+    """A begin from TIMES and an end ``offset`` boundaries later (None or past the last: open;
+    0 or less: an end not after the begin, which must fail)."""
+    j = None if offset is None else i + offset
+    return TIMES[i], None if j is None or j >= len(TIMES) else TIMES[max(j, 0)]
+
+
+valid_bounds = st.builds(_bounds, st.integers(0, len(TIMES) - 1), st.sampled_from([None, 1, 1, 2, 3, 5]))
+any_bounds = st.builds(_bounds, st.integers(0, len(TIMES) - 1), st.sampled_from([None, 1, 2, 0, -1]))
 par_values = st.one_of(
     st.booleans(),
     st.integers(-(2**63), 2**63 - 1),
@@ -133,56 +131,25 @@ par_values = st.one_of(
     st.text(max_size=8),
 )
 valid_pars = st.dictionaries(st.sampled_from(PAR_KEYS), par_values, max_size=2)
-add_pars = st.one_of(
-    valid_pars,
-    st.dictionaries(st.sampled_from([*PAR_KEYS, BAD_PAR_KEY]), st.one_of(par_values, st.none()), max_size=2),
-)
-set_pars_values = st.dictionaries(
-    st.sampled_from([*PAR_KEYS, *PAR_KEYS, BAD_PAR_KEY]),
-    st.one_of(par_values, st.none(), st.none(), st.just([1])),
-    max_size=3,
+any_pars = st.dictionaries(
+    st.sampled_from([*PAR_KEYS, BAD_PAR_KEY]), st.one_of(par_values, st.none()), max_size=2
+)  # a bad key, or None as a value, must fail in add()
+set_pars_values = st.one_of(
+    st.dictionaries(st.sampled_from(PAR_KEYS), st.one_of(par_values, st.none()), max_size=3),  # None deletes
+    st.dictionaries(st.sampled_from([*PAR_KEYS, BAD_PAR_KEY]), st.just([1]), min_size=1, max_size=1),  # fail
 )
 arrays = st.sampled_from(DTYPES).flatmap(
     lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3))
 )
-payloads = st.one_of(
+valid_payloads = st.one_of(
+    arrays, arrays, arrays, st.text(st.characters(exclude_characters="\0"), max_size=30)
+)
+any_payloads = st.one_of(
     arrays,
-    arrays,
-    st.text(max_size=30),  # may contain NUL, which must fail
+    st.text(max_size=30).map(lambda t: t + "\0"),  # NUL in text must fail
     st.just(np.array(["not", "numeric"])),  # must fail
 )
-range_sels = st.builds(
-    RangeSel,
-    st.integers(0, len(TIMES) - 1),
-    st.sampled_from([None, None, 1, 1, 2, 3, 0, -1]),
-)
-ctypes = st.sampled_from([*CTYPES, *CTYPES, MISSING_CTYPE])
-version_refs = st.integers(0, 40)
 
-ops: st.SearchStrategy[Op] = st.one_of(
-    st.builds(
-        Add,
-        st.sampled_from([*CTYPES, *CTYPES, *CTYPES, BAD_CTYPE]),
-        payloads,
-        range_sels,
-        add_pars,
-        st.booleans(),
-        st.integers(0, 999),
-    ),
-    st.builds(Add, st.sampled_from(CTYPES), arrays, range_sels, valid_pars, st.booleans(), st.integers(0, 999)),
-    st.builds(SetDefault, ctypes, version_refs, st.one_of(st.none(), range_sels)),
-    st.builds(SetDefault, ctypes, st.none(), st.one_of(st.none(), range_sels, range_sels)),
-    st.builds(Remove, ctypes, version_refs, st.one_of(st.none(), range_sels)),
-    st.builds(Remove, ctypes, st.none(), st.one_of(st.none(), range_sels, range_sels)),
-    st.builds(
-        SetPars,
-        st.sampled_from(["root", "ctype", "range", "version"]),
-        st.sampled_from([*CTYPES, MISSING_CTYPE, BAD_CTYPE]),
-        range_sels,
-        version_refs,
-        set_pars_values,
-    ),
-)
 
 # -- the reference model ---------------------------------------------------------------------------
 
@@ -246,10 +213,10 @@ class Model:
             raise ModelError(CtypeNotFound)
         return ct
 
-    def _range(self, state: dict[str, Any], ctype: str, sel: RangeSel) -> tuple[int, int | None]:
+    def _range(self, state: dict[str, Any], ctype: str, name: RangeName) -> Bounds:
         """A range by key or unique key prefix (keys are not prefix-free: "1-2" names "1-20")."""
         by_key = {range_key(*b): b for b in self._ctype(state, ctype)["ranges"]}
-        query = sel.key()
+        query = name if isinstance(name, str) else range_key(*name)
         if query in by_key:
             return by_key[query]
         hits = [k for k in by_key if k.startswith(query)]
@@ -260,37 +227,36 @@ class Model:
         return by_key[hits[0]]
 
     def _version(
-        self, state: dict[str, Any], ctype: str, vid: int | None, sel: RangeSel | None
-    ) -> tuple[tuple[int, int | None], int]:
-        ranges = [self._range(state, ctype, sel)] if sel is not None else list(self._ctype(state, ctype)["ranges"])
-        for bounds in ranges:
-            if vid in self._ctype(state, ctype)["ranges"][bounds]["versions"]:
+        self, state: dict[str, Any], ctype: str, vid: int | None, within: RangeName | None
+    ) -> tuple[Bounds, int]:
+        ct = self._ctype(state, ctype)
+        for bounds in [self._range(state, ctype, within)] if within is not None else list(ct["ranges"]):
+            if vid in ct["ranges"][bounds]["versions"]:
                 assert vid is not None
                 return bounds, vid
         raise ModelError(VersionNotFound)
 
     # -- operations --------------------------------------------------------------------------------
-    def apply(self, state: dict[str, Any], op: Op, vid: int | None, ref: int | None) -> None:
-        """Apply one operation to ``state`` in place; ``vid`` is the id of an add, ``ref`` the id a
-        version reference resolved to (None when it names an unknown version)."""
+    def apply(self, state: dict[str, Any], op: Op) -> None:
+        """Apply one operation to ``state`` in place, or raise ModelError as the repository must."""
         if isinstance(op, Add):
-            self._add(state, op, vid)
+            self._add(state, op)
         elif isinstance(op, SetDefault):
-            self._set_default(state, op, ref)
+            self._set_default(state, op)
         elif isinstance(op, Remove):
-            self._remove(state, op, ref)
+            self._remove(state, op)
         else:
-            self._set_pars(state, op, ref)
+            self._set_pars(state, op)
         # An empty range means nothing and an empty ctype does not exist.
         for name, ct in list(state["ctypes"].items()):
             ct["ranges"] = {b: r for b, r in ct["ranges"].items() if r["versions"]}
             if not ct["ranges"] and not ct["pars"]:
                 del state["ctypes"][name]
 
-    def _add(self, state: dict[str, Any], op: Add, vid: int | None) -> None:
+    def _add(self, state: dict[str, Any], op: Add) -> None:
         if op.ctype == BAD_CTYPE:
             raise ModelError(InvalidName)
-        begin, end = op.range.bounds()
+        begin, end = op.range
         if end is not None and end <= begin:
             raise ModelError(InvalidTime)
         if isinstance(op.value, str):
@@ -306,14 +272,18 @@ class Model:
         ct = state["ctypes"].setdefault(op.ctype, {"pars": {}, "ranges": {}})
         rng = ct["ranges"].setdefault((begin, end), {"default": None, "pars": {}, "versions": {}})
         if op.make_default:
-            rng["default"] = vid
+            rng["default"] = op.vid
         elif rng["default"] is None and rng["versions"]:  # keep lookups returning what they did
             rng["default"] = max(rng["versions"], key=lambda v: rng["versions"][v]["tsprod"])
-        rng["versions"][vid] = {"value": canonical_value(op.value), "tsprod": op.tsprod, "pars": dict(op.pars)}
+        rng["versions"][op.vid] = {
+            "value": canonical_value(op.value),
+            "tsprod": op.tsprod,
+            "pars": dict(op.pars),
+        }
 
-    def _set_default(self, state: dict[str, Any], op: SetDefault, ref: int | None) -> None:
+    def _set_default(self, state: dict[str, Any], op: SetDefault) -> None:
         if op.version is not None:
-            bounds, vid = self._version(state, op.ctype, ref, op.range)
+            bounds, vid = self._version(state, op.ctype, op.version, op.range)
             state["ctypes"][op.ctype]["ranges"][bounds]["default"] = vid
             return
         if op.range is None:
@@ -321,9 +291,9 @@ class Model:
         bounds = self._range(state, op.ctype, op.range)
         state["ctypes"][op.ctype]["ranges"][bounds]["default"] = None
 
-    def _remove(self, state: dict[str, Any], op: Remove, ref: int | None) -> None:
+    def _remove(self, state: dict[str, Any], op: Remove) -> None:
         if op.version is not None:
-            bounds, vid = self._version(state, op.ctype, ref, op.range)
+            bounds, vid = self._version(state, op.ctype, op.version, op.range)
             rng = state["ctypes"][op.ctype]["ranges"][bounds]
             del rng["versions"][vid]
             if rng["default"] == vid:
@@ -335,7 +305,7 @@ class Model:
             self._ctype(state, op.ctype)
             del state["ctypes"][op.ctype]
 
-    def _set_pars(self, state: dict[str, Any], op: SetPars, ref: int | None) -> None:
+    def _set_pars(self, state: dict[str, Any], op: SetPars) -> None:
         if BAD_PAR_KEY in op.pars:
             raise ModelError(InvalidName)
         if op.level != "root" and op.ctype == BAD_CTYPE:
@@ -343,7 +313,7 @@ class Model:
         if op.level == "root":
             target = state["pars"]
         elif op.level == "version":
-            bounds, vid = self._version(state, op.ctype, ref, op.range)
+            bounds, vid = self._version(state, op.ctype, op.version, op.range)
             target = state["ctypes"][op.ctype]["ranges"][bounds]["versions"][vid]["pars"]
         elif op.level == "range":
             bounds = self._range(state, op.ctype, op.range)  # type: ignore[arg-type]
@@ -393,14 +363,14 @@ class Side:
         self.key_of: dict[int, str] = {}
         self.vid_of: dict[str, int] = {}
 
-    def run(self, ops: list[Op], resolve: Callable[[int], int | None], first_vid: int) -> tuple[int, type] | None:
+    def run(self, ops: list[Op]) -> tuple[int, type] | None:
         """Run ``ops`` as one transaction; on a DcsyncError return (op index, error class)."""
         failure: tuple[int, type] | None = None
         try:
             with self.repo.transaction("model step") as tx:
                 for i, op in enumerate(ops):
                     try:
-                        self._apply(tx, op, first_vid + i, resolve)
+                        self._apply(tx, op)
                     except DcsyncError as exc:
                         failure = (i, type(exc))
                         raise
@@ -409,37 +379,30 @@ class Side:
                 failure = (len(ops), type(exc))
         return failure
 
-    def _key(self, ref: int | None) -> str:
-        return UNKNOWN_VERSION if ref is None else self.key_of.get(ref, UNKNOWN_VERSION)
+    def _key(self, vid: int) -> str:
+        return self.key_of.get(vid, UNKNOWN_VERSION)
 
-    def _apply(self, tx: Transaction, op: Op, vid: int, resolve: Callable[[int], int | None]) -> None:
+    def _apply(self, tx: Transaction, op: Op) -> None:
+        rkey = op.range if op.range is None or isinstance(op.range, str) else range_key(*op.range)
         if isinstance(op, Add):
-            begin, end = op.range.bounds()
             loc = tx.add(
-                op.ctype, op.value, begin, end, pars=op.pars, make_default=op.make_default, tsprod=op.tsprod
+                op.ctype, op.value, *op.range, pars=op.pars, make_default=op.make_default, tsprod=op.tsprod
             )
-            self.key_of[vid] = loc.version
-            self.vid_of[loc.version] = vid
+            self.key_of[op.vid] = loc.version
+            self.vid_of[loc.version] = op.vid
         elif isinstance(op, SetDefault):
-            version = None if op.version is None else self._key(resolve(op.version))
-            tx.set_default(op.ctype, version, range=None if op.range is None else op.range.key())
+            tx.set_default(op.ctype, None if op.version is None else self._key(op.version), range=rkey)
         elif isinstance(op, Remove):
-            version = None if op.version is None else self._key(resolve(op.version))
-            tx.remove(op.ctype, range=None if op.range is None else op.range.key(), version=version)
+            tx.remove(op.ctype, range=rkey, version=None if op.version is None else self._key(op.version))
         elif op.level == "root":
             tx.set_pars(op.pars)
         elif op.level == "ctype":
             tx.set_pars(op.pars, ctype=op.ctype)
         elif op.level == "range":
-            assert op.range is not None
-            tx.set_pars(op.pars, ctype=op.ctype, range=op.range.key())
+            tx.set_pars(op.pars, ctype=op.ctype, range=rkey)
         else:
-            tx.set_pars(
-                op.pars,
-                ctype=op.ctype,
-                range=None if op.range is None else op.range.key(),
-                version=self._key(resolve(op.version)),  # type: ignore[arg-type]
-            )
+            assert op.version is not None
+            tx.set_pars(op.pars, ctype=op.ctype, range=rkey, version=self._key(op.version))
 
     def lookup(self, ctype: str, t: int) -> tuple[Any, ...]:
         try:
@@ -492,47 +455,113 @@ class RepositoryModelMachine(RuleBasedStateMachine):
         self.mem = Side("memory", Repository.create(None, "epix-1"))
         self.model = Model()
         self.next_vid = 0
+        self.vid_home: dict[int, tuple[str, Bounds]] = {}  # where each id was added (maybe aborted)
         self.tsprods: set[int] = set()
 
     def teardown(self) -> None:
         self.h5.repo.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def _unique_tsprod(self, op: Op) -> Op:
-        if not isinstance(op, Add):
-            return op
-        tsprod = op.tsprod * 1000
-        while tsprod in self.tsprods:  # distinct production times keep "newest wins" deterministic
-            tsprod += 1
-        self.tsprods.add(tsprod)
-        return op._replace(tsprod=tsprod)
+    # -- drawing operations that mostly name things that exist (and sometimes what does not) --------
+    def _ctype(self, data: st.DataObject) -> str:
+        existing = sorted(self.model.state["ctypes"])
+        anything = st.sampled_from([*CTYPES, MISSING_CTYPE])
+        return data.draw(st.one_of(st.sampled_from(existing), anything) if existing else anything)
 
-    @rule(batch=st.lists(ops, min_size=1, max_size=4))
-    def transaction(self, batch: list[Op]) -> None:
-        batch = [self._unique_tsprod(op) for op in batch]
-        first_vid = self.next_vid
-        self.next_vid += len(batch)  # ids of adds in this batch (resolvable by later ops in it)
+    def _bounds(self, data: st.DataObject, ctype: str) -> RangeName:
+        """An existing range, a prefix of an existing key ("5-10" names "5-10.5"), or any range."""
+        existing = sorted(self.model.state["ctypes"].get(ctype, {}).get("ranges", {}), key=str)
+        if not existing:
+            return data.draw(any_bounds)
+        keys = [range_key(*b) for b in existing]
+        prefixes = st.sampled_from(keys).flatmap(lambda k: st.integers(1, len(k)).map(lambda n: k[:n]))
+        return data.draw(st.one_of(st.sampled_from(existing), any_bounds, prefixes))
 
-        def resolve(ref: int) -> int | None:
-            """Any id handed out so far (removed, aborted or not yet added ones included), or unknown."""
-            vid = ref % (self.next_vid + 1)
-            return None if vid == self.next_vid else vid
+    def _version(self, data: st.DataObject) -> int:
+        live = [
+            vid
+            for ct in self.model.state["ctypes"].values()
+            for rng in ct["ranges"].values()
+            for vid in rng["versions"]
+        ]
+        choices = [st.just(UNKNOWN)]
+        if self.vid_home:
+            choices.insert(0, st.sampled_from(sorted(self.vid_home)))  # removed and aborted ones too
+        if live:
+            choices.insert(0, st.sampled_from(sorted(live)))
+        return data.draw(st.one_of(*choices))
 
+    def _version_op(self, data: st.DataObject) -> tuple[str, int, RangeName | None]:
+        """A version, usually with its own ctype and no range or its own range."""
+        vid = self._version(data)
+        home = self.vid_home.get(vid)
+        if home is None or data.draw(st.integers(0, 4)) == 0:
+            ctype = self._ctype(data)
+            return ctype, vid, data.draw(st.one_of(st.none(), st.just(self._bounds(data, ctype))))
+        ctype, bounds = home
+        return ctype, vid, data.draw(st.sampled_from([None, bounds, self._bounds(data, ctype)]))
+
+    def _op(self, data: st.DataObject) -> Op:
+        what = data.draw(
+            st.sampled_from(
+                ["add", "add", "add", "add", "bad-add", "default", "unpin", "rm", "rm-range", "pars"]
+            )
+        )
+        if what in ("add", "bad-add"):
+            valid = what == "add"
+            ctype = data.draw(st.sampled_from(CTYPES if valid else [*CTYPES, BAD_CTYPE]))
+            existing = list(self.model.state["ctypes"].get(ctype, {}).get("ranges", {}))
+            new = valid_bounds if valid else any_bounds
+            bounds = data.draw(st.one_of(st.sampled_from(existing), new) if existing else new)
+            tsprod = data.draw(st.integers(0, 999)) * 1000
+            while tsprod in self.tsprods:  # distinct production times keep "newest wins" deterministic
+                tsprod += 1
+            self.tsprods.add(tsprod)
+            vid, self.next_vid = self.next_vid, self.next_vid + 1
+            self.vid_home[vid] = (ctype, bounds)
+            value = data.draw(valid_payloads if valid else any_payloads)
+            pars = data.draw(valid_pars if valid else any_pars)
+            return Add(ctype, value, bounds, pars, data.draw(st.booleans()), tsprod, vid)
+        if what == "default":
+            return SetDefault(*self._version_op(data))
+        if what == "unpin":
+            ctype = self._ctype(data)
+            bounds = self._bounds(data, ctype)
+            return SetDefault(ctype, None, data.draw(st.sampled_from([bounds, bounds, bounds, None])))
+        if what == "rm":
+            return Remove(*self._version_op(data))
+        if what == "rm-range":
+            ctype = self._ctype(data)
+            bounds = self._bounds(data, ctype)  # None: the whole ctype
+            return Remove(ctype, None, data.draw(st.sampled_from([bounds, bounds, bounds, None])))
+        level = data.draw(st.sampled_from(["root", "ctype", "range", "version"]))
+        pars = data.draw(set_pars_values)
+        if level == "version":
+            ctype, vid, bounds = self._version_op(data)
+            return SetPars(level, ctype, bounds, vid, pars)
+        ctype = data.draw(st.sampled_from([self._ctype(data), self._ctype(data), BAD_CTYPE]))
+        return SetPars(level, ctype, self._bounds(data, ctype) if level == "range" else None, None, pars)
+
+    # -- rules ---------------------------------------------------------------------------------------
+    @rule(data=st.data())
+    def transaction(self, data: st.DataObject) -> None:
+        """One to four operations as one transaction, on both sides and in the model."""
+        if data.draw(st.integers(0, 7)) == 0:
+            self.h5.repo.close()  # and read the file afresh from here on
+            self.h5.repo = Repository.open(self.path)
+        batch = [self._op(data) for _ in range(data.draw(st.sampled_from([1, 1, 2, 3, 4])))]
         before_h5, before_mem = self.h5.repo.head(), self.mem.repo.head()
         state = copy.deepcopy(self.model.state)
         expected: tuple[int, type] | None = None
         for i, op in enumerate(batch):
-            ref = None
-            if getattr(op, "version", None) is not None:
-                ref = resolve(op.version)  # type: ignore[union-attr]
             try:
-                self.model.apply(state, op, first_vid + i, ref)
+                self.model.apply(state, op)
             except ModelError as exc:
                 expected = (i, exc.cls)
                 break
 
-        got_h5 = self.h5.run(batch, resolve, first_vid)
-        got_mem = self.mem.run(batch, resolve, first_vid)
+        got_h5 = self.h5.run(batch)
+        got_mem = self.mem.run(batch)
         assert got_h5 == got_mem, f"hdf5 failed with {got_h5}, memory with {got_mem}"
         assert got_h5 == expected, f"repositories failed with {got_h5}, the model with {expected}"
         if expected is not None:
@@ -543,11 +572,6 @@ class RepositoryModelMachine(RuleBasedStateMachine):
         assert (self.mem.repo.head() != before_mem) == changed, "memory: a commit iff something changed"
         self.model.state = state
         self.model.commits += changed
-
-    @rule()
-    def reopen_file(self) -> None:
-        self.h5.repo.close()
-        self.h5.repo = Repository.open(self.path)
 
     @invariant()
     def same_answers(self) -> None:

@@ -61,6 +61,7 @@ LOG = "/.dcsync/log"
 LIBVER = ("latest", "latest")  # metadata checksums; readers need HDF5 >= 1.10
 _SUPERBLOCK_SIG = b"\x89HDF\r\n\x1a\n"
 T = TypeVar("T")
+_FORMAT_CHECKED: set[tuple[Path, int]] = set()  # (path, inode) whose format this process accepted
 _READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, CorruptObject, ObjectNotFound)
 
 
@@ -90,6 +91,7 @@ class HDF5Store(ObjectStore):
         self._r_stamp: tuple[int, int, int, bool] | None = None
         self._refs: dict[str, ObjectId] | None = None  # parsed refs of the open read handle
         self._in_read = False  # inside consistent(): the handle was checked once for this read
+        self._objects: h5py.Group | None = None  # the read handle's objects group
         self.truncated = False
         self._refresh()
 
@@ -143,7 +145,14 @@ class HDF5Store(ObjectStore):
         self.close()
         self._r, self._r_fileobj = self._open_reader(stamp[3])
         self._r_stamp = stamp
-        self._check_format(self._r)
+        if (self.path, stamp[0]) not in _FORMAT_CHECKED:
+            try:
+                self._check_format(self._r)
+            except BaseException:
+                self.close()  # do not leak the handle of a file we refuse
+                raise
+            _FORMAT_CHECKED.add((self.path, stamp[0]))
+        self._objects = self._r[OBJECTS]
 
     def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
         # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
@@ -199,7 +208,7 @@ class HDF5Store(ObjectStore):
         if self._r_fileobj is not None:
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
-        self._r = self._r_fileobj = self._r_stamp = self._refs = None
+        self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
         """Run a read that may race a writer: on a torn read, reopen and retry.
@@ -236,6 +245,8 @@ class HDF5Store(ObjectStore):
         if not is_object_id(oid):
             raise ObjectNotFound(f"{oid!r} is not an object id")
         try:
+            if self._w is None and self._objects is not None:
+                return self._objects[f"{oid[:2]}/{oid[2:]}"]
             return self._file()[_object_path(oid)]
         except KeyError:
             raise ObjectNotFound(f"object {oid} not found in {self.path}") from None
@@ -331,6 +342,7 @@ class HDF5Store(ObjectStore):
                 raise
             journaled.commit()
         finally:
+            self.close()  # the read handle predates this transaction: the next read reopens
             lock.release()
 
     def _writer(self) -> h5py.File:
