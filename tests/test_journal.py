@@ -101,7 +101,7 @@ def h5file(tmp_path: Path) -> Path:
     return make_file(tmp_path / "data.h5")
 
 
-# -- commit and rollback ---------------------------------------------------------------------------
+# -- commit and rollback -------------------------------------------------------------------------
 
 
 def test_commit_makes_changes_durable(h5file: Path) -> None:
@@ -182,7 +182,7 @@ def test_many_transactions_in_a_row(h5file: Path) -> None:
         np.testing.assert_array_equal(f["a"][...], A)
 
 
-# -- crash recovery ----------------------------------------------------------------------------------
+# -- crash recovery ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("stage", ["written", "journaled", "half-applied", "applied"])
@@ -241,7 +241,7 @@ def test_partial_restore_then_recover(h5file: Path) -> None:
     assert crash_at(h5file, "applied").returncode == -9
     parsed = _read_journal(journal_path(h5file))
     assert parsed is not None
-    _, original_size, records = parsed
+    original_size, records = parsed.original_size, parsed.records
     assert original_size == len(original)
     assert len(records) > 2
     fd = os.open(h5file, os.O_RDWR)
@@ -254,7 +254,7 @@ def test_partial_restore_then_recover(h5file: Path) -> None:
     assert h5file.read_bytes() == original
 
 
-# -- torn journals -------------------------------------------------------------------------------------
+# -- torn journals -------------------------------------------------------------------------------
 
 
 def test_torn_journal_tail_is_ignored(h5file: Path) -> None:
@@ -263,12 +263,12 @@ def test_torn_journal_tail_is_ignored(h5file: Path) -> None:
     assert crash_at(h5file, "journaled").returncode == -9
     jpath = journal_path(h5file)
     full = _read_journal(jpath)
-    assert full is not None and len(full[2]) > 2
+    assert full is not None and len(full.records) > 2
     raw = jpath.read_bytes()
     jpath.write_bytes(raw[: len(raw) - PAGE_SIZE // 2])  # cut into the last record
     torn = _read_journal(jpath)
     assert torn is not None
-    assert len(torn[2]) == len(full[2]) - 1
+    assert len(torn.records) == len(full.records) - 1
     assert overlay_bytes(h5file) == original
     assert recover(h5file)
     assert h5file.read_bytes() == original
@@ -278,10 +278,10 @@ def test_garbage_after_the_last_record_is_ignored(h5file: Path) -> None:
     original = h5file.read_bytes()
     assert crash_at(h5file, "applied").returncode == -9
     jpath = journal_path(h5file)
-    n = len(_read_journal(jpath)[2])  # type: ignore[index]
+    n = len(_read_journal(jpath).records)  # type: ignore[union-attr]
     with open(jpath, "ab") as fh:
         fh.write(os.urandom(5000))
-    assert len(_read_journal(jpath)[2]) == n  # type: ignore[index]
+    assert len(_read_journal(jpath).records) == n  # type: ignore[union-attr]
     assert recover(h5file)
     assert h5file.read_bytes() == original
 
@@ -319,7 +319,7 @@ def test_torn_header_means_nothing_was_overwritten(h5file: Path, damage: str) ->
         assert_changed(f)
 
 
-# -- readers during a transaction ----------------------------------------------------------------------
+# -- readers during a transaction ----------------------------------------------------------------
 
 
 def test_overlay_shows_pre_commit_state_while_journal_exists(h5file: Path) -> None:
@@ -348,7 +348,7 @@ def test_overlay_during_an_open_transaction(h5file: Path) -> None:
     assert overlay_bytes(h5file) == h5file.read_bytes()
 
 
-# -- cost ----------------------------------------------------------------------------------------------------
+# -- cost ----------------------------------------------------------------------------------------
 
 
 def test_appending_to_a_big_file_journals_few_pages(tmp_path: Path) -> None:

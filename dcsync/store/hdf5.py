@@ -47,6 +47,7 @@ from dcsync.refs import HEAD, LogRecord
 from dcsync.store import view
 from dcsync.store.base import ObjectKind, ObjectStore
 from dcsync.store.journal import (
+    AtomicGroup,
     JournaledFile,
     OverlayReader,
     PaddedReader,
@@ -310,14 +311,17 @@ class HDF5Store(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, group: AtomicGroup | None = None) -> Iterator[None]:
+        """One atomic transaction on this file; with ``group``, it commits when the group does
+        (and the lock is held until then)."""
         if self._w is not None:
             raise RepositoryError(f"{self.path}: a transaction is already open in this process")
         lock = FileLock(self.path, command="commit")
         lock.acquire(timeout=self.lock_timeout)
+        handed_over = False
         try:
             recover(self.path)
-            journaled = JournaledFile(self.path)
+            journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
             try:
                 self._w = h5py.File(journaled, "r+", libver=LIBVER)
             except Exception as exc:
@@ -340,10 +344,16 @@ class HDF5Store(ObjectStore):
             except BaseException:
                 journaled.rollback()
                 raise
-            journaled.commit()
+            if group is None:
+                journaled.commit()
+            else:
+                journaled.prepare()
+                group.add(journaled, lock.release)
+                handed_over = True
         finally:
             self.close()  # the read handle predates this transaction: the next read reopens
-            lock.release()
+            if not handed_over:
+                lock.release()
 
     def _writer(self) -> h5py.File:
         if self._w is None:

@@ -10,13 +10,20 @@ deleted: that unlink is the commit point.
 
 Journal layout (little-endian)::
 
-    header:  b"DCSJRNL1" | u32 page_size | u64 original_size | u64 xxh64(previous 20 bytes)
+    header:  b"DCSJRNL1" | u32 page_size | u64 original_size | u16 n | group marker path[n]
+             | u64 xxh64(all previous header bytes)
     record:  u64 offset | u32 length | u64 xxh64(offset, length, data) | data[length]   (repeated)
 
 Recovery (:func:`recover`) writes every intact record back and truncates the file to its original
 size. A torn record can only be at the tail, and only if the crash came before the journal fsync,
 which precedes every overwrite, so skipping it is safe. A torn header means nothing past it was
 written either, so the file is untouched apart from appended bytes HDF5 never references.
+
+Several files commit atomically together through an :class:`AtomicGroup` (``push --atomic``): a
+group marker file is created before any journal that names it; every file is prepared (journal
+fsynced, pages written, file fsynced) with its journal kept; deleting the marker is the one commit
+point for all; then the journals go. Recovery of a journal whose marker still exists rolls back; of
+one whose marker is gone, just deletes the journal (the group had committed).
 
 Readers do not take the lock: :class:`OverlayReader` shows the pre-commit state of a file that has a
 hot journal (pages from the journal, size cut to the original), and :class:`PaddedReader` lets
@@ -30,7 +37,9 @@ import errno
 import io
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import xxhash
 
@@ -38,7 +47,7 @@ from dcsync.errors import StorageFull
 
 PAGE_SIZE = 4096
 _MAGIC = b"DCSJRNL1"
-_HEADER = struct.Struct("<8sIQ")
+_HEADER = struct.Struct("<8sIQH")
 _HEADER_SUM = struct.Struct("<Q")
 _RECORD = struct.Struct("<QIQ")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -69,9 +78,10 @@ class JournaledFile(io.RawIOBase):
     The caller holds the repository lock for the whole time.
     """
 
-    def __init__(self, path: Path, *, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, path: Path, *, page_size: int = PAGE_SIZE, group_marker: Path | None = None) -> None:
         super().__init__()
         self.path = path
+        self.group_marker = group_marker
         self.page_size = page_size
         self._fd = os.open(path, os.O_RDWR)
         self.original_size = os.fstat(self._fd).st_size
@@ -176,7 +186,8 @@ class JournaledFile(io.RawIOBase):
 
     # -- journal -----------------------------------------------------------------------------------
     def _open_journal(self) -> None:
-        header = _HEADER.pack(_MAGIC, self.page_size, self.original_size)
+        marker = os.fsencode(self.group_marker) if self.group_marker else b""
+        header = _HEADER.pack(_MAGIC, self.page_size, self.original_size, len(marker)) + marker
         header += _HEADER_SUM.pack(xxhash.xxh64_intdigest(header))
         jpath = journal_path(self.path)
         try:
@@ -207,10 +218,8 @@ class JournaledFile(io.RawIOBase):
         """How many pages of the original region this transaction overwrites (for benchmarks)."""
         return len(self._pages)
 
-    def commit(self) -> None:
-        """Make the transaction durable; the journal's deletion is the commit point."""
-        if self._done:
-            return
+    def prepare(self) -> None:
+        """Everything but the commit point: journal durable, pages written, file durable."""
         try:
             self._journal_pages()
             ps = self.page_size
@@ -223,9 +232,19 @@ class JournaledFile(io.RawIOBase):
             self.rollback()
             raise _translate(exc, self.path) from exc
         self._close_fds()
+
+    def finish(self) -> None:
+        """Delete the journal: the commit point of a lone file, cleanup after a group's commit."""
         journal_path(self.path).unlink()
         _fsync_dir(self.path)
         self._done = True
+
+    def commit(self) -> None:
+        """Make the transaction durable; the journal's deletion is the commit point."""
+        if self._done:
+            return
+        self.prepare()
+        self.finish()
 
     def rollback(self) -> None:
         """Abandon the transaction: restore the original state and remove the journal."""
@@ -253,19 +272,29 @@ class JournaledFile(io.RawIOBase):
             self._close_fds()
 
 
-def _read_journal(jpath: Path) -> tuple[int, int, list[tuple[int, bytes]]] | None:
-    """(page_size, original_size, intact records) or None when the header itself is torn."""
+class JournalState(NamedTuple):
+    page_size: int
+    original_size: int
+    group_marker: Path | None
+    records: list[tuple[int, bytes]]
+
+
+def _read_journal(jpath: Path) -> JournalState | None:
+    """The journal's header and intact records, or None when the header itself is torn."""
     try:
         raw = jpath.read_bytes()
     except FileNotFoundError:
         return None
-    hsize = _HEADER.size + _HEADER_SUM.size
-    if len(raw) < hsize:
+    if len(raw) < _HEADER.size:
         return None
-    magic, page_size, original_size = _HEADER.unpack_from(raw)
-    (digest,) = _HEADER_SUM.unpack_from(raw, _HEADER.size)
-    if magic != _MAGIC or digest != xxhash.xxh64_intdigest(raw[: _HEADER.size]):
+    magic, page_size, original_size, marker_len = _HEADER.unpack_from(raw)
+    hsize = _HEADER.size + marker_len + _HEADER_SUM.size
+    if magic != _MAGIC or len(raw) < hsize:
         return None
+    (digest,) = _HEADER_SUM.unpack_from(raw, hsize - _HEADER_SUM.size)
+    if digest != xxhash.xxh64_intdigest(raw[: hsize - _HEADER_SUM.size]):
+        return None
+    marker = os.fsdecode(raw[_HEADER.size : _HEADER.size + marker_len]) if marker_len else None
     records = []
     pos = hsize
     while pos + _RECORD.size <= len(raw):
@@ -275,7 +304,7 @@ def _read_journal(jpath: Path) -> tuple[int, int, list[tuple[int, bytes]]] | Non
             break  # a torn tail: the crash came before the journal fsync, so no overwrite happened
         records.append((offset, data))
         pos += _RECORD.size + length
-    return page_size, original_size, records
+    return JournalState(page_size, original_size, Path(marker) if marker else None, records)
 
 
 def has_hot_journal(path: Path) -> bool:
@@ -291,8 +320,10 @@ def recover(path: Path) -> bool:
     if not jpath.exists():
         return False
     parsed = _read_journal(jpath)
+    if parsed is not None and parsed.group_marker is not None and not parsed.group_marker.exists():
+        parsed = None  # its group committed: the file is already in its new state
     if parsed is not None:
-        _, original_size, records = parsed
+        original_size, records = parsed.original_size, parsed.records
         fd = os.open(path, os.O_RDWR)
         try:
             for offset, data in records:
@@ -362,8 +393,8 @@ class OverlayReader(ReadOnlyFile):
         parsed = _read_journal(journal_path(path))
         size = os.stat(path).st_size
         self._records: list[tuple[int, bytes]] = []
-        if parsed is not None:
-            _, size, self._records = parsed
+        if parsed is not None and (parsed.group_marker is None or parsed.group_marker.exists()):
+            size, self._records = parsed.original_size, parsed.records
         super().__init__(path, size)
 
     def _patch(self, view: memoryview, start: int) -> None:
@@ -376,3 +407,59 @@ class OverlayReader(ReadOnlyFile):
 
 class PaddedReader(ReadOnlyFile):
     """A truncated file padded with zeros to ``size``, so HDF5 opens it and intact parts stay readable."""
+
+
+class AtomicGroup:
+    """Transactions on several files with one commit point (``push --atomic``).
+
+    Use as a context manager around the stores' ``writing(group)`` blocks: leaving it without an
+    error commits every member, with an error rolls every member back.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.marker = directory / f"atomic-{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.marker)
+        self._members: list[tuple[JournaledFile, Callable[[], None]]] = []
+        self._done = False
+
+    def add(self, journaled: JournaledFile, release: Callable[[], None]) -> None:
+        """A prepared member, and how to release its lock once the group is decided."""
+        self._members.append((journaled, release))
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.marker.unlink()  # the commit point of every member
+        _fsync_dir(self.marker)
+        for journaled, release in self._members:
+            try:
+                journaled.finish()
+            finally:
+                release()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for journaled, release in self._members:
+            try:
+                journaled.rollback()  # the marker still exists, so recovery restores the pages
+            finally:
+                release()
+        self.marker.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicGroup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
