@@ -20,6 +20,10 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import has_hot_journal
 
 
+# What a damaged file can raise from h5py as well as from dcsync; verify reports, never crashes.
+_UNREADABLE = (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError)
+
+
 @dataclass
 class VerifyReport:
     where: str
@@ -47,7 +51,7 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
     kind: str
     try:
         ids = list(store.object_ids())
-    except (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+    except _UNREADABLE as exc:
         report.problems.append(f"cannot list objects: {exc}")
         ids = []
     for oid in ids:
@@ -61,7 +65,7 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
             else:
                 store.read_object(oid, fresh=True)
             kinds[oid] = kind
-        except (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except _UNREADABLE as exc:
             report.problems.append(f"object {oid}: {exc}")
 
     def need(oid: ObjectId, kind: tuple[str, ...], what: str) -> bool:
@@ -91,8 +95,8 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
                 need(entry.obj, ("array", "text"), f"tree {oid} version {vkey}")
     try:
         refs = store.refs()
-    except DcsyncError as exc:
-        report.problems.append(str(exc))
+    except _UNREADABLE as exc:
+        report.problems.append(f"refs: {exc}")
         refs = {}
     for name, cid in refs.items():
         need(cid, ("commit",), f"ref {name}")
@@ -100,10 +104,13 @@ def verify_store(store: ObjectStore, progress: Callable[[int], None] | None = No
         report.problems.append("no HEAD")
     try:
         store.log()
-    except DcsyncError as exc:
+    except _UNREADABLE as exc:
         report.problems.append(f"log: {exc}")
     if isinstance(store, HDF5Store) and not report.problems:
-        report.problems.extend(view.check(store._file(), store, refs.get("HEAD")))
+        try:
+            report.problems.extend(view.check(store._file(), store, refs.get("HEAD")))
+        except _UNREADABLE as exc:
+            report.problems.append(f"view: {exc}")
     return report
 
 
