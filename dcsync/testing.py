@@ -124,7 +124,7 @@ class StoreContract:
             if fresh is not store:
                 self.close_store(fresh)
 
-    # -- an empty store ------------------------------------------------------------------------------
+    # -- an empty store ---------------------------------------------------------------------------
     def test_new_store_is_empty(self, store: ObjectStore) -> None:
         assert store.refs() == {}
         assert store.head() is None
@@ -142,7 +142,7 @@ class StoreContract:
         with pytest.raises(KeyError):  # the builtin it subclasses
             store.read_payload(missing)
 
-    # -- payloads -----------------------------------------------------------------------------------
+    # -- payloads ---------------------------------------------------------------------------------
     @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)) or "0d")
     @pytest.mark.parametrize("dtype", NUMERIC_DTYPES)
     def test_array_round_trip(self, store: ObjectStore, dtype: str, shape: tuple[int, ...]) -> None:
@@ -233,7 +233,7 @@ class StoreContract:
         assert isinstance(again, np.ndarray)
         assert not again.any()
 
-    # -- trees and commits -----------------------------------------------------------------------------
+    # -- trees and commits ------------------------------------------------------------------------
     def _tiny_history(self, store: ObjectStore) -> dict[str, Any]:
         with store.writing():
             payload = store.put_payload(np.arange(4, dtype=np.int32))
@@ -280,7 +280,7 @@ class StoreContract:
         assert a == b
         assert list(store.object_ids()) == [a]
 
-    # -- refs -------------------------------------------------------------------------------------------
+    # -- refs -------------------------------------------------------------------------------------
     def test_set_ref_is_compare_and_swap(self, store: ObjectStore) -> None:
         with store.writing():
             t = store.put_object(RootTree("epix", "1", 3))
@@ -331,7 +331,7 @@ class StoreContract:
             store.set_ref(name, None, c, _record(HEAD, None, c))
         assert store.refs() == {}
 
-    # -- log ---------------------------------------------------------------------------------------------
+    # -- log --------------------------------------------------------------------------------------
     def test_log_is_append_only(self, store: ObjectStore) -> None:
         with store.writing():
             t = store.put_object(RootTree("epix", "1", 3))
@@ -357,7 +357,7 @@ class StoreContract:
             assert fresh.log(last=10) == records
             assert fresh.log(last=0) == []
 
-    # -- atomicity ----------------------------------------------------------------------------------------
+    # -- atomicity --------------------------------------------------------------------------------
     @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
     def test_writing_rolls_back_on_exception(self, store: ObjectStore, error: type[BaseException]) -> None:
         with store.writing():

@@ -19,7 +19,6 @@ from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import has_hot_journal
 
-
 # What a damaged file can raise from h5py as well as from dcsync; verify reports, never crashes.
 _UNREADABLE = (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError)
 

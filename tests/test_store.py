@@ -56,7 +56,7 @@ class TestHDF5Store(StoreContract):
         return HDF5Store(store.path)
 
 
-# -- helpers -------------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------
 
 
 def sha(path: Path) -> str:
@@ -110,7 +110,7 @@ def flip_byte(path: Path, offset: int) -> None:
         fh.write(bytes([byte[0] ^ 0xFF]))
 
 
-# -- opening foreign files -------------------------------------------------------------------------
+# -- opening foreign files -----------------------------------------------------------------------
 
 
 def newer_file(tmp_path: Path, attr: str, value: object) -> Path:
@@ -212,7 +212,7 @@ def test_a_held_lock_times_out(tmp_path: Path) -> None:
         other.release()
 
 
-# -- damage on disk ----------------------------------------------------------------------------------
+# -- damage on disk ------------------------------------------------------------------------------
 
 
 def test_flipped_payload_byte_is_caught(tmp_path: Path) -> None:
@@ -289,7 +289,7 @@ def test_truncated_file_keeps_intact_objects_readable(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(got, value)
 
 
-# -- a full disk ------------------------------------------------------------------------------------------
+# -- a full disk ---------------------------------------------------------------------------------
 
 
 def test_file_size_limit_during_commit_is_storage_full(tmp_path: Path) -> None:
@@ -342,9 +342,8 @@ def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path) -> None:
     repo = small_repo(path)
     before_state = state(repo)
     before = sha(path)
-    with pytest.raises(StorageFull) as info:
-        with repo.transaction("does not fit") as tx:
-            tx.add("pixel_gain", np.ones(3 * 2**20 // 8), T0, None)
+    with pytest.raises(StorageFull) as info, repo.transaction("does not fit") as tx:
+        tx.add("pixel_gain", np.ones(3 * 2**20 // 8), T0, None)
     assert info.value.exit_code == 8
     assert isinstance(info.value, OSError)
     assert sha(path) == before
@@ -357,7 +356,7 @@ def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path) -> None:
     repo.close()
 
 
-# -- a killed writer ---------------------------------------------------------------------------------------
+# -- a killed writer -----------------------------------------------------------------------------
 
 
 def test_writer_killed_before_the_commit_point(tmp_path: Path) -> None:
