@@ -55,6 +55,11 @@ def dtype_string(dtype: np.dtype) -> str:
     return "<" + s[1:] if s[0] == "=" else s
 
 
+def hasher(kind: str, dtype: str = "", shape: tuple[int, ...] = ()) -> xxhash.xxh3_128:
+    """A streaming hasher already fed the header: update it with the body in order."""
+    return xxhash.xxh3_128(_header(kind, dtype, shape))
+
+
 def hash_array(arr: np.ndarray) -> ObjectId:
     """Id of an array payload; ``arr`` must already be canonical (see :func:`canonical_array`)."""
     h = xxhash.xxh3_128(_header("array", dtype_string(arr.dtype), arr.shape))

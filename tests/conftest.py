@@ -29,3 +29,7 @@ def _isolated_environment(
     monkeypatch.setenv("DCSYNC_LOCK_STALE_AFTER", LOCK_STALE_AFTER)
     monkeypatch.setenv("DCSYNC_LOCK_HEARTBEAT", LOCK_HEARTBEAT)
     yield
+
+
+# A real OpenSSH server on loopback for the transport and sync tests (tests/ is on sys.path here).
+from sshd import sshd  # noqa: E402, F401

@@ -250,7 +250,8 @@ msgpack_values = st.recursive(
         st.none(),
         st.booleans(),
         st.integers(-(2**63), 2**64 - 1),
-        st.floats(),  # nan and inf included: int(inf) is an OverflowError
+        st.floats(),
+        st.sampled_from([float("inf"), float("-inf"), float("nan"), 2**64 - 1]),  # int(inf) overflows
         st.text(max_size=8),
         st.binary(max_size=8),
     ),
@@ -259,6 +260,26 @@ msgpack_values = st.recursive(
     ),
     max_leaves=12,
 )
+
+
+NASTY = [float("inf"), float("-inf"), float("nan"), None, True, -1, 2**64 - 1, "x", "9" * 5000, b"x", [], {}]
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every position in a tree of maps and lists, the root included."""
+    out = [path]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        out.extend(_paths(child, (*path, key)))
+    return out
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    out = dict(value) if isinstance(value, dict) else list(value)
+    out[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return out
 
 
 def _only_our_errors(kind: str, body: bytes) -> None:
@@ -283,33 +304,36 @@ def test_decode_random_bytes_raises_only_corrupt_object(kind: str, data: bytes) 
     _only_our_errors(kind, data)
 
 
+@settings(max_examples=200)
+@given(objects, st.data())
+def test_decode_damaged_bytes_raises_only_corrupt_object(obj: Any, data: st.DataObject) -> None:
+    """Valid objects with one byte changed, or cut short."""
+    kind, body = encode(obj)
+    i = data.draw(st.integers(0, len(body) - 1))
+    _only_our_errors(kind, body[:i] + bytes([body[i] ^ data.draw(st.integers(1, 255))]) + body[i + 1 :])
+    _only_our_errors(kind, body[:i])
+
+
 @settings(max_examples=300)
 @given(objects, st.data())
-def test_decode_damaged_objects_raises_only_corrupt_object(obj: Any, data: st.DataObject) -> None:
-    """Valid objects with one byte changed, cut short, or with one field replaced by any value."""
-    kind, body = encode(obj)
-    how = data.draw(st.sampled_from(["flip", "truncate", "field"]))
-    if how == "flip" and body:
-        i = data.draw(st.integers(0, len(body) - 1))
-        body = body[:i] + bytes([body[i] ^ data.draw(st.integers(1, 255))]) + body[i + 1 :]
-    elif how == "truncate":
-        body = body[: data.draw(st.integers(0, max(len(body) - 1, 0)))]
-    else:
-        w = obj.to_wire()
-        field = data.draw(st.sampled_from(sorted(w)))
-        w[field] = data.draw(msgpack_values)
-        tree_name = {RangeTree: "range", CtypeTree: "ctype", RootTree: "root"}.get(type(obj))
-        value = w if tree_name is None else [tree_name, w]
-        body = msgpack.packb(value, use_bin_type=True)
-    _only_our_errors(kind, body)
+def test_decode_damaged_structure_raises_only_corrupt_object(obj: Any, data: st.DataObject) -> None:
+    """Valid objects with one part, at any depth, replaced by a value chosen to confuse a type
+    conversion (inf for an int, a map for a list...) or by any value."""
+    kind = encode(obj)[0]
+    tree_name = {RangeTree: "range", CtypeTree: "ctype", RootTree: "root"}.get(type(obj))
+    value = obj.to_wire() if tree_name is None else [tree_name, obj.to_wire()]
+    path = data.draw(st.sampled_from(_paths(value)[::-1]))  # leaves first: hypothesis favours early
+    new = data.draw(st.one_of(st.sampled_from(NASTY), msgpack_values))
+    _only_our_errors(kind, msgpack.packb(_replaced(value, path, new), use_bin_type=True))
 
 
 @given(msgpack_values)
 def test_decode_any_msgpack_value_raises_only_corrupt_object(value: Any) -> None:
     body = msgpack.packb(value, use_bin_type=True)
-    for kind in ("tree", "commit"):
-        _only_our_errors(kind, body)
-        _only_our_errors("tree", msgpack.packb(["root", value], use_bin_type=True))
+    _only_our_errors("commit", body)
+    _only_our_errors("tree", body)
+    for name in ("root", "ctype", "range"):
+        _only_our_errors("tree", msgpack.packb([name, value], use_bin_type=True))
 
 
 def test_decode_infinite_integer_field_is_corrupt() -> None:

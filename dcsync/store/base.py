@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -130,6 +130,57 @@ class ObjectStore(ABC):
         if not self.has(oid):
             self._store_payload(oid, value)
         return oid
+
+    def put_array_rows(
+        self, oid: ObjectId, dtype: np.dtype, shape: tuple[int, ...], rows: Iterable[np.ndarray]
+    ) -> None:
+        """Store an array that arrives in consecutive C-order pieces along its first axis (from a
+        transfer), checking its id as it goes; memory stays at one piece where the backend can."""
+        if self.has(oid):
+            return
+        arr = np.empty(shape, dtype)
+        flat = arr.reshape(-1)
+        pos = 0
+        for piece in rows:
+            flat[pos : pos + piece.size] = piece.reshape(-1)
+            pos += piece.size
+        if pos != arr.size:
+            raise CorruptObject(f"object {oid}: got {pos} of {arr.size} elements")
+        self._store_payload(oid, verify_payload(oid, arr, self.where))
+
+    def payload_info(self, oid: ObjectId) -> tuple[np.dtype | None, tuple[int, ...]]:
+        """dtype and shape of an array payload (None, () for text), without reading it where the
+        backend can."""
+        value = self.read_payload(oid)
+        if isinstance(value, str):
+            return None, ()
+        return value.dtype, tuple(value.shape)
+
+    def iter_payload(self, oid: ObjectId, chunk_bytes: int) -> Iterator[np.ndarray | str]:
+        """A payload in consecutive pieces along its first axis of about ``chunk_bytes`` each (or
+        whole, for text and 0-d arrays), for streaming without holding it all."""
+        value = self.read_payload(oid)
+        if isinstance(value, str) or value.ndim == 0:
+            yield value
+            return
+        step = max(1, chunk_bytes // max(1, value[0:1].nbytes)) if value.shape[0] else 1
+        for start in range(0, max(value.shape[0], 1), step):
+            yield value[start : start + step]
+
+    def put_body(self, oid: ObjectId, kind: ObjectKind, body: bytes) -> None:
+        """Store a tree or commit received as bytes, after checking the bytes against the id."""
+        if kind not in ("tree", "commit") or hash_bytes(kind, body) != oid:
+            raise CorruptObject(f"object {oid} ({kind}) does not match its id; nothing was stored")
+        decode(kind, body, oid)  # refuse undecodable structure before it is stored
+        if not self.has(oid):
+            self._store_body(oid, kind, body)
+
+    def body_of(self, oid: ObjectId) -> tuple[ObjectKind, bytes]:
+        """A tree's or commit's canonical bytes, hash-checked (what crosses the wire)."""
+        kind, body = self._load_body(oid)
+        if hash_bytes(kind, body) != oid:
+            raise CorruptObject(f"object {oid} in {self.where} is corrupt: its bytes do not match its id")
+        return kind, body
 
     def put_object(self, obj: Tree | Commit) -> ObjectId:
         kind, body = encode(obj)

@@ -1,0 +1,175 @@
+"""The sync protocol: frames, the preamble, the hello, requests and errors (docs/protocol.md).
+
+Everything crosses as frames: a 4-byte big-endian length, then that many bytes of msgpack (encoded
+by :mod:`dcsync.wire`). Lengths are checked strictly against a cap before anything is allocated.
+Framing reads and writes through plain callables (``read(n)``, ``write(b)``), never sockets.
+
+A session: the server first writes the :data:`PREAMBLE` line, so text that a login script prints
+on stdout is recognised and reported instead of misparsed. The client then sends ``hello`` with its
+protocol range, hash algorithm and capabilities; the newer side judges compatibility. Then
+requests, one at a time::
+
+    request   {"i": n, "m": method, "a": {named arguments}}
+    result    {"i": n, "r": value}
+    error     {"i": n, "e": {"code": wire code, "message": text}}
+    stream    {"i": n, "s": item}        (items of a streamed result or upload, before "r"/"end")
+    upload    {"i": n, "end": true}      (ends a client stream)
+
+Errors are rebuilt on the client as the same exception classes (by wire code, errors.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dcsync import wire
+from dcsync.errors import (
+    ConnectionLost,
+    CorruptObject,
+    DcsyncError,
+    IncompatiblePeer,
+    ProtocolError,
+    RemoteError,
+    by_wire_code,
+)
+from dcsync.hashing import ALGORITHM
+
+PROTOCOL_VERSION = 1
+MIN_PROTOCOL_VERSION = 1
+PREAMBLE = b"DCSYNC-SERVE/1\n"
+CAPABILITIES = ("atomic", "filter", "resume")
+MAX_BANNER = 64 * 1024
+
+Read = Callable[[int], bytes]
+Write = Callable[[bytes], None]
+
+
+def frame_limit() -> int:
+    """The largest frame either side accepts (``DCSYNC_MAX_FRAME``, default 16 MiB)."""
+    return int(os.environ.get("DCSYNC_MAX_FRAME", 16 * 1024 * 1024))
+
+
+def chunk_size() -> int:
+    """Payload bytes per stream frame (``DCSYNC_CHUNK``, default 1 MiB): bounds memory per frame."""
+    return max(1, min(int(os.environ.get("DCSYNC_CHUNK", 1024 * 1024)), frame_limit() // 2))
+
+
+def read_exact(read: Read, n: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        part = read(n - got)
+        if not part:
+            raise ConnectionLost(f"connection closed after {got} of {n} bytes")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def write_frame(write: Write, value: Any, *, limit: int | None = None) -> None:
+    body = wire.pack(value)
+    cap = frame_limit() if limit is None else limit
+    if len(body) > cap:
+        raise ProtocolError(f"refusing to send a frame of {len(body)} bytes (limit {cap})")
+    write(len(body).to_bytes(4, "big") + body)
+
+
+def read_frame(read: Read, *, limit: int | None = None) -> Any:
+    cap = frame_limit() if limit is None else limit
+    size = int.from_bytes(read_exact(read, 4), "big")
+    if size > cap:
+        raise ProtocolError(f"peer sent a frame of {size} bytes, over the limit of {cap}")
+    body = read_exact(read, size)
+    try:
+        return wire.unpack(body, limit=cap, what="frame")
+    except CorruptObject as exc:
+        raise ProtocolError(f"peer sent a malformed frame: {exc}") from exc
+
+
+def read_preamble(read: Read, *, peer: str, stderr: Callable[[], str] = lambda: "") -> None:
+    """Skip to the server's preamble line; anything before it is a banner, reported as such."""
+    seen = bytearray()
+    while True:
+        byte = read(1)
+        if not byte:
+            detail = stderr().strip()
+            if not seen and detail:
+                raise RemoteError(f"{peer}: the remote dcsync did not start: {detail[-2000:]}")
+            raise ConnectionLost(
+                f"{peer}: connection closed before the dcsync server answered"
+                + (f" (it said: {detail[-2000:]})" if detail else "")
+            )
+        seen += byte
+        if seen.endswith(PREAMBLE):
+            banner = bytes(seen[: -len(PREAMBLE)])
+            if banner:
+                text = banner.decode("utf-8", "replace").strip()
+                raise ProtocolError(
+                    f"{peer}: the remote printed text on stdout before dcsync started (a login "
+                    f"banner or .bashrc output?); make it quiet for non-interactive shells: {text[:500]!r}"
+                )
+            return
+        if len(seen) > MAX_BANNER:
+            raise ProtocolError(f"{peer}: not a dcsync server (no preamble in the first {MAX_BANNER} bytes)")
+
+
+def hello_args(client: str, user: str, host: str) -> dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION, "min_protocol": MIN_PROTOCOL_VERSION, "hash": ALGORITHM,
+        "capabilities": list(CAPABILITIES), "software": client, "user": user, "host": host,
+    }
+
+
+def negotiate_version(peer: Mapping[str, Any], *, peer_name: str) -> int:
+    """The protocol version both sides speak; the newer side's range decides."""
+    try:
+        their_max, their_min = int(peer["protocol"]), int(peer["min_protocol"])
+        their_hash = str(peer["hash"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"{peer_name} sent a malformed hello") from exc
+    if their_hash != ALGORITHM:
+        raise IncompatiblePeer(f"{peer_name} uses hash {their_hash!r}; this dcsync uses {ALGORITHM}")
+    chosen = min(PROTOCOL_VERSION, their_max)
+    if chosen < max(MIN_PROTOCOL_VERSION, their_min):
+        older = peer_name if their_max < PROTOCOL_VERSION else "this side"
+        raise IncompatiblePeer(
+            f"{peer_name} speaks protocol {their_min}..{their_max}, this dcsync "
+            f"{MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade dcsync on {older}"
+        )
+    return chosen
+
+
+def error_to_wire(exc: DcsyncError) -> dict[str, str]:
+    return {"code": exc.wire_code, "message": exc.message}
+
+
+def error_from_wire(value: Any, *, peer: str) -> DcsyncError:
+    """Rebuild a peer's error as the same class; unknown codes become :class:`RemoteError`."""
+    if not isinstance(value, dict) or not isinstance(value.get("message"), str):
+        return ProtocolError(f"{peer} sent a malformed error")
+    cls = by_wire_code().get(str(value.get("code")), RemoteError)
+    return cls(value["message"])
+
+
+class ArgSpec:
+    """Named-argument checking for one method: types, required names, nothing unknown."""
+
+    def __init__(self, **fields: tuple[type | tuple[type, ...], bool]) -> None:
+        self.fields = fields
+
+    def check(self, method: str, args: Any) -> dict[str, Any]:
+        if not isinstance(args, dict):
+            raise ProtocolError(f"{method}: arguments must be a map of names")
+        unknown = set(args) - set(self.fields)
+        if unknown:
+            raise ProtocolError(f"{method}: unknown argument(s) {sorted(unknown)}")
+        for name, (types, required) in self.fields.items():
+            if name not in args:
+                if required:
+                    raise ProtocolError(f"{method}: missing argument {name!r}")
+                continue
+            if args[name] is not None and not isinstance(args[name], types):
+                raise ProtocolError(f"{method}: argument {name!r} has the wrong type")
+        return args

@@ -1,0 +1,217 @@
+"""Quarantine: objects received from a peer, each verified against its id as it arrives, kept on
+disk until the refs that need them move.
+
+Nothing in quarantine is visible in a repository: a transfer cut at any byte leaves only complete,
+verified objects here (partial ones are ``.part`` files, removed on the next receive), and running
+the same command again skips what already arrived, because both sides count quarantined objects as
+present. Moving refs imports the needed objects into the repository file in the same crash-safe
+transaction, then the quarantine is cleared.
+
+Layout: ``<dir>/<id>.<kind>``; arrays as ``.npy`` (numpy's format, read back slice by slice),
+text as UTF-8, trees and commits as their msgpack bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from dcsync.errors import CorruptObject, ProtocolError
+from dcsync.hashing import ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
+from dcsync.objects import Commit, Payload, Tree, decode
+from dcsync.store.base import ObjectKind, ObjectStore
+
+_KINDS: tuple[ObjectKind, ...] = ("array", "text", "tree", "commit")
+_SUFFIX = {"array": ".npy", "text": ".text", "tree": ".tree", "commit": ".commit"}
+MAX_BODY = 64 * 1024 * 1024  # trees, commits and text are decoded in memory: keep them bounded
+
+
+class Header:
+    """An incoming object's announced shape, checked before a byte of it is accepted."""
+
+    def __init__(self, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise ProtocolError("object header must be a map")
+        oid, kind, size = value.get("id"), value.get("k"), value.get("n")
+        if not is_object_id(oid) or kind not in _KINDS or not isinstance(size, int) or size < 0:
+            raise ProtocolError(f"malformed object header {str(value)[:200]}")
+        self.oid = ObjectId(str(oid))
+        self.kind: ObjectKind = kind
+        self.size = size
+        self.dtype = np.dtype("u1")
+        self.shape: tuple[int, ...] = ()
+        if kind == "array":
+            try:
+                self.dtype = np.dtype(str(value["d"]))
+                self.shape = tuple(int(x) for x in value["s"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"object {oid}: malformed dtype or shape") from exc
+            if self.dtype.kind not in "biufc" or dtype_string(self.dtype) != str(value["d"]):
+                raise ProtocolError(f"object {oid}: unsupported dtype {value['d']!r}")
+            if any(x < 0 for x in self.shape) or len(self.shape) > 32:
+                raise ProtocolError(f"object {oid}: bad shape {self.shape}")
+            if int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize != size:
+                raise ProtocolError(f"object {oid}: {size} bytes do not fit {self.dtype} {self.shape}")
+        elif size > MAX_BODY:
+            raise ProtocolError(f"object {oid}: a {kind} of {size} bytes is over the limit")
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.oid, "k": self.kind, "n": self.size}
+        if self.kind == "array":
+            out["d"] = dtype_string(self.dtype)
+            out["s"] = list(self.shape)
+        return out
+
+
+class Receiver:
+    """One object arriving in pieces: written to a ``.part`` file and hashed on the way."""
+
+    def __init__(self, quarantine: Quarantine, header: Header) -> None:
+        self.q = quarantine
+        self.header = header
+        self.got = 0
+        self.final = quarantine.path_of(header.oid, header.kind)
+        self.part = self.final.with_name(f".{self.final.name}.{os.getpid()}.part")
+        self._fh: BinaryIO = open(self.part, "wb")  # noqa: SIM115 - closed in finish/abort
+        if header.kind == "array":
+            np.lib.format.write_array_header_2_0(
+                self._fh,
+                {
+                    "descr": np.lib.format.dtype_to_descr(header.dtype),
+                    "fortran_order": False,
+                    "shape": header.shape,
+                },
+            )
+            self._digest = hasher("array", dtype_string(header.dtype), header.shape)
+        else:
+            self._digest = hasher(header.kind)
+
+    def write(self, data: bytes) -> None:
+        if self.got + len(data) > self.header.size:
+            self.abort()
+            raise ProtocolError(f"object {self.header.oid}: more bytes than announced")
+        self._fh.write(data)
+        self._digest.update(data)
+        self.got += len(data)
+
+    @property
+    def complete(self) -> bool:
+        return self.got == self.header.size
+
+    def finish(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        if not self.complete or self._digest.hexdigest() != self.header.oid:
+            self.part.unlink(missing_ok=True)
+            raise CorruptObject(
+                f"object {self.header.oid} arrived corrupt (its content does not match its id); "
+                "nothing was stored"
+            )
+        os.replace(self.part, self.final)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        self.part.unlink(missing_ok=True)
+
+
+class Quarantine:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.part"):  # an interrupted receive of ours or a dead process
+            stale.unlink(missing_ok=True)
+
+    def path_of(self, oid: ObjectId, kind: ObjectKind) -> Path:
+        return self.dir / f"{oid}{_SUFFIX[kind]}"
+
+    def ids(self) -> dict[ObjectId, ObjectKind]:
+        out: dict[ObjectId, ObjectKind] = {}
+        for kind, suffix in _SUFFIX.items():
+            for path in self.dir.glob(f"*{suffix}"):
+                name = path.name[: -len(suffix)]
+                if len(name) == ID_HEX_LEN and is_object_id(name):
+                    out[ObjectId(name)] = kind  # type: ignore[assignment]
+        return out
+
+    def has(self, oid: ObjectId) -> bool:
+        return any(self.path_of(oid, kind).exists() for kind in _KINDS)
+
+    def receive(self, header: Header) -> Receiver:
+        return Receiver(self, header)
+
+    def _array_pieces(
+        self, path: Path, chunk_bytes: int
+    ) -> tuple[np.dtype, tuple[int, ...], Iterator[np.ndarray]]:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        version = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(fh)
+
+        def pieces() -> Iterator[np.ndarray]:
+            with fh:
+                if not shape:
+                    yield np.fromfile(fh, dtype=dtype, count=1).reshape(())
+                    return
+                row = int(np.prod(shape[1:], dtype=np.int64))
+                step = max(1, chunk_bytes // max(1, row * dtype.itemsize))
+                for start in range(0, shape[0], step):
+                    rows = min(step, shape[0] - start)
+                    yield np.fromfile(fh, dtype=dtype, count=rows * row).reshape((rows, *shape[1:]))
+
+        return dtype, tuple(shape), pieces()
+
+    def import_into(self, store: ObjectStore, oids: list[ObjectId], *, chunk_bytes: int = 8 << 20) -> None:
+        """Copy quarantined objects into ``store`` (inside its writing() transaction)."""
+        kinds = self.ids()
+        for oid in oids:
+            if store.has(oid):
+                continue
+            kind = kinds.get(oid)
+            if kind is None:
+                raise CorruptObject(f"object {oid} is needed but was never received")
+            path = self.path_of(oid, kind)
+            if kind == "array":
+                dtype, shape, pieces = self._array_pieces(path, chunk_bytes)
+                store.put_array_rows(oid, dtype, shape, pieces)
+            elif kind == "text":
+                store.put_payload(path.read_bytes().decode("utf-8"), known_id=oid)
+            else:
+                store.put_body(oid, kind, path.read_bytes())
+
+    def read_object(self, oid: ObjectId) -> Tree | Commit:
+        """A quarantined tree or commit, checked against its id."""
+        for kind in ("tree", "commit"):
+            path = self.path_of(oid, kind)
+            if path.exists():
+                body = path.read_bytes()
+                if hash_bytes(kind, body) != oid:
+                    raise CorruptObject(f"quarantined object {oid} is corrupt")
+                return decode(kind, body, oid)
+        raise CorruptObject(f"object {oid} is needed but was never received")
+
+    def read_payload(self, oid: ObjectId) -> Payload:
+        kinds = self.ids()
+        kind = kinds.get(oid)
+        if kind == "array":
+            return np.load(self.path_of(oid, kind), allow_pickle=False)  # type: ignore[no-any-return]
+        if kind == "text":
+            return self.path_of(oid, kind).read_bytes().decode("utf-8")
+        raise CorruptObject(f"object {oid} is not a quarantined payload")
+
+    def discard(self, oids: list[ObjectId]) -> None:
+        for oid in oids:
+            for kind in _KINDS:
+                self.path_of(oid, kind).unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

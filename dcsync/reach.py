@@ -1,0 +1,203 @@
+"""Reachability: which objects a commit needs, what a peer lacks, and ancestry.
+
+Both sides of a transfer use this: the sender lists the objects reachable from a wanted commit
+minus what the receiver's heads already imply (``objects_for``), and the receiver, before moving a
+ref, walks from the new commit through its own store and its quarantine to find what to import
+(``walk_missing``). Subtrees already present are skipped whole, so both walks cost O(change).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dcsync.errors import CorruptObject
+from dcsync.hashing import ObjectId, dtype_string
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree
+from dcsync.store.base import ObjectKind, ObjectStore
+
+if TYPE_CHECKING:
+    from dcsync.quarantine import Quarantine
+
+
+class _Reader(Protocol):
+    def read_object(self, oid: ObjectId) -> Tree | Commit: ...
+
+
+def ancestors(store: _Reader, heads: Iterable[ObjectId]) -> set[ObjectId]:
+    """Every commit reachable from ``heads`` (themselves included)."""
+    seen: set[ObjectId] = set()
+    queue = deque(heads)
+    while queue:
+        cid = queue.popleft()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        commit = store.read_object(cid)
+        if not isinstance(commit, Commit):
+            raise CorruptObject(f"{cid} is not a commit")
+        queue.extend(commit.parents)
+    return seen
+
+
+def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> bool:
+    return ancestor in ancestors(store, [descendant])
+
+
+def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool:
+    if flt.get("payloads") is False:
+        return False
+    ctypes = flt.get("ctypes")
+    if ctypes and ctype not in ctypes:
+        return False
+    since = flt.get("since")
+    return since is None or tree.end is None or tree.end > int(since)
+
+
+def tree_closure(
+    store: _Reader, root_id: ObjectId, flt: Mapping[str, Any], skip: set[ObjectId]
+) -> Iterator[tuple[ObjectId, ObjectKind | None]]:
+    """The root tree and everything below it, skipping ids in ``skip`` (and their subtrees).
+
+    Payloads are yielded with kind None (the caller looks up kind and size).
+    """
+    if root_id in skip:
+        return
+    skip.add(root_id)
+    yield root_id, "tree"
+    root = store.read_object(root_id)
+    assert isinstance(root, RootTree)
+    for ctype, ctid in root.ctypes.items():
+        if ctid in skip:
+            continue
+        skip.add(ctid)
+        yield ctid, "tree"
+        ct = store.read_object(ctid)
+        assert isinstance(ct, CtypeTree)
+        for ref in ct.ranges.values():
+            if ref.tree in skip:
+                continue
+            skip.add(ref.tree)
+            yield ref.tree, "tree"
+            rng = store.read_object(ref.tree)
+            assert isinstance(rng, RangeTree)
+            for entry in rng.versions.values():
+                if entry.obj not in skip and _wanted_payload(ctype, rng, flt):
+                    skip.add(entry.obj)
+                    yield entry.obj, None
+
+
+def _all_ids(store: _Reader, root_id: ObjectId) -> set[ObjectId]:
+    return {oid for oid, _ in tree_closure(store, root_id, {}, set())}
+
+
+def objects_for(
+    store: ObjectStore, want: ObjectId, have: list[ObjectId], flt: Mapping[str, Any]
+) -> Iterator[tuple[ObjectId, str, int]]:
+    """(id, kind, size) of what a peer holding the commits ``have`` needs to have ``want``.
+
+    ``flt``: ``ctypes`` and ``since`` leave out payloads (partial clones), ``payloads: False`` all
+    of them, ``history: False`` every commit but ``want`` (a snapshot, for ``diff``).
+    """
+    known = ancestors(store, have) if have else set()
+    skip: set[ObjectId] = set()
+    for tip in have:
+        skip |= _all_ids(store, store.read_commit(tip).tree)
+    queue = deque([want])
+    seen: set[ObjectId] = set()
+    while queue:
+        cid = queue.popleft()
+        if cid in seen or cid in known:
+            continue
+        seen.add(cid)
+        commit = store.read_commit(cid)
+        _, body = store.body_of(cid)
+        yield cid, "commit", len(body)
+        if flt.get("history", True):
+            queue.extend(commit.parents)
+        for oid, kind in tree_closure(store, commit.tree, flt, skip):
+            if kind is None:
+                kind = store.kind_of(oid)
+                yield oid, kind, payload_size(store, oid)
+            else:
+                yield oid, kind, len(store.body_of(oid)[1])
+
+
+def payload_size(store: ObjectStore, oid: ObjectId) -> int:
+    dtype, shape = store.payload_info(oid)
+    if dtype is None:
+        value = store.read_payload(oid)
+        assert isinstance(value, str)
+        return len(value.encode("utf-8"))
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+class _Union:
+    """Read objects from the store, else from the quarantine (what has arrived)."""
+
+    def __init__(self, store: ObjectStore, quarantine: Quarantine) -> None:
+        self.store, self.quarantine = store, quarantine
+
+    def read_object(self, oid: ObjectId) -> Tree | Commit:
+        if self.store.has(oid):
+            return self.store.read_object(oid)
+        return self.quarantine.read_object(oid)
+
+
+def walk_missing(
+    store: ObjectStore, quarantine: Quarantine, new: ObjectId, flt: Mapping[str, Any] | None = None
+) -> Iterator[tuple[ObjectId, str, int]]:
+    """Objects reachable from ``new`` that ``store`` lacks; each must be in the quarantine.
+
+    ``flt`` is a partial clone's filter: payloads it excludes are not expected.
+    """
+    union = _Union(store, quarantine)
+    held = quarantine.ids()
+    queue = deque([new])
+    seen: set[ObjectId] = set()
+    skip: set[ObjectId] = set()
+    while queue:
+        cid = queue.popleft()
+        if cid in seen or store.has(cid):
+            continue
+        seen.add(cid)
+        if cid not in held:
+            raise CorruptObject(f"commit {cid} is needed but was never received")
+        commit = union.read_object(cid)
+        if not isinstance(commit, Commit):
+            raise CorruptObject(f"{cid} is not a commit")
+        yield cid, "commit", 0
+        queue.extend(commit.parents)
+        for oid, _ in tree_closure(union, commit.tree, flt or {}, skip):
+            if store.has(oid):
+                continue
+            if oid not in held:
+                raise CorruptObject(f"object {oid} is needed but was never received")
+            yield oid, held[oid], 0
+
+
+def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """What goes on the wire for one object: its header and its body in pieces."""
+    kind = store.kind_of(oid)
+    if kind in ("tree", "commit"):
+        _, body = store.body_of(oid)
+        return {"id": oid, "k": kind, "n": len(body)}, iter([body])
+    if kind == "text":
+        value = store.read_payload(oid)
+        assert isinstance(value, str)
+        raw = value.encode("utf-8")
+        return {"id": oid, "k": "text", "n": len(raw)}, iter([raw])
+    dtype, shape = store.payload_info(oid)
+    assert dtype is not None
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header = {"id": oid, "k": "array", "n": size, "d": dtype_string(dtype), "s": list(shape)}
+
+    def pieces() -> Iterator[bytes]:
+        for piece in store.iter_payload(oid, chunk):
+            assert not isinstance(piece, str)
+            yield np.ascontiguousarray(piece).tobytes()
+
+    return header, pieces()

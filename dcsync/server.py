@@ -1,0 +1,364 @@
+"""``dcsync serve --stdio``: one workspace served to one client over a byte stream.
+
+Methods (an allowlist; named arguments only, checked by :class:`~dcsync.protocol.ArgSpec`):
+
+- ``hello``: protocol range, hash algorithm, capabilities, who the client says it is;
+- ``heads``: the HEAD of every detector in scope, in one round trip;
+- ``negotiate``: for each wanted head, the objects the client may lack (minus what the heads it
+  already has imply, and minus payloads its partial-clone filter excludes);
+- ``get_objects``: those objects, streamed in bounded chunks;
+- ``have``: which of a batch of objects this side already has (stored or quarantined);
+- ``put_objects``: a stream of objects into quarantine, each verified as it arrives;
+- ``update_refs``: move HEADs by compare-and-swap, fast-forward only, importing the quarantined
+  objects in the same crash-safe commit; ``atomic`` makes a batch all-or-nothing across files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dcsync import __version__
+from dcsync.errors import (
+    AccessDenied,
+    DcsyncError,
+    DetectorNotFound,
+    NotFastForward,
+    ProtocolError,
+    RefConflict,
+)
+from dcsync.hashing import ObjectId, is_object_id
+from dcsync.names import check_detname
+from dcsync.protocol import (
+    PREAMBLE,
+    ArgSpec,
+    Read,
+    Write,
+    chunk_size,
+    error_to_wire,
+    hello_args,
+    negotiate_version,
+    read_frame,
+    write_frame,
+)
+from dcsync.quarantine import Header, Quarantine
+from dcsync.reach import is_ancestor, objects_for, transfer_header, walk_missing
+from dcsync.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.repository import Repository
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.journal import AtomicGroup
+from dcsync.workspace import CONFIG_DIR, Workspace
+
+SPECS: dict[str, ArgSpec] = {
+    "hello": ArgSpec(
+        protocol=(int, True),
+        min_protocol=(int, True),
+        hash=(str, True),
+        capabilities=(list, True),
+        software=(str, False),
+        user=(str, False),
+        host=(str, False),
+    ),
+    "heads": ArgSpec(detectors=(list, False)),
+    "negotiate": ArgSpec(wants=(list, True)),
+    "get_objects": ArgSpec(items=(list, True)),
+    "have": ArgSpec(items=(list, True)),
+    "put_objects": ArgSpec(detector=(str, True)),
+    "update_refs": ArgSpec(updates=(list, True), atomic=(bool, False), message=(str, False)),
+}
+
+
+def _oid(value: Any) -> ObjectId:
+    if not is_object_id(value):
+        raise ProtocolError(f"not an object id: {str(value)[:80]!r}")
+    return ObjectId(str(value))
+
+
+def _det(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("detector names are strings")
+    return check_detname(value)
+
+
+class Server:
+    """Serves one workspace; ``read_only`` refuses every write."""
+
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        self.ws = Workspace(root)
+        self.read_only = read_only
+        self.client: dict[str, Any] = {}
+        self._repos: dict[str, Repository] = {}
+
+    # -- session -----------------------------------------------------------------------------------
+    def serve(self, read: Read, write: Write) -> None:
+        """Run one session until the client hangs up."""
+        write(PREAMBLE)
+        greeted = False
+        while True:
+            try:
+                request = read_frame(read)
+            except DcsyncError as exc:
+                if "closed after 0 of 4" in exc.message:
+                    return  # the client hung up between requests: a normal end
+                with contextlib.suppress(DcsyncError, OSError):
+                    write_frame(write, {"i": 0, "e": error_to_wire(exc)})
+                return  # the stream may be out of step: stop
+            rid = request.get("i") if isinstance(request, dict) else None
+            try:
+                if (
+                    not isinstance(request, dict)
+                    or not isinstance(rid, int)
+                    or not isinstance(request.get("m"), str)
+                ):
+                    raise ProtocolError("a request is a map with an integer 'i' and a method name 'm'")
+                method = request["m"]
+                spec = SPECS.get(method)
+                if spec is None:
+                    raise ProtocolError(f"unknown method {method[:60]!r}")
+                if not greeted and method != "hello":
+                    raise ProtocolError("the first request must be hello")
+                args = spec.check(method, request.get("a", {}))
+                result = getattr(self, f"do_{method}")(rid, read, write, **args)
+                greeted = True
+                write_frame(write, {"i": rid, "r": result})
+            except DcsyncError as exc:
+                write_frame(write, {"i": rid if isinstance(rid, int) else 0, "e": error_to_wire(exc)})
+                if isinstance(exc, ProtocolError):
+                    return
+
+    def close(self) -> None:
+        for repo in self._repos.values():
+            repo.close()
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _repo(self, det: str) -> Repository:
+        if det not in self._repos:
+            path = self.ws.detector_path(_det(det))
+            if not path.is_file():
+                raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
+            self._repos[det] = Repository.open(path)
+        return self._repos[det]
+
+    def _quarantine(self, det: str) -> Quarantine:
+        return Quarantine(self.ws.root / CONFIG_DIR / "incoming" / _det(det))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise AccessDenied(f"{self.ws.root} is served read-only")
+
+    # -- methods -----------------------------------------------------------------------------------
+    def do_hello(self, rid: int, read: Read, write: Write, **args: Any) -> dict[str, Any]:
+        negotiate_version(args, peer_name="the client")
+        self.client = {
+            "user": args.get("user", ""),
+            "host": args.get("host", ""),
+            "software": args.get("software", ""),
+        }
+        out = hello_args(f"dcsync {__version__}", current_user(), current_host())
+        out["kind"] = self.ws.kind
+        out["read_only"] = self.read_only
+        return out
+
+    def do_heads(
+        self, rid: int, read: Read, write: Write, detectors: list[Any] | None = None
+    ) -> dict[str, Any]:
+        globs = [str(g) for g in detectors] if detectors else ["*"]
+        heads: dict[str, str | None] = {}
+        for det in self.ws.detectors():
+            if any(fnmatch.fnmatchcase(det, g) for g in globs):
+                heads[det] = self._repo(det).head()
+        return {"kind": self.ws.kind, "heads": heads}
+
+    def do_negotiate(self, rid: int, read: Read, write: Write, wants: list[Any]) -> dict[str, Any]:
+        out: dict[str, list[list[Any]]] = {}
+        for want in wants:
+            if not isinstance(want, dict):
+                raise ProtocolError("each want is a map")
+            det = _det(want.get("detector"))
+            store = self._repo(det).store
+            have = [_oid(h) for h in want.get("have") or [] if store.has(_oid(h))]
+            flt = want.get("filter") or {}
+            if not isinstance(flt, dict):
+                raise ProtocolError("filter must be a map")
+            out[det] = [
+                [oid, kind, size] for oid, kind, size in objects_for(store, _oid(want.get("want")), have, flt)
+            ]
+        return {"objects": out}
+
+    def do_get_objects(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
+        chunk = chunk_size()
+        count = 0
+        for item in items:
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolError("items are [detector, id] pairs")
+            store = self._repo(_det(item[0])).store
+            for frame in _object_frames(store, _oid(item[1]), chunk):
+                write_frame(write, {"i": rid, "s": frame})
+            count += 1
+        return {"count": count}
+
+    def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
+        answers = []
+        for item in items:
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolError("items are [detector, id] pairs")
+            det, oid = _det(item[0]), _oid(item[1])
+            path = self.ws.detector_path(det)
+            stored = path.is_file() and self._repo(det).store.has(oid)
+            answers.append(stored or self._quarantine(det).has(oid))
+        return {"have": answers}
+
+    def do_put_objects(self, rid: int, read: Read, write: Write, detector: str) -> dict[str, Any]:
+        self._check_writable()
+        quarantine = self._quarantine(detector)
+        received = 0
+        receiver = None
+        try:
+            while True:
+                frame = read_frame(read)
+                if not isinstance(frame, dict) or frame.get("i") != rid:
+                    raise ProtocolError("unexpected frame inside put_objects")
+                if frame.get("end"):
+                    break
+                item = frame.get("s")
+                if not isinstance(item, dict):
+                    raise ProtocolError("put_objects items are maps")
+                if "h" in item:
+                    if receiver is not None:
+                        raise ProtocolError("a new object began before the last one ended")
+                    receiver = quarantine.receive(Header(item["h"]))
+                elif "c" in item and receiver is not None and isinstance(item["c"], bytes):
+                    receiver.write(item["c"])
+                else:
+                    raise ProtocolError("put_objects items are a header 'h' or a chunk 'c'")
+                if receiver is not None and receiver.complete:
+                    receiver.finish()
+                    receiver = None
+                    received += 1
+        finally:
+            if receiver is not None:
+                receiver.abort()
+        return {"received": received}
+
+    def do_update_refs(
+        self,
+        rid: int,
+        read: Read,
+        write: Write,
+        updates: list[Any],
+        atomic: bool = False,
+        message: str = "",
+    ) -> dict[str, Any]:
+        self._check_writable()
+        parsed = []
+        for update in updates:
+            if not isinstance(update, dict):
+                raise ProtocolError("each update is a map")
+            old = update.get("old")
+            parsed.append(
+                (_det(update.get("detector")), None if old is None else _oid(old), _oid(update.get("new")))
+            )
+        results: list[dict[str, Any]] = []
+        if atomic:
+            with AtomicGroup(self.ws.root / CONFIG_DIR / "atomic") as group:
+                for det, old, new in parsed:
+                    self._move_head(det, old, new, message, group)
+            results = [{"detector": det, "ok": True} for det, _, _ in parsed]
+        else:
+            for det, old, new in parsed:
+                try:
+                    self._move_head(det, old, new, message, None)
+                    results.append({"detector": det, "ok": True})
+                except DcsyncError as exc:
+                    results.append({"detector": det, "ok": False, "error": error_to_wire(exc)})
+        for det, _, _ in parsed:
+            if all(r["ok"] for r in results if r["detector"] == det):
+                self._quarantine(det).clear()
+        return {"results": results}
+
+    def _move_head(
+        self, det: str, old: ObjectId | None, new: ObjectId, message: str, group: AtomicGroup | None
+    ) -> None:
+        path = self.ws.detector_path(det)
+        if old is None and not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            HDF5Store.create(path)
+        if not path.is_file():
+            raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
+        self._repos.pop(det, None)
+        store = HDF5Store(path)
+        quarantine = self._quarantine(det)
+        try:
+            with store.writing(group):
+                current = store.head()
+                if current != old:
+                    raise RefConflict(
+                        f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
+                    )
+                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new)]
+                quarantine.import_into(store, needed)
+                if old is not None and not is_ancestor(store, old, new):
+                    raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
+                who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
+                store.set_ref(
+                    HEAD,
+                    old,
+                    new,
+                    LogRecord(
+                        HEAD,
+                        old,
+                        new,
+                        "push received",
+                        message or f"push from {who}",
+                        extra={
+                            "pusher": self.client.get("user", ""),
+                            "pusher_host": self.client.get("host", ""),
+                            "served_as": current_user(),
+                        },
+                    ),
+                )
+        finally:
+            store.close()
+
+
+def _object_frames(store: Any, oid: ObjectId, chunk: int) -> Iterator[dict[str, Any]]:
+    """One object as a header frame followed by chunk frames of at most ``chunk`` bytes."""
+    header, pieces = transfer_header(store, oid, chunk)
+    yield {"h": header}
+    for piece in pieces:
+        for start in range(0, len(piece), chunk):
+            yield {"c": piece[start : start + chunk]}
+
+
+def run_stdio(root: Path, *, read_only: bool = False, stdin: Any = None, stdout: Any = None) -> int:
+    """Serve on this process's stdin/stdout (binary, unbuffered)."""
+    infd = (stdin or sys.stdin).fileno()
+    outfd = (stdout or sys.stdout).fileno()
+
+    def read(n: int) -> bytes:
+        return os.read(infd, n)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(outfd, view)
+            view = view[written:]
+
+    try:
+        server = Server(root, read_only=read_only)
+    except DcsyncError as exc:
+        write(PREAMBLE)
+        write_frame(write, {"i": 0, "e": error_to_wire(exc)})
+        return exc.exit_code
+    try:
+        server.serve(read, write)
+    except (BrokenPipeError, ConnectionError):
+        return 0
+    finally:
+        server.close()
+    return 0

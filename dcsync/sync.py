@@ -1,0 +1,740 @@
+"""clone, fetch, pull, push and status between workspaces, as git does them.
+
+One connection per command. ``fetch`` learns every detector's head in one round trip, asks once
+which objects it lacks, streams them into quarantine (verified on arrival, so a cut transfer
+resumes where it stopped), then imports them and moves ``remotes/<name>`` in one crash-safe commit
+per detector. ``pull`` = fetch + fast-forward or three-way merge of HEAD. ``push`` = the reverse,
+fast-forward only, with the server moving its HEADs by compare-and-swap (all-or-nothing with
+``atomic``). Remotes and their partial-clone filters live in ``.dcsync/config.toml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from dcsync.client import Connection
+from dcsync.diff import Change, diff_roots, summarize, value_stats
+
+__all__ = ["summarize"]
+from dcsync.errors import (
+    DetectorNotFound,
+    MergeConflict,
+    NotFastForward,
+    ProtocolError,
+    UsageError,
+)
+from dcsync.hashing import ObjectId
+from dcsync.merge import describe_conflicts, merge_base, merge_trees
+from dcsync.objects import Commit, RootTree, VersionEntry
+from dcsync.protocol import chunk_size
+from dcsync.quarantine import Header, Quarantine
+from dcsync.reach import ancestors, is_ancestor, objects_for, transfer_header, walk_missing
+from dcsync.refs import HEAD, LogRecord, current_host, current_user, remote_ref
+from dcsync.repository import Repository
+from dcsync.store.base import ObjectStore, verify_payload
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.memory import MemoryStore
+from dcsync.times import now_ns
+from dcsync.transport import open_channel
+from dcsync.workspace import CONFIG_DIR, Workspace
+
+Progress = Callable[[str, int, int], None]
+"""progress(phase, done, total): bytes for transfers."""
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    name: str
+    url: str
+    remote_dcsync: str | None = None
+    ssh_command: str | None = None
+    detectors: tuple[str, ...] = ()
+    ctypes: tuple[str, ...] = ()
+    since: int | None = None
+
+    def filter(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.ctypes:
+            out["ctypes"] = list(self.ctypes)
+        if self.since is not None:
+            out["since"] = self.since
+        return out
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"url": self.url}
+        for key in ("remote_dcsync", "ssh_command", "since"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.detectors:
+            out["detectors"] = list(self.detectors)
+        if self.ctypes:
+            out["ctypes"] = list(self.ctypes)
+        return out
+
+
+def remotes(ws: Workspace) -> dict[str, RemoteConfig]:
+    out = {}
+    for name, cfg in ws.config().get("remotes", {}).items():
+        out[name] = RemoteConfig(
+            name,
+            str(cfg["url"]),
+            cfg.get("remote_dcsync"),
+            cfg.get("ssh_command"),
+            tuple(cfg.get("detectors", ())),
+            tuple(cfg.get("ctypes", ())),
+            cfg.get("since"),
+        )
+    return out
+
+
+def add_remote(ws: Workspace, remote: RemoteConfig) -> None:
+    remote_ref(remote.name)  # validates the name
+    config = ws.config()
+    table = config.setdefault("remotes", {})
+    if remote.name in table:
+        raise UsageError(f"remote {remote.name!r} already exists ({table[remote.name]['url']})")
+    table[remote.name] = remote.to_toml()
+    ws.write_config(config)
+
+
+def remove_remote(ws: Workspace, name: str) -> None:
+    config = ws.config()
+    if name not in config.get("remotes", {}):
+        raise DetectorNotFound(f"no remote {name!r} in {ws.root}")
+    del config["remotes"][name]
+    ws.write_config(config)
+
+
+def get_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
+    """A configured remote by name, or an ad-hoc one for a URL or path."""
+    known = remotes(ws)
+    if name_or_url in known:
+        return known[name_or_url]
+    if "/" in name_or_url or ":" in name_or_url or os.path.isdir(name_or_url):
+        return RemoteConfig(name_or_url, name_or_url)
+    raise UsageError(f"no remote {name_or_url!r} in {ws.root} (remotes: {', '.join(known) or 'none'})")
+
+
+def connect(remote: RemoteConfig, *, accept_new_host_key: bool = False) -> Connection:
+    return Connection(
+        open_channel(
+            remote.url,
+            remote_dcsync=remote.remote_dcsync,
+            ssh_command=remote.ssh_command or os.environ.get("DCSYNC_SSH") or None,
+            accept_new_host_key=accept_new_host_key,
+        )
+    )
+
+
+# -- receiving objects ---------------------------------------------------------------------------------
+def _quarantine(ws: Workspace, det: str) -> Quarantine:
+    return Quarantine(ws.root / CONFIG_DIR / "incoming" / det)
+
+
+def receive_objects(
+    conn: Connection,
+    items: list[tuple[str, ObjectId, int]],
+    sink: Callable[[str, Header], Any],
+    progress: Progress,
+) -> None:
+    """Stream ``items`` (detector, id, size) from the peer into receivers made by ``sink``."""
+    if not items:
+        return
+    total = sum(size for _, _, size in items)
+    done = 0
+    index = -1
+    receiver = None
+    try:
+        for frame in conn.stream("get_objects", items=[[det, oid] for det, oid, _ in items]):
+            if not isinstance(frame, dict):
+                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
+            if "h" in frame:
+                index += 1
+                header = Header(frame["h"])
+                if index >= len(items) or header.oid != items[index][1]:
+                    raise ProtocolError(f"{conn.peer} sent object {header.oid} out of order")
+                receiver = sink(items[index][0], header)
+            elif "c" in frame and receiver is not None and isinstance(frame["c"], bytes):
+                receiver.write(frame["c"])
+                done += len(frame["c"])
+                progress("receiving", done, total)
+            else:
+                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
+            if receiver is not None and receiver.complete:
+                receiver.finish()
+                receiver = None
+    finally:
+        if receiver is not None:
+            receiver.abort()
+    if index + 1 != len(items):
+        raise ProtocolError(f"{conn.peer} sent {index + 1} of {len(items)} objects")
+
+
+@dataclass
+class FetchReport:
+    remote: str
+    updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    objects: int = 0
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "updated": {d: {"old": o, "new": n} for d, (o, n) in self.updated.items()},
+        }
+
+
+def _in_scope(det: str, globs: tuple[str, ...] | list[str] | None) -> bool:
+    return not globs or any(fnmatch.fnmatchcase(det, g) for g in globs)
+
+
+def fetch(
+    ws: Workspace,
+    remote: str = "origin",
+    *,
+    detectors: list[str] | None = None,
+    progress: Progress = _no_progress,
+    conn: Connection | None = None,
+) -> FetchReport:
+    """Bring the remote's commits into ``remotes/<remote>`` of every detector in scope."""
+    spec = get_remote(ws, remote)
+    globs = detectors or list(spec.detectors) or None
+    own = conn is None
+    conn = conn or connect(spec)
+    report = FetchReport(spec.name)
+    try:
+        heads: dict[str, str | None] = conn.call("heads", detectors=globs)["heads"]
+        wants = []
+        for det, rhead in sorted(heads.items()):
+            if rhead is None:
+                continue
+            path = ws.detector_path(det)
+            if path.is_file():
+                store = HDF5Store(path)
+                try:
+                    refs = store.refs()
+                    if refs.get(remote_ref(spec.name)) == rhead:
+                        continue
+                    have = sorted({c for c in refs.values() if store.has(c)})
+                finally:
+                    store.close()
+            else:
+                have = []
+            wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
+        if not wants:
+            return report
+        offered = conn.call("negotiate", wants=wants)["objects"]
+        missing: list[tuple[str, ObjectId, int]] = []
+        for det, objects in sorted(offered.items()):
+            q = _quarantine(ws, det)
+            path = ws.detector_path(det)
+            local = HDF5Store(path) if path.is_file() else None
+            try:
+                for oid, _kind, size in objects:
+                    if not q.has(oid) and not (local and local.has(oid)):
+                        missing.append((det, ObjectId(oid), int(size)))
+            finally:
+                if local:
+                    local.close()
+        quarantines = {det: _quarantine(ws, det) for det in offered}
+        receive_objects(conn, missing, lambda det, h: quarantines[det].receive(h), progress)
+        report.objects = len(missing)
+        report.bytes = sum(size for _, _, size in missing)
+        for want in wants:
+            name, target = str(want["detector"]), ObjectId(str(want["want"]))
+            old = _import_and_move(ws, name, remote_ref(spec.name), target, spec, "fetch")
+            report.updated[name] = (old, target)
+    finally:
+        if own:
+            conn.close()
+    return report
+
+
+def _import_and_move(
+    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, command: str
+) -> str | None:
+    path = ws.detector_path(det)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        HDF5Store.create(path)
+    q = _quarantine(ws, det)
+    store = HDF5Store(path)
+    try:
+        with store.writing():
+            needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter())]
+            q.import_into(store, needed)
+            old = store.refs().get(ref)
+            store.set_ref(
+                ref,
+                old,
+                new,
+                LogRecord(ref, old, new, command, f"{command} from {spec.url}", extra={"source": spec.url}),
+            )
+    finally:
+        store.close()
+    q.clear()
+    return old
+
+
+# -- pull ----------------------------------------------------------------------------------------------
+@dataclass
+class PullReport:
+    fetch: FetchReport
+    fast_forwarded: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    resolved: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fetch": self.fetch.to_json(),
+            "fast_forwarded": self.fast_forwarded,
+            "merged": self.merged,
+            "resolved": self.resolved,
+        }
+
+
+def pull(
+    ws: Workspace,
+    remote: str = "origin",
+    *,
+    detectors: list[str] | None = None,
+    prefer: Literal["ours", "theirs"] | None = None,
+    progress: Progress = _no_progress,
+    conn: Connection | None = None,
+) -> PullReport:
+    """Fetch, then bring each HEAD to the remote's: fast-forward, or a three-way merge commit.
+
+    Conflicts change nothing and raise :class:`MergeConflict` with every conflicting entry,
+    unless ``prefer`` resolves them toward one side.
+    """
+    spec = get_remote(ws, remote)
+    report = PullReport(fetch(ws, remote, detectors=detectors, progress=progress, conn=conn))
+    ref = remote_ref(spec.name)
+    plans: list[tuple[str, Repository, ObjectId | None, ObjectId]] = []
+    reports: list[str] = []
+    for det in ws.detectors():
+        if not _in_scope(det, detectors or list(spec.detectors) or None):
+            continue
+        repo = Repository.open(ws.detector_path(det))
+        theirs = repo.store.refs().get(ref)
+        ours = repo.head()
+        if theirs is None or theirs == ours or (ours and is_ancestor(repo.store, theirs, ours)):
+            repo.close()
+            continue
+        plans.append((det, repo, ours, theirs))
+    merges = {}
+    for det, repo, ours, theirs in plans:
+        if ours is None or is_ancestor(repo.store, ours, theirs):
+            continue
+        base = merge_base(repo.store, ours, theirs)
+        result = merge_trees(
+            repo.store, repo.root(base) if base else None, repo.root(ours), repo.root(theirs), prefer=prefer
+        )
+        if result.conflicts and prefer is None:
+            reports.append(describe_conflicts(det, result.conflicts))
+        merges[det] = result
+    if reports:
+        for _, repo, _, _ in plans:
+            repo.close()
+        raise MergeConflict("\n".join(reports))
+    for det, repo, ours, theirs in plans:
+        try:
+            store = repo.store
+            with store.writing():
+                if ours is None or is_ancestor(store, ours, theirs):
+                    store.set_ref(
+                        HEAD, ours, theirs, LogRecord(HEAD, ours, theirs, "pull", f"fast-forward to {ref}")
+                    )
+                    report.fast_forwarded.append(det)
+                    continue
+                result = merges[det]
+                for tree in result.new_objects:
+                    store.put_object(tree)
+                root_id = store.put_object(result.root)
+                message = f"merge {ref} into HEAD"
+                commit = Commit(
+                    root_id,
+                    (ours, theirs),
+                    current_user(),
+                    current_host(),
+                    now_ns(),
+                    message,
+                    {"merge": ref, "prefer": prefer or ""},
+                )
+                cid = store.put_object(commit)
+                store.set_ref(HEAD, ours, cid, LogRecord(HEAD, ours, cid, "pull", message))
+                report.merged.append(det)
+                if result.conflicts:
+                    report.resolved[det] = [c.what for c in result.conflicts]
+        finally:
+            repo.close()
+    return report
+
+
+# -- push ----------------------------------------------------------------------------------------------
+@dataclass
+class PushReport:
+    remote: str
+    planned: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    pushed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    objects: int = 0
+    bytes: int = 0
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "dry_run": self.dry_run,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "planned": {d: {"old": o, "new": n} for d, (o, n) in self.planned.items()},
+            "pushed": self.pushed,
+            "failed": self.failed,
+        }
+
+
+def push(
+    ws: Workspace,
+    remote: str = "origin",
+    *,
+    detectors: list[str] | None = None,
+    atomic: bool = False,
+    dry_run: bool = False,
+    message: str = "",
+    progress: Progress = _no_progress,
+    conn: Connection | None = None,
+) -> PushReport:
+    """Send local commits and move the remote's HEADs (fast-forward only).
+
+    ``conn`` (here and in fetch, pull, clone) uses an open connection instead of dialling the
+    remote's URL: an in-process server, for embedding and tests. The caller closes it.
+    """
+    spec = get_remote(ws, remote)
+    report = PushReport(spec.name, dry_run=dry_run)
+    with contextlib.nullcontext(conn) if conn is not None else connect(spec) as conn:
+        heads: dict[str, str | None] = conn.call("heads", detectors=detectors)["heads"]
+        plan: list[tuple[str, Repository, ObjectId | None, ObjectId, list[tuple[ObjectId, str, int]]]] = []
+        try:
+            for det in ws.detectors():
+                if not _in_scope(det, detectors):
+                    continue
+                repo = Repository.open(ws.detector_path(det))
+                local, theirs = repo.head(), heads.get(det)
+                if local is None or local == theirs:
+                    repo.close()
+                    continue
+                if theirs is not None and (
+                    not repo.store.has(ObjectId(theirs))
+                    or not is_ancestor(repo.store, ObjectId(theirs), local)
+                ):
+                    repo.close()
+                    raise NotFastForward(
+                        f"{det}: the remote has commits you do not have; pull first (dcsync pull {spec.name})"
+                    )
+                old = ObjectId(theirs) if theirs else None
+                objects = list(objects_for(repo.store, local, [old] if old else [], {}))
+                plan.append((det, repo, old, local, objects))
+                report.planned[det] = (old, local)
+            if dry_run or not plan:
+                report.objects = sum(len(p[4]) for p in plan)
+                report.bytes = sum(size for p in plan for _, _, size in p[4])
+                return report
+            items = [[det, oid] for det, _, _, _, objects in plan for oid, _, _ in objects]
+            have = conn.call("have", items=items)["have"] if items else []
+            present = {(det, oid) for (det, oid), h in zip(map(tuple, items), have, strict=True) if h}
+            total = sum(
+                size for det, _, _, _, objs in plan for oid, _, size in objs if (det, oid) not in present
+            )
+            sent = [0]
+            for det, repo, _, _, objects in plan:
+                todo = [oid for oid, _, _ in objects if (det, oid) not in present]
+                if todo:
+                    conn.upload("put_objects", _object_items(repo, todo, sent, total, progress), detector=det)
+                report.objects += len(todo)
+            report.bytes = total
+            updates = [{"detector": det, "old": old, "new": new} for det, _, old, new, _ in plan]
+            results = conn.call("update_refs", updates=updates, atomic=atomic, message=message)["results"]
+            for result in results:
+                det = result["detector"]
+                if result["ok"]:
+                    report.pushed.append(det)
+                else:
+                    report.failed[det] = result["error"]["message"]
+            for det, repo, _, new, _ in plan:
+                if det in report.pushed:
+                    ref = remote_ref(spec.name)
+                    with repo.store.writing():
+                        old = repo.store.refs().get(ref)
+                        repo.store.set_ref(
+                            ref, old, new, LogRecord(ref, old, new, "push", f"push to {spec.url}")
+                        )
+        finally:
+            for _, repo, _, _, _ in plan:
+                repo.close()
+    return report
+
+
+def _object_items(
+    repo: Repository, oids: list[ObjectId], sent: list[int], total: int, progress: Progress
+) -> Iterator[dict[str, Any]]:
+    chunk = chunk_size()
+    for oid in oids:
+        header, pieces = transfer_header(repo.store, oid, chunk)
+        yield {"h": header}
+        for piece in pieces:
+            for start in range(0, len(piece), chunk):
+                part = piece[start : start + chunk]
+                sent[0] += len(part)
+                progress("sending", sent[0], total)
+                yield {"c": part}
+
+
+# -- status and clone ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusRow:
+    detector: str
+    head: str | None
+    remote_head: str | None
+    ahead: int
+    behind: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "head": self.head,
+            "remote_head": self.remote_head,
+            "ahead": self.ahead,
+            "behind": self.behind,
+        }
+
+
+def status(ws: Workspace, remote: str = "origin") -> list[StatusRow]:
+    """Ahead/behind of each detector against ``remotes/<remote>`` as last fetched (no network)."""
+    ref = remote_ref(get_remote(ws, remote).name)
+    rows = []
+    for det in ws.detectors():
+        with Repository.open(ws.detector_path(det)) as repo:
+            head, theirs = repo.head(), repo.store.refs().get(ref)
+            mine = ancestors(repo.store, [head]) if head else set()
+            other = ancestors(repo.store, [theirs]) if theirs and repo.store.has(theirs) else set()
+            rows.append(StatusRow(det, head, theirs, len(mine - other), len(other - mine)))
+    return rows
+
+
+def clone(
+    url: str,
+    path: Path | str,
+    *,
+    detectors: list[str] | None = None,
+    ctypes: list[str] | None = None,
+    since: int | None = None,
+    kind: str = "local",
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
+    progress: Progress = _no_progress,
+    conn: Connection | None = None,
+) -> tuple[Workspace, PullReport]:
+    """A new workspace at ``path`` with ``origin`` = ``url``, its detectors fetched and checked out.
+
+    ``detectors`` (globs), ``ctypes`` and ``since`` make a partial clone; later pulls keep them.
+    """
+    target = Path(path)
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} exists and is not empty")
+    ws = Workspace.init(target, kind=kind)
+    add_remote(
+        ws,
+        RemoteConfig(
+            "origin", url, remote_dcsync, ssh_command, tuple(detectors or ()), tuple(ctypes or ()), since
+        ),
+    )
+    return ws, pull(ws, "origin", progress=progress, conn=conn)
+
+
+# -- diff between workspaces ---------------------------------------------------------------------------
+class _MemoryReceiver:
+    """Collects one small object in memory (trees for a diff; payloads only with --values)."""
+
+    def __init__(self, store: MemoryStore, header: Header) -> None:
+        self.store, self.header, self.parts = store, header, bytearray()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.parts) == self.header.size
+
+    def write(self, data: bytes) -> None:
+        self.parts += data
+
+    def finish(self) -> None:
+        h, body = self.header, bytes(self.parts)
+        with self.store.writing():
+            if h.kind in ("tree", "commit"):
+                self.store.put_body(h.oid, h.kind, body)
+            elif h.kind == "text":
+                value: Any = body.decode("utf-8")
+                self.store.put_payload(verify_payload(h.oid, value, "the transfer"), known_id=h.oid)
+            else:
+                arr = np.frombuffer(body, dtype=h.dtype).reshape(h.shape).copy()
+                self.store.put_payload(verify_payload(h.oid, arr, "the transfer"), known_id=h.oid)
+
+    def abort(self) -> None:
+        self.parts.clear()
+
+
+@dataclass
+class Snapshot:
+    """One side of a diff: each detector's store and HEAD tree, and how to get payloads."""
+
+    name: str
+    roots: dict[str, tuple[ObjectStore, RootTree]]
+    conn: Connection | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def payload(self, det: str, oid: ObjectId) -> Any:
+        store = self.roots[det][0]
+        if not store.has(oid) and self.conn is not None and isinstance(store, MemoryStore):
+            receive_objects(self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress)
+        return store.read_payload(oid)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        if self.conn is not None:
+            self.conn.close()
+
+
+def snapshot(source: str, *, here: Workspace | None = None, detectors: list[str] | None = None) -> Snapshot:
+    """A diff side from a repository file, a workspace directory, a remote name or a URL."""
+    path = Path(source).expanduser()
+    if source.endswith(".h5") and path.is_file():
+        repo = Repository.open(path)
+        root = repo.root()
+        return Snapshot(source, {root.detname: (repo.store, root)}, closers=[repo.close])
+    if path.is_dir() and (path / CONFIG_DIR).is_dir():
+        ws = Workspace(path)
+        snap = Snapshot(source, {})
+        for det in ws.detectors():
+            if _in_scope(det, detectors):
+                repo = Repository.open(ws.detector_path(det))
+                if repo.head() is not None:
+                    snap.roots[det] = (repo.store, repo.root())
+                snap.closers.append(repo.close)
+        return snap
+    spec = get_remote(here, source) if here is not None else RemoteConfig(source, source)
+    conn = connect(spec)
+    snap = Snapshot(source, {}, conn=conn)
+    try:
+        heads = conn.call("heads", detectors=detectors)["heads"]
+        wants = [
+            {"detector": d, "want": h, "have": [], "filter": {"payloads": False, "history": False}}
+            for d, h in sorted(heads.items())
+            if h
+        ]
+        offered = conn.call("negotiate", wants=wants)["objects"] if wants else {}
+        stores = {det: MemoryStore() for det in offered}
+        items = [
+            (det, ObjectId(oid), int(size)) for det, objs in sorted(offered.items()) for oid, _, size in objs
+        ]
+        receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h), _no_progress)
+        for want in wants:
+            det, store = want["detector"], stores[want["detector"]]
+            tree = store.read_object(store.read_commit(ObjectId(want["want"])).tree)
+            assert isinstance(tree, RootTree)
+            snap.roots[det] = (store, tree)
+    except BaseException:
+        snap.close()
+        raise
+    return snap
+
+
+@dataclass
+class DiffReport:
+    a: str
+    b: str
+    changes: list[Change]
+    values: dict[int, dict[str, Any]] = field(default_factory=dict)  # index in changes -> stats
+
+    def to_json(self) -> dict[str, Any]:
+        def entry(value: Any) -> Any:
+            if isinstance(value, VersionEntry):
+                return {
+                    "object": value.obj,
+                    "dtype": value.dtype,
+                    "shape": list(value.shape),
+                    "tsprod": value.tsprod,
+                    "pars": dict(value.pars),
+                }
+            return value
+
+        return {
+            "a": self.a,
+            "b": self.b,
+            "summary": summarize(self.changes),
+            "changes": [
+                {
+                    "detector": c.detname,
+                    "ctype": c.ctype,
+                    "range": c.range,
+                    "version": c.version,
+                    "kind": c.kind,
+                    "old": entry(c.old),
+                    "new": entry(c.new),
+                    **({"values": self.values[i]} if i in self.values else {}),
+                }
+                for i, c in enumerate(self.changes)
+            ],
+        }
+
+
+def diff_sources(
+    a: str,
+    b: str,
+    *,
+    here: Workspace | None = None,
+    detectors: list[str] | None = None,
+    ctypes: list[str] | None = None,
+    values: bool = False,
+) -> DiffReport:
+    """What differs from ``a`` to ``b``; payloads cross the wire only with ``values``."""
+    left = snapshot(a, here=here, detectors=detectors)
+    try:
+        right = snapshot(b, here=here, detectors=detectors)
+        try:
+            changes: list[Change] = []
+            for det in sorted(set(left.roots) | set(right.roots)):
+                if not _in_scope(det, detectors):
+                    continue
+                sa, ra = left.roots.get(det, (MemoryStore(), None))
+                sb, rb = right.roots.get(det, (MemoryStore(), None))
+                changes.extend(diff_roots(sa, ra, sb, rb, ctypes=set(ctypes) if ctypes else None))
+            report = DiffReport(a, b, changes)
+            if values:
+                for i, c in enumerate(changes):
+                    if (
+                        c.kind == "changed"
+                        and isinstance(c.old, VersionEntry)
+                        and isinstance(c.new, VersionEntry)
+                    ):
+                        report.values[i] = value_stats(
+                            left.payload(c.detname, c.old.obj), right.payload(c.detname, c.new.obj)
+                        )
+            return report
+        finally:
+            right.close()
+    finally:
+        left.close()
