@@ -16,11 +16,11 @@ from dcsync.errors import DcsyncError
 from dcsync.facade import DCRange, DCStore, DCType, DCVersion
 from dcsync.history import HistoryEntry, level_history
 from dcsync.repository import Constant, Located, Repository, Transaction
+from dcsync.sync import RemoteConfig, clone
 from dcsync.times import format_time, parse_time
 from dcsync.verify import VerifyReport, verify_path
+from dcsync.version import __version__
 from dcsync.workspace import Workspace
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Constant",
@@ -31,11 +31,13 @@ __all__ = [
     "DcsyncError",
     "HistoryEntry",
     "Located",
+    "RemoteConfig",
     "Repository",
     "Transaction",
     "VerifyReport",
     "Workspace",
     "__version__",
+    "clone",
     "format_time",
     "level_history",
     "parse_time",

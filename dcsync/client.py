@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from dcsync import __version__
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError
 from dcsync.protocol import (
     error_from_wire,
@@ -24,6 +23,7 @@ from dcsync.protocol import (
 )
 from dcsync.refs import current_host, current_user
 from dcsync.transport.base import Channel
+from dcsync.version import __version__
 
 
 class Connection:

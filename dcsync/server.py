@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dcsync import __version__
 from dcsync.errors import (
     AccessDenied,
     DcsyncError,
@@ -52,6 +51,7 @@ from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
+from dcsync.version import __version__
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 SPECS: dict[str, ArgSpec] = {

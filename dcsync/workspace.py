@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -31,6 +31,9 @@ from dcsync.errors import (
 )
 from dcsync.names import check_alias, check_detname, split_detname
 from dcsync.repository import Repository
+
+if TYPE_CHECKING:
+    from dcsync import sync
 
 KINDS = ("local", "experiment", "repository")
 CONFIG_DIR = ".dcsync"
@@ -214,3 +217,30 @@ class Workspace:
         ]
         _atomic_write(existing.file, "\n".join(kept) + ("\n" if kept else ""))
         return existing
+
+    # -- sync (the API behind the CLI's fetch/pull/push/status/diff; see dcsync.sync) -------------
+    def fetch(self, remote: str = "origin", **options: Any) -> sync.FetchReport:
+        from dcsync import sync
+
+        return sync.fetch(self, remote, **options)
+
+    def pull(self, remote: str = "origin", **options: Any) -> sync.PullReport:
+        from dcsync import sync
+
+        return sync.pull(self, remote, **options)
+
+    def push(self, remote: str = "origin", **options: Any) -> sync.PushReport:
+        from dcsync import sync
+
+        return sync.push(self, remote, **options)
+
+    def status(self, remote: str = "origin") -> list[sync.StatusRow]:
+        from dcsync import sync
+
+        return sync.status(self, remote)
+
+    def diff(self, other: str, **options: Any) -> sync.DiffReport:
+        """What differs from this workspace to ``other`` (a workspace, remote, URL or file)."""
+        from dcsync import sync
+
+        return sync.diff_sources(str(self.root), other, here=self, **options)

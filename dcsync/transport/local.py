@@ -197,9 +197,9 @@ class InProcessChannel(Channel):
             serve(server_read, server_write)
         except BaseException:  # everything, like a process: the client must see the end of stream
             self._stderr.feed(traceback.format_exc().encode("utf-8", errors="replace"))
-        finally:
-            os.close(out_fd)
+        finally:  # input first, like an exiting process: once the client sees EOF, writes fail
             os.close(in_fd)
+            os.close(out_fd)
 
     def read(self, n: int) -> bytes:
         _check_size(n)

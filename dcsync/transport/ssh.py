@@ -423,7 +423,7 @@ class ParamikoChannel(Channel):
         except BaseException:
             self._close_clients()
             raise
-        self._stderr.drain(self._chan.recv_stderr, self.describe())
+        self._stderr_thread = self._stderr.drain(self._chan.recv_stderr, self.describe())
 
     def _direct_tcpip(self, target: _Target, timeout: float) -> Any:
         """A tunnel from the last connected hop to ``target`` (what ``ssh -J`` does)."""
@@ -487,8 +487,9 @@ class ParamikoChannel(Channel):
             self._chan.shutdown_write()  # the remote reads end of stream and exits
         self._chan.status_event.wait(CLOSE_TIMEOUT)
         self._chan.close()
-        self._stderr.wait(CLOSE_TIMEOUT)
+        self._stderr_thread.join(CLOSE_TIMEOUT)
         self._close_clients()
+        self._stderr.wait(CLOSE_TIMEOUT)  # a ProxyCommand's stderr ends with its process
 
     def stderr_text(self) -> str:
         return self._stderr.text()
@@ -507,7 +508,8 @@ class ParamikoChannel(Channel):
 
     def _lost(self, what: str) -> ConnectionLost:
         self._chan.status_event.wait(CLOSE_TIMEOUT)
-        self._stderr.wait(CLOSE_TIMEOUT)
+        if self._chan.exit_status_ready():
+            self._stderr_thread.join(CLOSE_TIMEOUT)
         status = self.exit_status
         exited = "" if status is None else f" (it exited with status {status})"
         return ConnectionLost(f"{self.describe()}: {what}{exited}{quote_stderr(self.stderr_text())}")

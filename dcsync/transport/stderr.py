@@ -41,7 +41,7 @@ class StderrTail:
         text = data.decode("utf-8", errors="replace")
         return "…" + text if dropped else text
 
-    def drain(self, read: Callable[[int], bytes], name: str) -> None:
+    def drain(self, read: Callable[[int], bytes], name: str) -> threading.Thread:
         """Start a daemon thread feeding ``read(n)`` into the tail until it returns ``b""``; several
         streams (a ProxyCommand's and the remote command's) may share one tail."""
 
@@ -58,6 +58,7 @@ class StderrTail:
         thread = threading.Thread(target=run, name=f"dcsync-stderr {name}", daemon=True)
         self._threads.append(thread)
         thread.start()
+        return thread
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the end of the drained streams; True if all ended."""

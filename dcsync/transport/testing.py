@@ -151,9 +151,7 @@ class ChannelContract:
         _read_to_end(channel)
         _wait_for(lambda: "peer exiting" in channel.stderr_text())
 
-    def test_a_peer_flooding_stderr_does_not_deadlock(
-        self, open_peer: Callable[[PeerMode], Channel]
-    ) -> None:
+    def test_a_peer_flooding_stderr_does_not_deadlock(self, open_peer: Callable[[PeerMode], Channel]) -> None:
         channel = open_peer("flood")
         payload = random.Random(7).randbytes(300_000)
         assert _echo(channel, payload, random.Random(8)) == payload
