@@ -2,7 +2,7 @@
 disk until the refs that need them move.
 
 Nothing in quarantine is visible in a repository: a transfer cut at any byte leaves only complete,
-verified objects here (partial ones are ``.part`` files, removed on the next receive), and running
+verified objects here (partial ones are ``.part`` files, removed once their writer is gone), and running
 the same command again skips what already arrived, because both sides count quarantined objects as
 present. Moving refs imports the needed objects into the repository file in the same crash-safe
 transaction, then the quarantine is cleared.
@@ -77,7 +77,8 @@ class Receiver:
         self.header = header
         self.got = 0
         self.final = quarantine.path_of(header.oid, header.kind)
-        self.part = self.final.with_name(f".{self.final.name}.{os.getpid()}.part")
+        # pid (for stale detection) and a random tag: concurrent sessions never share a part file
+        self.part = self.final.with_name(f".{self.final.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         self._fh: BinaryIO = open(self.part, "wb")  # noqa: SIM115 - closed in finish/abort
         if header.kind == "array":
             np.lib.format.write_array_header_2_0(
@@ -122,12 +123,30 @@ class Receiver:
         self.part.unlink(missing_ok=True)
 
 
+def _writer_is_dead(part: Path) -> bool:
+    """Whether the process named in a ``.part`` file's name is gone (a live one is still writing)."""
+    try:
+        pid = int(part.name.split(".")[-3])
+    except (IndexError, ValueError):
+        return True
+    if pid == os.getpid():
+        return False  # a live receiver of this process (a finished or aborted one removes its part)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
 class Quarantine:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(".*.part"):  # an interrupted receive of ours or a dead process
-            stale.unlink(missing_ok=True)
+        for part in self.dir.glob(".*.part"):  # left by a receiving process that died
+            if _writer_is_dead(part):
+                part.unlink(missing_ok=True)
 
     def path_of(self, oid: ObjectId, kind: ObjectKind) -> Path:
         return self.dir / f"{oid}{_SUFFIX[kind]}"
@@ -140,6 +159,14 @@ class Quarantine:
                 if len(name) == ID_HEX_LEN and is_object_id(name):
                     out[ObjectId(name)] = kind  # type: ignore[assignment]
         return out
+
+    def payload_path(self, oid: ObjectId) -> Path | None:
+        """Where a received payload sits (for hooks that check values), if it is here."""
+        for kind in ("array", "text"):
+            path = self.path_of(oid, kind)
+            if path.exists():
+                return path
+        return None
 
     def has(self, oid: ObjectId) -> bool:
         return any(self.path_of(oid, kind).exists() for kind in _KINDS)

@@ -10,6 +10,8 @@ them on the newest HEAD under the lock, so two writers never lose each other's c
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +51,8 @@ from dcsync.objects import (
     RootTree,
     VersionEntry,
 )
+from dcsync.acl import current_identity
+from dcsync.policy import Incoming, Policy
 from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
@@ -94,13 +98,21 @@ def lookup_range(ranges: Mapping[RangeKey, RangeRef], t: int) -> RangeKey | None
 class Repository:
     """One detector's constants and their history."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, policy: Policy | None = None) -> None:
         self.store = store
+        self.policy = policy  # the ACL and pre-commit hooks of the workspace it sits in
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str, *, lock_timeout: float = 30.0) -> Repository:
-        return cls(HDF5Store(path, lock_timeout=lock_timeout))
+    def open(cls, path: Path | str, *, lock_timeout: float = 30.0, policy: bool = True) -> Repository:
+        """Open a repository file; inside a workspace, its ACL and hooks apply to commits."""
+        repo = cls(HDF5Store(path, lock_timeout=lock_timeout))
+        if policy:
+            from dcsync.workspace import Workspace  # the workspace module builds on this one
+
+            ws = Workspace.containing(Path(path))
+            repo.policy = ws.policy() if ws is not None else None
+        return repo
 
     @classmethod
     def create(
@@ -420,6 +432,7 @@ class Transaction:
         self._work: _Work = repo._consistent(lambda: _Work(repo, repo.head()))
         self.commit_id: ObjectId | None = None
         self.summary: list[str] = []
+        self._scratch: Path | None = None
 
     def __enter__(self) -> Transaction:
         return self
@@ -609,6 +622,12 @@ class Transaction:
     # -- commit ----------------------------------------------------------------------------------
     def commit(self) -> ObjectId | None:
         """Write everything as one commit; None when nothing changed."""
+        try:
+            return self._commit()
+        finally:
+            self._cleanup()
+
+    def _commit(self) -> ObjectId | None:
         store = self.repo.store
         with store.writing():
             head = store.head()
@@ -627,9 +646,39 @@ class Transaction:
                 tree, (head,) if head else (), self.author, current_host(), now_ns(), message, self.meta
             )
             cid = store.put_object(commit)
+            incoming = self._incoming(head, cid)
+            if incoming is not None and self.repo.policy is not None:
+                self.repo.policy.check(incoming, phase="pre-commit")
             store.set_ref(HEAD, head, cid, LogRecord(HEAD, head, cid, self.command, message))
         self.commit_id = cid
         return cid
+
+    def _incoming(self, head: ObjectId | None, new: ObjectId) -> Incoming | None:
+        if self.repo.policy is None:
+            return None
+        detname = self._work.root.detname
+        return Incoming(detname, self.repo.store, head, new, self.command, current_identity(),
+                        current_host(), "local", self._payload_path)
+
+    def _payload_path(self, oid: ObjectId) -> Path | None:
+        """A new payload as a file, for hooks that check values (written only when asked)."""
+        value = self._payloads.get(oid)
+        if value is None:
+            return None
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="dcsync-hook-"))
+        if isinstance(value, str):
+            path = self._scratch / f"{oid}.text"
+            path.write_bytes(value.encode("utf-8"))
+        else:
+            path = self._scratch / f"{oid}.npy"
+            np.save(path, value, allow_pickle=False)
+        return path
+
+    def _cleanup(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def _check_par_value(key: str, value: Any) -> ParValue:

@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dcsync.acl import Identity, current_identity
 from dcsync.errors import (
     AccessDenied,
+    AlreadyExists,
     DcsyncError,
     DetectorNotFound,
     NotFastForward,
@@ -33,6 +35,7 @@ from dcsync.errors import (
 )
 from dcsync.hashing import ObjectId, is_object_id
 from dcsync.names import check_detname
+from dcsync.policy import Incoming
 from dcsync.protocol import (
     PREAMBLE,
     ArgSpec,
@@ -51,6 +54,7 @@ from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
+from dcsync.store.memory import MemoryStore
 from dcsync.version import __version__
 from dcsync.workspace import CONFIG_DIR, Workspace
 
@@ -85,12 +89,41 @@ def _det(value: Any) -> str:
     return check_detname(value)
 
 
+_FILTER_KEYS: dict[str, type] = {"ctypes": list, "since": int, "payloads": bool, "history": bool}
+_WANT_KEYS = frozenset({"detector", "want", "have", "filter"})
+
+
+def _filter(value: Any) -> dict[str, Any]:
+    """A partial-clone filter, checked: known keys only, each of its type (nil means absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("filter must be a map")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        expected = _FILTER_KEYS.get(key) if isinstance(key, str) else None
+        if expected is None:
+            raise ProtocolError(f"unknown filter key {str(key)[:60]!r}")
+        if item is None:
+            continue
+        if not isinstance(item, expected) or (expected is not bool and isinstance(item, bool)):
+            raise ProtocolError(f"filter key {key!r} has the wrong type")
+        if isinstance(item, list) and not all(isinstance(c, str) for c in item):
+            raise ProtocolError("filter key 'ctypes' is a list of names")
+        out[key] = item
+    return out
+
+
 class Server:
     """Serves one workspace; ``read_only`` refuses every write."""
 
-    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+    def __init__(self, root: Path, *, read_only: bool = False, identity: Identity | None = None) -> None:
         self.ws = Workspace(root)
         self.read_only = read_only
+        # Decisions rest on the OS identity this process runs as (the SSH login), never on what
+        # the client says about itself; ``identity`` is for embedding and for tests.
+        self.who = identity or current_identity()
+        self.policy = self.ws.policy()
         self.client: dict[str, Any] = {}
         self._repos: dict[str, Repository] = {}
 
@@ -100,6 +133,7 @@ class Server:
         write(PREAMBLE)
         greeted = False
         while True:
+            upload = False
             try:
                 request = read_frame(read)
             except DcsyncError as exc:
@@ -109,6 +143,8 @@ class Server:
                     write_frame(write, {"i": 0, "e": error_to_wire(exc)})
                 return  # the stream may be out of step: stop
             rid = request.get("i") if isinstance(request, dict) else None
+            if isinstance(rid, bool):
+                rid = None
             try:
                 if (
                     not isinstance(request, dict)
@@ -117,6 +153,7 @@ class Server:
                 ):
                     raise ProtocolError("a request is a map with an integer 'i' and a method name 'm'")
                 method = request["m"]
+                upload = method == "put_objects"
                 spec = SPECS.get(method)
                 if spec is None:
                     raise ProtocolError(f"unknown method {method[:60]!r}")
@@ -128,8 +165,8 @@ class Server:
                 write_frame(write, {"i": rid, "r": result})
             except DcsyncError as exc:
                 write_frame(write, {"i": rid if isinstance(rid, int) else 0, "e": error_to_wire(exc)})
-                if isinstance(exc, ProtocolError):
-                    return
+                if isinstance(exc, ProtocolError) or upload:
+                    return  # the stream may be out of step (a refused upload's items are still coming)
 
     def close(self) -> None:
         for repo in self._repos.values():
@@ -141,19 +178,24 @@ class Server:
             path = self.ws.detector_path(_det(det))
             if not path.is_file():
                 raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
-            self._repos[det] = Repository.open(path)
+            self.policy.check_read(self.who, det)
+            self._repos[det] = Repository.open(path, policy=False)
         return self._repos[det]
 
     def _quarantine(self, det: str) -> Quarantine:
         return Quarantine(self.ws.root / CONFIG_DIR / "incoming" / _det(det))
 
-    def _check_writable(self) -> None:
+    def _check_writable(self, det: str | None = None) -> None:
         if self.read_only:
             raise AccessDenied(f"{self.ws.root} is served read-only")
+        if det is not None:
+            acl = self.policy.acl()
+            if not any(acl.allows(self.who, p, det) for p in ("add", "set-default", "remove")):
+                acl.require(self.who, "add", det)  # raises, naming user, detector and location
 
     # -- methods -----------------------------------------------------------------------------------
     def do_hello(self, rid: int, read: Read, write: Write, **args: Any) -> dict[str, Any]:
-        negotiate_version(args, peer_name="the client")
+        negotiate_version(args, peer_name="the client", self_name="the server")
         self.client = {
             "user": args.get("user", ""),
             "host": args.get("host", ""),
@@ -169,8 +211,9 @@ class Server:
     ) -> dict[str, Any]:
         globs = [str(g) for g in detectors] if detectors else ["*"]
         heads: dict[str, str | None] = {}
+        acl = self.policy.acl()
         for det in self.ws.detectors():
-            if any(fnmatch.fnmatchcase(det, g) for g in globs):
+            if any(fnmatch.fnmatchcase(det, g) for g in globs) and acl.allows(self.who, "read", det):
                 heads[det] = self._repo(det).head()
         return {"kind": self.ws.kind, "heads": heads}
 
@@ -179,12 +222,16 @@ class Server:
         for want in wants:
             if not isinstance(want, dict):
                 raise ProtocolError("each want is a map")
+            unknown = [str(key)[:60] for key in want if key not in _WANT_KEYS]
+            if unknown:
+                raise ProtocolError(f"negotiate: unknown key(s) {sorted(unknown)[:10]} in a want")
             det = _det(want.get("detector"))
             store = self._repo(det).store
-            have = [_oid(h) for h in want.get("have") or [] if store.has(_oid(h))]
-            flt = want.get("filter") or {}
-            if not isinstance(flt, dict):
-                raise ProtocolError("filter must be a map")
+            haves = want.get("have")
+            if haves is not None and not isinstance(haves, list):
+                raise ProtocolError("'have' is a list of commit ids")
+            have = [_oid(h) for h in haves or [] if store.has(_oid(h))]
+            flt = _filter(want.get("filter"))
             out[det] = [
                 [oid, kind, size] for oid, kind, size in objects_for(store, _oid(want.get("want")), have, flt)
             ]
@@ -204,17 +251,22 @@ class Server:
 
     def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
         answers = []
+        quarantines: dict[str, Quarantine | None] = {}
         for item in items:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("items are [detector, id] pairs")
             det, oid = _det(item[0]), _oid(item[1])
             path = self.ws.detector_path(det)
             stored = path.is_file() and self._repo(det).store.has(oid)
-            answers.append(stored or self._quarantine(det).has(oid))
+            if det not in quarantines:  # asking must not create a quarantine directory
+                incoming = self.ws.root / CONFIG_DIR / "incoming" / det
+                quarantines[det] = self._quarantine(det) if incoming.is_dir() else None
+            quarantine = quarantines[det]
+            answers.append(stored or (quarantine is not None and quarantine.has(oid)))
         return {"have": answers}
 
     def do_put_objects(self, rid: int, read: Read, write: Write, detector: str) -> dict[str, Any]:
-        self._check_writable()
+        self._check_writable(_det(detector))
         quarantine = self._quarantine(detector)
         received = 0
         receiver = None
@@ -264,35 +316,51 @@ class Server:
                 (_det(update.get("detector")), None if old is None else _oid(old), _oid(update.get("new")))
             )
         results: list[dict[str, Any]] = []
+        landed: list[Incoming] = []
         if atomic:
             with AtomicGroup(self.ws.root / CONFIG_DIR / "atomic") as group:
                 for det, old, new in parsed:
-                    self._move_head(det, old, new, message, group)
+                    landed.append(self._move_head(det, old, new, message, group))
             results = [{"detector": det, "ok": True} for det, _, _ in parsed]
         else:
             for det, old, new in parsed:
                 try:
-                    self._move_head(det, old, new, message, None)
+                    landed.append(self._move_head(det, old, new, message, None))
                     results.append({"detector": det, "ok": True})
                 except DcsyncError as exc:
                     results.append({"detector": det, "ok": False, "error": error_to_wire(exc)})
+        notes = []
+        for incoming in landed:  # after the commit point: post-receive reacts, it cannot refuse
+            store = HDF5Store(self.ws.detector_path(incoming.detname))
+            try:
+                incoming.store = store
+                notes.extend(self.policy.after(incoming))
+            finally:
+                store.close()
         for det, _, _ in parsed:
             if all(r["ok"] for r in results if r["detector"] == det):
                 self._quarantine(det).clear()
-        return {"results": results}
+        return {"results": results, "notes": notes}
 
     def _move_head(
         self, det: str, old: ObjectId | None, new: ObjectId, message: str, group: AtomicGroup | None
-    ) -> None:
+    ) -> Incoming:
         path = self.ws.detector_path(det)
+        quarantine = self._quarantine(det)
         if old is None and not path.is_file():
+            # A new detector: check everything arrived before creating its file, so a refused
+            # push leaves nothing behind.
+            for _ in walk_missing(MemoryStore(), quarantine, new):
+                pass
             path.parent.mkdir(parents=True, exist_ok=True)
-            HDF5Store.create(path)
+            with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
+                HDF5Store.create(path).close()
         if not path.is_file():
             raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
-        self._repos.pop(det, None)
+        cached = self._repos.pop(det, None)
+        if cached is not None:
+            cached.close()
         store = HDF5Store(path)
-        quarantine = self._quarantine(det)
         try:
             with store.writing(group):
                 current = store.head()
@@ -304,6 +372,18 @@ class Server:
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
+                incoming = Incoming(
+                    det,
+                    store,
+                    old,
+                    new,
+                    "push",
+                    self.who,
+                    str(self.client.get("host", "")),
+                    f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}",
+                    quarantine.payload_path,
+                )
+                self.policy.check(incoming, phase="pre-receive")
                 who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
                 store.set_ref(
                     HEAD,
@@ -318,12 +398,13 @@ class Server:
                         extra={
                             "pusher": self.client.get("user", ""),
                             "pusher_host": self.client.get("host", ""),
-                            "served_as": current_user(),
+                            "served_as": self.who.user,
                         },
                     ),
                 )
         finally:
             store.close()
+        return incoming
 
 
 def _object_frames(store: Any, oid: ObjectId, chunk: int) -> Iterator[dict[str, Any]]:

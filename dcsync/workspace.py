@@ -2,7 +2,8 @@
 
 Layout::
 
-    <root>/.dcsync/config.toml         kind = "local" | "experiment" | "repository", [remotes.*]
+    <root>/.dcsync/acl.toml            the location kind and access rules (dcsync.acl)
+    <root>/.dcsync/config.toml         [remotes.*], [hooks] timeout
     <root>/.dcsync/hooks/              server-side and local hooks
     <root>/<dettype>/<dettype>-<detid>.h5   one repository per detector
     <root>/<dettype>/*.als             aliases, one per line: ``<alias> <detname>`` ('#' comments)
@@ -30,6 +31,9 @@ from dcsync.errors import (
     WorkspaceNotFound,
 )
 from dcsync.names import check_alias, check_detname, split_detname
+from dcsync.acl import ACL
+from dcsync.hooks import DEFAULT_TIMEOUT
+from dcsync.policy import Policy
 from dcsync.repository import Repository
 
 if TYPE_CHECKING:
@@ -76,7 +80,8 @@ class Workspace:
         if (cfg / "config.toml").exists():
             raise AlreadyExists(f"{root} is already a dcsync workspace")
         (cfg / "hooks").mkdir(parents=True, exist_ok=True)
-        _atomic_write(cfg / "config.toml", tomli_w.dumps({"kind": kind}))
+        _atomic_write(cfg / "config.toml", "")
+        _atomic_write(cfg / "acl.toml", tomli_w.dumps({"kind": kind}))
         return cls(root)
 
     @classmethod
@@ -106,7 +111,21 @@ class Workspace:
 
     @property
     def kind(self) -> str:
-        return str(self.config().get("kind", "local"))
+        """The location kind, from acl.toml (older workspaces kept it in config.toml)."""
+        return self.acl().kind
+
+    def acl(self) -> ACL:
+        return ACL.load(self.root, str(self.config().get("kind", "local")))
+
+    def policy(self) -> Policy:
+        timeout = float(self.config().get("hooks", {}).get("timeout", DEFAULT_TIMEOUT))
+        return Policy(self.root, self.kind, hook_timeout=timeout)
+
+    @classmethod
+    def containing(cls, repository_file: Path) -> Workspace | None:
+        """The workspace a repository file sits in (``<root>/<dettype>/<file>.h5``), if any."""
+        root = Path(repository_file).resolve().parent.parent
+        return cls(root) if (root / CONFIG_DIR).is_dir() else None
 
     # -- detectors -------------------------------------------------------------------------------
     def detector_path(self, detname: str) -> Path:
@@ -152,7 +171,9 @@ class Workspace:
         raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
 
     def repository(self, name: str, *, lock_timeout: float = 30.0) -> Repository:
-        return Repository.open(self.resolve(name), lock_timeout=lock_timeout)
+        repo = Repository.open(self.resolve(name), lock_timeout=lock_timeout, policy=False)
+        repo.policy = self.policy()
+        return repo
 
     def new_detector(
         self, detname: str, *, predecessor: str = "", alias: str | None = None, message: str | None = None

@@ -1,0 +1,160 @@
+"""The checks a change passes before it lands in a workspace: the ACL, then the hooks.
+
+One :class:`Incoming` describes a HEAD move asking to land (a local commit, a push received by the
+server, a promotion); :meth:`Policy.check` runs inside the repository's write transaction, after the
+new objects are in place and before HEAD moves, so a refusal leaves nothing behind.
+:meth:`Policy.after` runs the post-receive hooks once the move is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dcsync import hooks
+from dcsync.acl import ACL, Identity, required_permission
+from dcsync.diff import Change, diff_roots
+from dcsync.hashing import ObjectId
+from dcsync.objects import CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.store.base import ObjectStore
+from dcsync.times import format_time
+
+PayloadPath = Callable[[ObjectId], Path | None]
+
+
+@dataclass
+class Incoming:
+    detname: str
+    store: ObjectStore
+    old: ObjectId | None
+    new: ObjectId
+    command: str  # "commit", "push", "promote"
+    who: Identity
+    host: str = ""
+    source: str = ""
+    payload_path: PayloadPath = field(default=lambda oid: None)
+    _changes: list[Change] | None = None
+
+    def roots(self) -> tuple[RootTree | None, RootTree]:
+        old = None
+        if self.old is not None:
+            tree = self.store.read_object(self.store.read_commit(self.old).tree)
+            assert isinstance(tree, RootTree)
+            old = tree
+        new = self.store.read_object(self.store.read_commit(self.new).tree)
+        assert isinstance(new, RootTree)
+        return old, new
+
+    def changes(self) -> list[Change]:
+        if self._changes is None:
+            old, new = self.roots()
+            self._changes = diff_roots(self.store, old, self.store, new)
+        return self._changes
+
+    def commits(self) -> list[dict[str, Any]]:
+        """The commits being added, oldest first (first-parent chain back to ``old``)."""
+        out: list[dict[str, Any]] = []
+        current: ObjectId | None = self.new
+        while current is not None and current != self.old and len(out) < 1000:
+            commit = self.store.read_commit(current)
+            out.append({"commit": current, "author": commit.author, "host": commit.host,
+                        "time": format_time(commit.time), "message": commit.message,
+                        "meta": dict(commit.meta)})
+            current = commit.parents[0] if commit.parents else None
+        return out[::-1]
+
+
+class Policy:
+    """The ACL and hooks of one workspace."""
+
+    def __init__(self, root: Path, kind: str, *, hook_timeout: float = hooks.DEFAULT_TIMEOUT) -> None:
+        self.root = root
+        self.kind = kind
+        self.hook_timeout = hook_timeout
+
+    def acl(self) -> ACL:
+        return ACL.load(self.root, self.kind)
+
+    def check_read(self, who: Identity, detname: str) -> None:
+        self.acl().require(who, "read", detname)
+
+    def check(self, incoming: Incoming, *, phase: str) -> list[str]:
+        """ACL first (cheap, and its refusal names the exact permission), then the hooks."""
+        acl = self.acl()
+        if incoming.old is None:
+            acl.require(incoming.who, "add", incoming.detname)
+        for change in incoming.changes():
+            acl.require(incoming.who, required_permission(change.kind), incoming.detname, change.ctype)
+        if not hooks.programs(self.root, phase):
+            return []
+        return hooks.run(self.root, phase, self.describe(incoming), timeout=self.hook_timeout)
+
+    def after(self, incoming: Incoming) -> list[str]:
+        if not hooks.programs(self.root, "post-receive"):
+            return []
+        return hooks.run(self.root, "post-receive", self.describe(incoming), timeout=self.hook_timeout)
+
+    def describe(self, incoming: Incoming) -> dict[str, Any]:
+        """The hooks' input (docs/admin.md, "Hook input")."""
+        old, new = incoming.roots()
+        changes = []
+        for c in incoming.changes():
+            item: dict[str, Any] = {"change": c.kind, "ctype": c.ctype, "range": c.range, "version": c.version}
+            tree = _range_tree(incoming.store, new if c.kind != "removed" else old, c.ctype, c.range)
+            if tree is not None:
+                item["begin"] = format_time(tree.begin)
+                item["end"] = None if tree.end is None else format_time(tree.end)
+                item["range_pars"] = dict(tree.pars)
+                item["default"] = tree.default
+            entry = c.new if isinstance(c.new, VersionEntry) else c.old if isinstance(c.old, VersionEntry) else None
+            if entry is not None:
+                path = incoming.payload_path(entry.obj) if c.kind in ("added", "changed") else None
+                item.update({"object": entry.obj, "kind": entry.kind, "dtype": entry.dtype,
+                             "shape": list(entry.shape), "nbytes": entry.nbytes, "pars": dict(entry.pars),
+                             "author": entry.author, "origin": dict(entry.origin),
+                             "payload": str(path) if path else None})
+            else:
+                item.update({"old": c.old, "new": c.new})
+            changes.append(item)
+        return {
+            "location": str(self.root), "kind": self.kind, "detector": incoming.detname,
+            "command": incoming.command, "user": incoming.who.user, "groups": sorted(incoming.who.groups),
+            "host": incoming.host, "source": incoming.source, "old": incoming.old, "new": incoming.new,
+            "commits": incoming.commits(), "changes": changes,
+            "existing": _existing(incoming.store, old, {c.ctype for c in incoming.changes() if c.ctype}),
+        }
+
+
+def _range_tree(store: ObjectStore, root: RootTree | None, ctype: str | None, rk: str | None) -> RangeTree | None:
+    if root is None or ctype is None or rk is None or ctype not in root.ctypes:
+        return None
+    ct = store.read_object(root.ctypes[ctype])
+    assert isinstance(ct, CtypeTree)
+    ref = ct.ranges.get(rk)  # type: ignore[call-overload]
+    if ref is None:
+        return None
+    tree = store.read_object(ref.tree)
+    assert isinstance(tree, RangeTree)
+    return tree
+
+
+def _existing(store: ObjectStore, root: RootTree | None, ctypes: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """dtype and shape of every version already there, per changed ctype (for consistency hooks)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if root is None:
+        return out
+    for name in sorted(ctypes):
+        if name not in root.ctypes:
+            continue
+        ct = store.read_object(root.ctypes[name])
+        assert isinstance(ct, CtypeTree)
+        rows = out.setdefault(name, [])
+        for key, ref in ct.ranges.items():
+            tree = store.read_object(ref.tree)
+            assert isinstance(tree, RangeTree)
+            for vkey, entry in tree.versions.items():
+                rows.append({"range": key, "version": vkey, "kind": entry.kind, "dtype": entry.dtype,
+                             "shape": list(entry.shape)})
+    return out
