@@ -164,12 +164,16 @@ def _eq(x: object, y: object) -> bool:
     return x == y
 
 
-def _entry_label(entry: VersionEntry | None) -> str | None:
+def _entry_id(entry: VersionEntry | None) -> ObjectId | None:
+    return None if entry is None else entry.obj
+
+
+def _entry_text(entry: VersionEntry | None) -> str:
     if entry is None:
-        return None
+        return "removed"
     shape = "x".join(map(str, entry.shape)) or "scalar"
     what = "text" if entry.kind == "text" else f"{entry.dtype} {shape}"
-    return f"payload {entry.obj} ({what}), produced {format_time(entry.tsprod)} by {entry.author}"
+    return f"{what} produced {format_time(entry.tsprod)} by {entry.author}"
 
 
 class _Merger:
@@ -293,9 +297,9 @@ class _Merger:
             self.conflict(
                 path,
                 f"removed on {'ours' if ours is None else 'theirs'}, changed on the other side",
-                _entry_label(base),
-                _entry_label(ours),
-                _entry_label(theirs),
+                _entry_id(base),
+                _entry_id(ours),
+                _entry_id(theirs),
             )
             return self.pick(ours, theirs)
         o_body, t_body = replace(ours, pars={}), replace(theirs, pars={})
@@ -307,10 +311,11 @@ class _Merger:
         else:
             self.conflict(
                 path,
-                "version changed differently on both sides",
-                _entry_label(base),
-                _entry_label(ours),
-                _entry_label(theirs),
+                "version changed differently on both sides "
+                f"(ours: {_entry_text(ours)}; theirs: {_entry_text(theirs)})",
+                _entry_id(base),
+                _entry_id(ours),
+                _entry_id(theirs),
             )
             return self.pick(ours, theirs)
         pars = self.pars(path, {} if base is None else base.pars, ours.pars, theirs.pars)
@@ -445,7 +450,7 @@ class _Merger:
             ident.dettype,
             ident.detid,
             # creation time never changes after ``create``; unrelated histories keep the earlier one
-            ours.created if ours.created == theirs.created else min(ours.created, theirs.created),
+            min(ours.created, theirs.created),
             links["predecessor"],
             links["successor"],
             self.pars((ROOT,), b.pars, ours.pars, theirs.pars),
@@ -478,8 +483,12 @@ def merge_trees(
     return MergeResult(root, merger.new_objects, merger.conflicts)
 
 
-def _show(value: Printable) -> str:
-    return "(absent)" if value is None else repr(value) if not isinstance(value, str) else value
+def _show(path: tuple[str, ...], value: Printable) -> str:
+    if value is None:
+        return "(not pinned: the latest version counts)" if path[-1] == "default" else "(absent)"
+    if "pars" in path:
+        return repr(value)  # so 1, 1.0, True and "1" are told apart
+    return str(value) or "(none)"
 
 
 def describe_conflicts(detname: str, conflicts: list[Conflict]) -> str:
@@ -496,12 +505,10 @@ def describe_conflicts(detname: str, conflicts: list[Conflict]) -> str:
     lines = [head]
     for c in sorted(conflicts, key=lambda c: c.path):
         lines.append(f"  {'/'.join(c.path)}: {c.what}")
-        lines.append(f"      base:   {_show(c.base)}")
-        lines.append(f"      ours:   {_show(c.ours)}")
-        lines.append(f"      theirs: {_show(c.theirs)}")
+        lines.append(f"      base:   {_show(c.path, c.base)}")
+        lines.append(f"      ours:   {_show(c.path, c.ours)}")
+        lines.append(f"      theirs: {_show(c.path, c.theirs)}")
     if not resolved:
-        lines.append(
-            "Nothing was changed. To go on, use --ours or --theirs (each conflict goes to that side, "
-            "everything else still merges), or fix one side and pull again."
-        )
+        lines.append("Nothing was changed. To go on, use --ours or --theirs (each conflict goes to that")
+        lines.append("side, everything else still merges), or fix one side and pull again.")
     return "\n".join(lines)

@@ -52,6 +52,13 @@ def arr(value: float, dtype: str = "f4") -> np.ndarray:
 # -- helpers: branches, fetch, merge commit ---------------------------------------------------------
 
 
+def first(repo: Repository, ctype: str, at: int) -> float:
+    """The first element of the array a lookup returns."""
+    value = repo.get(ctype, at=at).value
+    assert isinstance(value, np.ndarray)
+    return float(value.flat[0])
+
+
 def root_of(store: ObjectStore, cid: ObjectId) -> RootTree:
     tree = store.read_object(store.read_commit(cid).tree)
     assert isinstance(tree, RootTree)
@@ -296,9 +303,9 @@ def test_copied_files_share_history_and_merge(tmp_path: Path) -> None:
         assert len(snap["pedestals"]["ranges"][R0]["versions"]) == 2
         assert len(snap["pedestals"]["ranges"][R1]["versions"]) == 1
         # lookups see both sides' work; R0's pinned default is still the first pedestal
-        assert float(ra.get("pedestals", at=T0).value.flat[0]) == 1.0
-        assert float(ra.get("pedestals", at=T1).value.flat[0]) == 2.0
-        assert ra.get("pixel_status", at=T0).value.dtype == np.uint8
+        assert first(ra, "pedestals", T0) == 1.0
+        assert first(ra, "pedestals", T1) == 2.0
+        assert ra.get("pixel_status", at=T0).entry.dtype == "|u1"
     with Repository.open(path_a) as again:  # persisted, and the merge commit has two parents
         assert again.head() == merged_head
         assert again.commit().parents == (ours, theirs)
@@ -449,8 +456,8 @@ def test_same_version_different_payload_conflicts(repo: Repository) -> None:
     assert [c.path for c in result.conflicts] == [("pedestals", R0, ped)]
     c = result.conflicts[0]
     assert c.resolved is None
-    assert isinstance(c.ours, str) and object_id_of(arr(10)) in c.ours
-    assert isinstance(c.theirs, str) and "<f8" in c.theirs
+    assert (c.base, c.ours, c.theirs) == tuple(object_id_of(x) for x in (arr(1), arr(10), arr(11, "f8")))
+    assert "ours: <f4 2x3" in c.what and "theirs: <f8 2x3" in c.what
     # the same change on both sides is no conflict
     assert merge_trees(store, base, ours, ours).conflicts == []
     # with prefer, that version goes to the chosen side
@@ -479,7 +486,7 @@ def test_default_pinned_differently_conflicts_and_prefer_resolves(repo: Reposito
         res = merge_commit(repo, c, prefer=side)  # type: ignore[arg-type]
         assert [x.resolved for x in res.conflicts] == [side]
         assert len(repo.ranges("pedestals")[0][1].versions) == 3  # both additions kept
-        assert float(repo.get("pedestals", at=T0).value.flat[0]) == value
+        assert first(repo, "pedestals", T0) == value
 
 
 def test_par_set_differently_conflicts_on_every_level(repo: Repository) -> None:
