@@ -84,13 +84,13 @@ def current_identity() -> Identity:
     return Identity(user, frozenset(groups) | Identity.of_user(user).groups)
 
 
-def _check_principal(text: str) -> str:
+def check_principal(text: str) -> str:
     if text == "*" or (text.startswith(("user:", "group:")) and len(text.split(":", 1)[1]) > 0):
         return text
     raise UsageError(f"invalid principal {text!r}: use user:NAME, group:NAME or *")
 
 
-def _check_permissions(values: Iterable[str]) -> list[str]:
+def check_permissions(values: Iterable[str]) -> list[str]:
     out = []
     for value in values:
         if value not in PERMISSIONS:
@@ -111,7 +111,9 @@ class Rule:
             return False
         if permission not in self.allow and "admin" not in self.allow:
             return False
-        if self.detectors and (detector is None or not any(fnmatch.fnmatchcase(detector, g) for g in self.detectors)):
+        if self.detectors and (
+            detector is None or not any(fnmatch.fnmatchcase(detector, g) for g in self.detectors)
+        ):
             return False
         return not self.ctypes or (ctype is not None and ctype in self.ctypes)
 
@@ -143,8 +145,8 @@ class ACL:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
             rules = [
                 Rule(
-                    tuple(_check_principal(p) for p in r["principals"]),
-                    tuple(_check_permissions(r["allow"])),
+                    tuple(check_principal(p) for p in r["principals"]),
+                    tuple(check_permissions(r["allow"])),
                     tuple(r.get("detectors", ())),
                     tuple(r.get("ctypes", ())),
                 )
@@ -164,8 +166,10 @@ class ACL:
         return tomli_w.dumps(doc)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def allows(self, who: Identity, permission: str, detector: str | None = None, ctype: str | None = None) -> bool:
-        _check_permissions([permission])
+    def allows(
+        self, who: Identity, permission: str, detector: str | None = None, ctype: str | None = None
+    ) -> bool:
+        check_permissions([permission])
         principals = who.principals()
         if self._default(who, permission):
             return True
@@ -184,7 +188,9 @@ class ACL:
         # repository: everyone reads; the owner administers; writers come from the rules
         return permission == "read" or is_owner
 
-    def require(self, who: Identity, permission: str, detector: str | None = None, ctype: str | None = None) -> None:
+    def require(
+        self, who: Identity, permission: str, detector: str | None = None, ctype: str | None = None
+    ) -> None:
         """Raise :class:`AccessDenied` naming the user, permission, detector and location."""
         if not self.allows(who, permission, detector, ctype):
             what = f" on {detector}" if detector else ""
@@ -194,8 +200,12 @@ class ACL:
             )
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": self.kind, "group": self.group, "owner": self.owner,
-                "rules": [r.to_toml() for r in self.rules]}
+        return {
+            "kind": self.kind,
+            "group": self.group,
+            "owner": self.owner,
+            "rules": [r.to_toml() for r in self.rules],
+        }
 
 
 def _owner_of(root: Path) -> str | None:
@@ -218,5 +228,11 @@ def save(root: Path, acl: ACL, who: Identity, action: str) -> None:
 
 def required_permission(change_kind: str) -> str:
     """The permission a kind of change (dcsync.diff.Change.kind) needs."""
-    return {"added": "add", "changed": "add", "pars": "add", "removed": "remove",
-            "default": "set-default", "links": "admin"}.get(change_kind, "admin")
+    return {
+        "added": "add",
+        "changed": "add",
+        "pars": "add",
+        "removed": "remove",
+        "default": "set-default",
+        "links": "admin",
+    }.get(change_kind, "admin")

@@ -36,7 +36,7 @@ class Connection:
             self.server = self.call(
                 "hello", **hello_args(f"dcsync {__version__}", current_user(), current_host())
             )
-            negotiate_version(self.server, peer_name=self.peer)
+            negotiate_version(self.server, peer_name=self.peer, self_name="this machine")
         except BaseException:
             channel.close()
             raise

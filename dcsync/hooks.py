@@ -8,22 +8,29 @@ directory and ``DCSYNC_HOOK=<phase>`` in the environment. A non-zero exit reject
 hook's output reaches the pusher verbatim. A hook still running after the timeout
 (``hooks.timeout`` in config.toml, default 60 s) is killed and counts as a rejection.
 
+A hook whose first line is a Python interpreter line (``#!`` ... ``python``) runs with dcsync's own
+interpreter (``sys.executable``), whatever the line names, so it can import numpy and dcsync: a
+calib directory's ``/usr/bin/python3`` rarely has them. Wrap the script in a shell hook to use
+another interpreter.
+
 Sample hooks ship in the package (``dcsync/hook_samples/``); ``dcsync hooks install NAME`` copies
 one into ``hooks/<phase>.d/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dcsync.errors import HookRejected, InputError, UsageError
+from dcsync.errors import HookRejected, NotFound, UsageError
 
 PHASES = ("pre-commit", "pre-receive", "post-receive")
 DEFAULT_TIMEOUT = 60.0
@@ -71,9 +78,10 @@ def run(root: Path, phase: str, payload: dict[str, Any], *, timeout: float = DEF
 
 def _run_one(program: Path, document: bytes, root: Path, phase: str, timeout: float) -> tuple[int, str]:
     env = {**os.environ, "DCSYNC_HOOK": phase, "DCSYNC_WORKSPACE": str(root)}
+    argv = [sys.executable, str(program)] if _is_python(program) else [str(program)]
     try:
         proc = subprocess.Popen(
-            [str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=root, env=env, start_new_session=True,
         )
     except OSError as exc:
@@ -81,11 +89,29 @@ def _run_one(program: Path, document: bytes, root: Path, phase: str, timeout: fl
     try:
         out, _ = proc.communicate(document, timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the hook and anything it started
-        proc.communicate()
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+            os.killpg(proc.pid, signal.SIGKILL)  # the hook and anything it started
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a descendant left the group and still holds the pipe
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
         return -1, f"{program.name} did not finish within {timeout:g} s and was stopped"
     text = out[:MAX_OUTPUT].decode("utf-8", "replace").strip()
     return proc.returncode, text
+
+
+def _is_python(program: Path) -> bool:
+    """Whether the program's interpreter line names Python (``#!/usr/bin/env python3``, ...)."""
+    try:
+        with program.open("rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
 
 
 def samples() -> dict[str, tuple[str, str]]:
@@ -111,7 +137,7 @@ def install(root: Path, name: str, *, phase: str | None = None) -> Path:
     """Copy a sample hook into ``hooks/<phase>.d/`` and make it executable."""
     known = samples()
     if name not in known:
-        raise InputError(f"no sample hook {name!r}; available: {', '.join(sorted(known))}")
+        raise NotFound(f"no sample hook {name!r}; available: {', '.join(sorted(known))}")
     target_phase = phase or known[name][0]
     if target_phase not in PHASES:
         raise UsageError(f"unknown hook phase {target_phase!r}")

@@ -24,7 +24,7 @@ transaction would. The caller stores :attr:`MergeResult.new_objects` (bottom-up)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Literal, NamedTuple, TypeVar
 
@@ -39,6 +39,7 @@ from dcsync.objects import (
     VersionEntry,
     object_id,
 )
+from dcsync.reach import ancestors, is_ancestor
 from dcsync.store.base import ObjectStore
 from dcsync.times import format_time
 
@@ -91,49 +92,18 @@ class MergeResult(NamedTuple):
 # -- history -------------------------------------------------------------------------------------
 
 
-def _ancestors(store: ObjectStore, starts: Iterable[ObjectId]) -> set[ObjectId]:
-    """Every commit reachable from ``starts`` (themselves included), through all parents."""
-    seen: set[ObjectId] = set()
-    todo = list(starts)
-    while todo:
-        cid = todo.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        todo.extend(p for p in store.read_commit(cid).parents if p not in seen)
-    return seen
-
-
-def is_ancestor(store: ObjectStore, ancestor: ObjectId, descendant: ObjectId) -> bool:
-    """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor).
-
-    Commit times come from many hosts' clocks, so they are never used to cut the walk short.
-    """
-    seen: set[ObjectId] = set()
-    todo = [descendant]
-    while todo:
-        cid = todo.pop()
-        if cid == ancestor:
-            return True
-        if cid in seen:
-            continue
-        seen.add(cid)
-        todo.extend(store.read_commit(cid).parents)
-    return False
-
-
 def merge_base(store: ObjectStore, a: ObjectId, b: ObjectId) -> ObjectId | None:
     """A best common ancestor of ``a`` and ``b``: common, and no ancestor of another common one.
 
     None for unrelated histories. After criss-cross merges there can be several best ones; the one
     with the latest commit time (then the largest id) is returned, as git does by default.
     """
-    common = _ancestors(store, [a]) & _ancestors(store, [b])
+    common = ancestors(store, [a]) & ancestors(store, [b])
     if not common:
         return None
     # Every strict ancestor of a common commit is common too, so one walk from their parents finds
     # all the commits that are "not best".
-    below = _ancestors(store, (p for c in common for p in store.read_commit(c).parents))
+    below = ancestors(store, (p for c in common for p in store.read_commit(c).parents))
     best = common - below
     return max(best, key=lambda c: (store.read_commit(c).time, c))
 

@@ -122,20 +122,30 @@ def hello_args(client: str, user: str, host: str) -> dict[str, Any]:
     }
 
 
-def negotiate_version(peer: Mapping[str, Any], *, peer_name: str) -> int:
-    """The protocol version both sides speak; the newer side's range decides."""
+def negotiate_version(peer: Mapping[str, Any], *, peer_name: str, self_name: str = "this side") -> int:
+    """The protocol version both sides speak; the newer side's range decides.
+
+    ``self_name`` names this side in the message, which may cross the wire (the server says "the
+    server", so the client's user is told which machine to upgrade).
+    """
     try:
-        their_max, their_min = int(peer["protocol"]), int(peer["min_protocol"])
-        their_hash = str(peer["hash"])
-    except (KeyError, TypeError, ValueError) as exc:
+        their_max, their_min = peer["protocol"], peer["min_protocol"]
+        their_hash = peer["hash"]
+    except (KeyError, TypeError) as exc:
         raise ProtocolError(f"{peer_name} sent a malformed hello") from exc
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (their_max, their_min)) or not (
+        isinstance(their_hash, str)
+    ):
+        raise ProtocolError(f"{peer_name} sent a malformed hello")
     if their_hash != ALGORITHM:
-        raise IncompatiblePeer(f"{peer_name} uses hash {their_hash!r}; this dcsync uses {ALGORITHM}")
-    chosen = min(PROTOCOL_VERSION, their_max)
-    if chosen < max(MIN_PROTOCOL_VERSION, their_min):
-        older = peer_name if their_max < PROTOCOL_VERSION else "this side"
         raise IncompatiblePeer(
-            f"{peer_name} speaks protocol {their_min}..{their_max}, this dcsync "
+            f"{peer_name} uses the hash algorithm {their_hash[:40]!r}; {self_name} uses {ALGORITHM}"
+        )
+    chosen: int = min(PROTOCOL_VERSION, their_max)
+    if chosen < max(MIN_PROTOCOL_VERSION, their_min):
+        older = peer_name if their_max < PROTOCOL_VERSION else self_name
+        raise IncompatiblePeer(
+            f"{peer_name} speaks protocol {their_min}..{their_max}, {self_name} "
             f"{MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade dcsync on {older}"
         )
     return chosen
@@ -164,12 +174,19 @@ class ArgSpec:
             raise ProtocolError(f"{method}: arguments must be a map of names")
         unknown = set(args) - set(self.fields)
         if unknown:
-            raise ProtocolError(f"{method}: unknown argument(s) {sorted(unknown)}")
+            names = sorted(str(name)[:60] for name in unknown)  # str and bin keys: both are legal msgpack
+            raise ProtocolError(f"{method}: unknown argument(s) {names[:10]}")
         for name, (types, required) in self.fields.items():
-            if name not in args:
+            value = args.get(name)
+            if value is None:  # absent, or nil: the default of an optional argument
                 if required:
                     raise ProtocolError(f"{method}: missing argument {name!r}")
                 continue
-            if args[name] is not None and not isinstance(args[name], types):
+            wrong_bool = isinstance(value, bool) and bool not in _tuple(types)
+            if wrong_bool or not isinstance(value, types):
                 raise ProtocolError(f"{method}: argument {name!r} has the wrong type")
-        return args
+        return {name: value for name, value in args.items() if value is not None}
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsync.acl import current_identity
 from dcsync.errors import (
     CtypeNotFound,
     InputError,
@@ -51,7 +52,6 @@ from dcsync.objects import (
     RootTree,
     VersionEntry,
 )
-from dcsync.acl import current_identity
 from dcsync.policy import Incoming, Policy
 from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.store.base import ObjectStore
@@ -433,6 +433,7 @@ class Transaction:
         self.commit_id: ObjectId | None = None
         self.summary: list[str] = []
         self._scratch: Path | None = None
+        self.phase = "pre-commit"  # which hooks judge it; a promotion arrives like a push
 
     def __enter__(self) -> Transaction:
         return self
@@ -459,6 +460,7 @@ class Transaction:
         pars: Mapping[str, ParValue] | None = None,
         make_default: bool = True,
         tsprod: int | None = None,
+        origin: Mapping[str, Any] | None = None,
     ) -> Located:
         """Add a version to the range [begin, end); the new version becomes the pinned default
         unless ``make_default`` is false, in which case lookups keep returning what they did."""
@@ -477,6 +479,8 @@ class Transaction:
             author=self.author,
             pars=_check_pars(pars or {}),
         )
+        if origin:
+            entry = replace(entry, origin=dict(origin))
         self._payloads[entry.obj] = payload
         key = range_key(begin, end)
         vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
@@ -648,8 +652,8 @@ class Transaction:
             cid = store.put_object(commit)
             incoming = self._incoming(head, cid)
             if incoming is not None and self.repo.policy is not None:
-                self.repo.policy.check(incoming, phase="pre-commit")
-            store.set_ref(HEAD, head, cid, LogRecord(HEAD, head, cid, self.command, message))
+                self.repo.policy.check(incoming, phase=self.phase)
+            store.set_ref(HEAD, head, cid, LogRecord(HEAD, head, cid, self.command, message, extra=self.meta))
         self.commit_id = cid
         return cid
 
@@ -657,8 +661,17 @@ class Transaction:
         if self.repo.policy is None:
             return None
         detname = self._work.root.detname
-        return Incoming(detname, self.repo.store, head, new, self.command, current_identity(),
-                        current_host(), "local", self._payload_path)
+        return Incoming(
+            detname,
+            self.repo.store,
+            head,
+            new,
+            self.command,
+            current_identity(),
+            current_host(),
+            "local",
+            self._payload_path,
+        )
 
     def _payload_path(self, oid: ObjectId) -> Path | None:
         """A new payload as a file, for hooks that check values (written only when asked)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,6 +400,9 @@ class Server:
                             "pusher": self.client.get("user", ""),
                             "pusher_host": self.client.get("host", ""),
                             "served_as": self.who.user,
+                            "promoted_from": [
+                                c["meta"]["promote"] for c in incoming.commits() if "promote" in c["meta"]
+                            ],
                         },
                     ),
                 )
@@ -416,7 +420,54 @@ def _object_frames(store: Any, oid: ObjectId, chunk: int) -> Iterator[dict[str, 
             yield {"c": piece[start : start + chunk]}
 
 
-def run_stdio(root: Path, *, read_only: bool = False, stdin: Any = None, stdout: Any = None) -> int:
+def resolve_root(
+    root: Path | None, restrict_to: list[Path], *, original_command: str | None = None
+) -> tuple[Path, bool]:
+    """The workspace to serve, checked against ``--restrict-to-path``, and whether the client
+    asked for read-only.
+
+    As an SSH forced command (``command="dcsync serve --stdio --restrict-to-path P"`` in
+    authorized_keys) the client's own command line arrives in ``SSH_ORIGINAL_COMMAND``; only its
+    ``--root`` and ``--read-only`` are taken from it, and the root must resolve (symlinks and
+    ``..`` followed) to P or below.
+    """
+    asked_read_only = False
+    if root is None and original_command:
+        try:
+            words = shlex.split(original_command)
+        except ValueError as exc:
+            raise AccessDenied(f"cannot parse the requested command: {exc}") from exc
+        if "serve" not in words:
+            raise AccessDenied("this key may only run 'dcsync serve'")
+        for i, word in enumerate(words):
+            if word == "--root" and i + 1 < len(words):
+                root = Path(words[i + 1])
+            elif word.startswith("--root="):
+                root = Path(word.split("=", 1)[1])
+        asked_read_only = "--read-only" in words
+    if root is None:
+        root = Path(".")
+    text = os.fspath(root)
+    if "\0" in text:
+        raise AccessDenied("the requested path contains a NUL byte")
+    real = Path(os.path.realpath(os.path.expanduser(text)))
+    if restrict_to:
+        allowed = [Path(os.path.realpath(os.path.expanduser(os.fspath(p)))) for p in restrict_to]
+        if not any(real == a or a in real.parents for a in allowed):
+            raise AccessDenied(
+                f"{text} is outside the paths this server may serve ({', '.join(map(str, allowed))})"
+            )
+    return real, asked_read_only
+
+
+def run_stdio(
+    root: Path | None,
+    *,
+    read_only: bool = False,
+    restrict_to: list[Path] | None = None,
+    stdin: Any = None,
+    stdout: Any = None,
+) -> int:
     """Serve on this process's stdin/stdout (binary, unbuffered)."""
     infd = (stdin or sys.stdin).fileno()
     outfd = (stdout or sys.stdout).fileno()
@@ -431,7 +482,10 @@ def run_stdio(root: Path, *, read_only: bool = False, stdin: Any = None, stdout:
             view = view[written:]
 
     try:
-        server = Server(root, read_only=read_only)
+        real, asked_read_only = resolve_root(
+            root, restrict_to or [], original_command=os.environ.get("SSH_ORIGINAL_COMMAND")
+        )
+        server = Server(real, read_only=read_only or asked_read_only)
     except DcsyncError as exc:
         write(PREAMBLE)
         write_frame(write, {"i": 0, "e": error_to_wire(exc)})

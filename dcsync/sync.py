@@ -63,9 +63,12 @@ class RemoteConfig:
     detectors: tuple[str, ...] = ()
     ctypes: tuple[str, ...] = ()
     since: int | None = None
+    payloads: bool = True  # False: trees and commits only (a scratch clone for promotion)
 
     def filter(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if not self.payloads:
+            out["payloads"] = False
         if self.ctypes:
             out["ctypes"] = list(self.ctypes)
         if self.since is not None:
@@ -81,6 +84,8 @@ class RemoteConfig:
             out["detectors"] = list(self.detectors)
         if self.ctypes:
             out["ctypes"] = list(self.ctypes)
+        if not self.payloads:
+            out["payloads"] = False
         return out
 
 
@@ -95,6 +100,7 @@ def remotes(ws: Workspace) -> dict[str, RemoteConfig]:
             tuple(cfg.get("detectors", ())),
             tuple(cfg.get("ctypes", ())),
             cfg.get("since"),
+            bool(cfg.get("payloads", True)),
         )
     return out
 
@@ -270,7 +276,7 @@ def _import_and_move(
     path = ws.detector_path(det)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        HDF5Store.create(path)
+        HDF5Store.create(path).close()
     q = _quarantine(ws, det)
     store = HDF5Store(path)
     try:
@@ -429,6 +435,7 @@ def push(
     with contextlib.nullcontext(conn) if conn is not None else connect(spec) as conn:
         heads: dict[str, str | None] = conn.call("heads", detectors=detectors)["heads"]
         plan: list[tuple[str, Repository, ObjectId | None, ObjectId, list[tuple[ObjectId, str, int]]]] = []
+        rejected: dict[str, str] = {}
         try:
             for det in ws.detectors():
                 if not _in_scope(det, detectors):
@@ -443,13 +450,19 @@ def push(
                     or not is_ancestor(repo.store, ObjectId(theirs), local)
                 ):
                     repo.close()
-                    raise NotFastForward(
+                    rejected[det] = (
                         f"{det}: the remote has commits you do not have; pull first (dcsync pull {spec.name})"
                     )
+                    continue
                 old = ObjectId(theirs) if theirs else None
                 objects = list(objects_for(repo.store, local, [old] if old else [], {}))
                 plan.append((det, repo, old, local, objects))
                 report.planned[det] = (old, local)
+            # Like git: a refused detector stops an atomic push (or one with nothing else to send);
+            # otherwise the others go and the report names the refused ones.
+            if rejected and (atomic or not plan):
+                raise NotFastForward("\n".join(rejected.values()))
+            report.failed.update(rejected)
             if dry_run or not plan:
                 report.objects = sum(len(p[4]) for p in plan)
                 report.bytes = sum(size for p in plan for _, _, size in p[4])
@@ -548,10 +561,12 @@ def clone(
     ssh_command: str | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
+    payloads: bool = True,
 ) -> tuple[Workspace, PullReport]:
     """A new workspace at ``path`` with ``origin`` = ``url``, its detectors fetched and checked out.
 
     ``detectors`` (globs), ``ctypes`` and ``since`` make a partial clone; later pulls keep them.
+    ``payloads=False`` fetches trees and commits only (enough to commit on top and push).
     """
     target = Path(path)
     if target.exists() and any(target.iterdir()):
@@ -560,7 +575,8 @@ def clone(
     add_remote(
         ws,
         RemoteConfig(
-            "origin", url, remote_dcsync, ssh_command, tuple(detectors or ()), tuple(ctypes or ()), since
+            "origin", url, remote_dcsync, ssh_command, tuple(detectors or ()), tuple(ctypes or ()), since,
+            payloads,
         ),
     )
     return ws, pull(ws, "origin", progress=progress, conn=conn)
@@ -602,6 +618,7 @@ class Snapshot:
 
     name: str
     roots: dict[str, tuple[ObjectStore, RootTree]]
+    heads: dict[str, str] = field(default_factory=dict)
     conn: Connection | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -618,13 +635,24 @@ class Snapshot:
             self.conn.close()
 
 
-def snapshot(source: str, *, here: Workspace | None = None, detectors: list[str] | None = None) -> Snapshot:
-    """A diff side from a repository file, a workspace directory, a remote name or a URL."""
+def snapshot(
+    source: str,
+    *,
+    here: Workspace | None = None,
+    detectors: list[str] | None = None,
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
+) -> Snapshot:
+    """A diff side from a repository file, a workspace directory, a remote name or a URL.
+
+    ``remote_dcsync`` and ``ssh_command`` apply to a URL (a named remote has its own).
+    """
     path = Path(source).expanduser()
     if source.endswith(".h5") and path.is_file():
         repo = Repository.open(path)
         root = repo.root()
-        return Snapshot(source, {root.detname: (repo.store, root)}, closers=[repo.close])
+        return Snapshot(source, {root.detname: (repo.store, root)}, {root.detname: str(repo.head())},
+                        closers=[repo.close])
     if path.is_dir() and (path / CONFIG_DIR).is_dir():
         ws = Workspace(path)
         snap = Snapshot(source, {})
@@ -633,9 +661,12 @@ def snapshot(source: str, *, here: Workspace | None = None, detectors: list[str]
                 repo = Repository.open(ws.detector_path(det))
                 if repo.head() is not None:
                     snap.roots[det] = (repo.store, repo.root())
+                    snap.heads[det] = str(repo.head())
                 snap.closers.append(repo.close)
         return snap
     spec = get_remote(here, source) if here is not None else RemoteConfig(source, source)
+    if here is None or source not in remotes(here):
+        spec = RemoteConfig(spec.name, spec.url, remote_dcsync, ssh_command)
     conn = connect(spec)
     snap = Snapshot(source, {}, conn=conn)
     try:
@@ -656,6 +687,7 @@ def snapshot(source: str, *, here: Workspace | None = None, detectors: list[str]
             tree = store.read_object(store.read_commit(ObjectId(want["want"])).tree)
             assert isinstance(tree, RootTree)
             snap.roots[det] = (store, tree)
+            snap.heads[det] = str(want["want"])
     except BaseException:
         snap.close()
         raise
@@ -709,11 +741,17 @@ def diff_sources(
     detectors: list[str] | None = None,
     ctypes: list[str] | None = None,
     values: bool = False,
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
 ) -> DiffReport:
-    """What differs from ``a`` to ``b``; payloads cross the wire only with ``values``."""
-    left = snapshot(a, here=here, detectors=detectors)
+    """What differs from ``a`` to ``b``; payloads cross the wire only with ``values``.
+
+    ``remote_dcsync`` and ``ssh_command`` are for a side given as a URL, as in :func:`clone`.
+    """
+    remote = {"remote_dcsync": remote_dcsync, "ssh_command": ssh_command}
+    left = snapshot(a, here=here, detectors=detectors, **remote)
     try:
-        right = snapshot(b, here=here, detectors=detectors)
+        right = snapshot(b, here=here, detectors=detectors, **remote)
         try:
             changes: list[Change] = []
             for det in sorted(set(left.roots) | set(right.roots)):

@@ -31,7 +31,7 @@ from dcsync.errors import (
     WorkspaceNotFound,
 )
 from dcsync.names import check_alias, check_detname, split_detname
-from dcsync.acl import ACL
+from dcsync.acl import ACL, current_identity
 from dcsync.hooks import DEFAULT_TIMEOUT
 from dcsync.policy import Policy
 from dcsync.repository import Repository
@@ -72,7 +72,8 @@ class Workspace:
 
     # -- creation and discovery ------------------------------------------------------------------
     @classmethod
-    def init(cls, path: Path | str = ".", kind: str = "local") -> Workspace:
+    def init(cls, path: Path | str = ".", kind: str = "local", *, group: str | None = None) -> Workspace:
+        """Make ``path`` a workspace of a location kind (``group``: an experiment's Unix group)."""
         if kind not in KINDS:
             raise UsageError(f"invalid location kind {kind!r}: choose one of {', '.join(KINDS)}")
         root = Path(path)
@@ -81,7 +82,7 @@ class Workspace:
             raise AlreadyExists(f"{root} is already a dcsync workspace")
         (cfg / "hooks").mkdir(parents=True, exist_ok=True)
         _atomic_write(cfg / "config.toml", "")
-        _atomic_write(cfg / "acl.toml", tomli_w.dumps({"kind": kind}))
+        _atomic_write(cfg / "acl.toml", tomli_w.dumps({"kind": kind, **({"group": group} if group else {})}))
         return cls(root)
 
     @classmethod
@@ -179,6 +180,7 @@ class Workspace:
         self, detname: str, *, predecessor: str = "", alias: str | None = None, message: str | None = None
     ) -> Repository:
         check_detname(detname)
+        self.acl().require(current_identity(), "add", detname)
         if alias is not None:
             check_alias(alias)
             self._check_alias_free(alias)

@@ -251,6 +251,7 @@ def _print_log(entries: list[dict[str, Any]], *, with_detector: bool) -> None:
         "ref",
         "change",
         "message",
+        "provenance",
     ):
         table.add_column(col, no_wrap=col in ("time", "detector", "change"))
     for e in entries:
@@ -262,6 +263,7 @@ def _print_log(entries: list[dict[str, Any]], *, with_detector: bool) -> None:
             e["ref"],
             f"{short(e['old'])} → {short(e['new'])}",
             e["message"],
+            e["audit"],
         )
     console().print(table)
 
@@ -281,6 +283,26 @@ def _log_entries(path: Path, number: int | None) -> list[dict[str, Any]]:
                 "old": rec.old,
                 "new": rec.new,
                 "message": rec.message,
+                "extra": dict(rec.extra),
+                "audit": _audit(rec.extra),
             }
             for rec in repo.log(number)
         ]
+
+
+def _audit(extra: Any) -> str:
+    """Who pushed from where, and where promoted constants came from (for the log's last column)."""
+    parts = []
+    if extra.get("pusher"):
+        parts.append(
+            f"pushed by {extra['pusher']}@{extra.get('pusher_host') or '?'}"
+            f" (as {extra.get('served_as') or '?'})"
+        )
+    promotions = list(extra.get("promoted_from") or [])
+    if isinstance(extra.get("promote"), dict):
+        promotions.append(extra["promote"])
+    for p in promotions:
+        parts.append(f"promoted from {p.get('from')} commit {short(p.get('commit'))}")
+    if extra.get("source") and not parts:
+        parts.append(f"from {extra['source']}")
+    return "; ".join(parts)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from dcsync.cli import alias, browse, constants, lock, par, sync, verify, workspace
+from dcsync.cli import acl, alias, browse, constants, hooks, lock, par, promote, sync, verify, workspace
 from dcsync.cli.context import State
 from dcsync.errors import DcsyncError
 
@@ -85,12 +85,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials (SSH)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (workspace, constants, browse, verify, sync):
+for group in (workspace, constants, browse, verify, sync, promote):
     app.add_typer(group.app)
 app.add_typer(sync.remote_app, name="remote", help="Named remote workspaces.")
+app.add_typer(acl.app, name="acl", help="Who may read and write this location.")
 app.add_typer(alias.app, name="alias", help="Human names for detectors.")
 app.add_typer(lock.app, name="lock", help="Inspect and break repository locks.")
 app.add_typer(par.app, name="par", help="Parameters on a detector, ctype, range or version.")
+app.add_typer(hooks.app, name="hooks", help="Hooks that check changes before they land; the samples.")
 
 
 def _package_version() -> str:

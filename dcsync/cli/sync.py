@@ -68,13 +68,23 @@ def serve(
     stdio: Annotated[
         bool, typer.Option("--stdio", help="Serve on stdin/stdout (how clients run it).")
     ] = False,
-    root: Annotated[Path, typer.Option("--root", help="The workspace to serve.")] = Path("."),
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="The workspace to serve (default: from SSH_ORIGINAL_COMMAND, or .)."),
+    ] = None,
+    restrict_to_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--restrict-to-path",
+            help="Serve only workspaces at or below this path (repeatable; for SSH forced commands).",
+        ),
+    ] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write.")] = False,
 ) -> None:
     """Serve a workspace to one dcsync client (run by clone/fetch/pull/push over SSH or pipes)."""
     if not stdio:
         raise typer.BadParameter("only --stdio is supported", param_hint="--stdio")
-    raise typer.Exit(run_stdio(root, read_only=read_only))
+    raise typer.Exit(run_stdio(root, read_only=read_only, restrict_to=restrict_to_path))
 
 
 @remote_app.command("add")
@@ -224,7 +234,10 @@ def push(
                 f"{det}: {short(old)} -> {short(new)} {mark}"
                 + (f": {report.failed[det]}" if det in report.failed else "")
             )
-        if not report.planned:
+        for det, why in report.failed.items():
+            if det not in report.planned:
+                say(f"{det}: refused: {why}")
+        if not report.planned and not report.failed:
             say("everything up to date")
     if report.failed:
         raise typer.Exit(7)
@@ -253,6 +266,8 @@ def diff(
     values: Annotated[
         bool, typer.Option("--values", help="Compare changed arrays' values (fetches them).")
     ] = False,
+    remote_dcsync: RemoteDcsyncOpt = None,
+    ssh: SshOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """What differs between two workspaces: detectors, ctypes, ranges, versions, defaults."""
@@ -260,7 +275,16 @@ def diff(
     here = None
     with contextlib.suppress(Exception):
         here = st.workspace()
-    report = sync.diff_sources(a, b, here=here, detectors=detectors, ctypes=ctype, values=values)
+    report = sync.diff_sources(
+        a,
+        b,
+        here=here,
+        detectors=detectors,
+        ctypes=ctype,
+        values=values,
+        remote_dcsync=remote_dcsync,
+        ssh_command=ssh,
+    )
     if json:
         emit_json(report.to_json())
         return

@@ -25,11 +25,14 @@ def init(
     kind: Annotated[
         str, typer.Option("--kind", help=f"Location kind: {', '.join(KINDS)}.", metavar="KIND")
     ] = "local",
+    group: Annotated[
+        str | None, typer.Option("--group", help="experiment: the Unix group whose members write.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Make a directory a dcsync workspace (a calib directory)."""
     target = path or state(ctx).directory or Path(".")
-    ws = Workspace.init(target, kind=kind)
+    ws = Workspace.init(target, kind=kind, group=group)
     if json:
         emit_json({"workspace": str(ws.root), "kind": ws.kind})
     else:

@@ -44,6 +44,8 @@ class SubprocessChannel(Channel):
         env: Mapping[str, str] | None = None,
         close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
+        if not argv:
+            raise ValueError("SubprocessChannel needs a program to run")
         self._argv = list(argv)
         self._description = description
         self._close_timeout = close_timeout

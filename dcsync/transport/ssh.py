@@ -351,10 +351,11 @@ def _translate(target: _Target, exc: Exception, stderr: StderrTail) -> RemoteErr
         return AuthenticationFailed(f"{where}: a private key needs a passphrase; load it into ssh-agent")
     if isinstance(exc, paramiko.AuthenticationException):
         keys = ", ".join(target.identity_files) or "none configured"
-        return AuthenticationFailed(
-            f"{where}: authentication failed ({exc}); identity files: {keys}"
-            f"{'' if target.allow_agent else '; agent not used (IdentitiesOnly)'}"
-        )
+        reason = str(exc).rstrip(".")
+        reason = "the server accepted none of our keys" if reason == "Authentication failed" else reason
+        tried = f"identity files: {keys}; default keys in ~/.ssh: {'yes' if target.look_for_keys else 'no'}"
+        tried += "; ssh-agent: " + ("yes" if target.allow_agent else "no (IdentitiesOnly)")
+        return AuthenticationFailed(f"{where}: authentication failed: {reason} ({tried})")
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         detail = "connection refused or host unreachable"

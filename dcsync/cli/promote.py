@@ -1,0 +1,63 @@
+"""``dcsync promote``: copy good constants from one location to another, with provenance."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dcsync.cli.context import state
+from dcsync.cli.output import emit_json, say, short
+from dcsync.promote import promote as run_promote
+from dcsync.times import parse_time
+
+app = typer.Typer()
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    detectors: Annotated[list[str], typer.Argument(help="Detector names to promote.")],
+    source: Annotated[str, typer.Option("--from", help="Source location: workspace dir, remote or URL.")],
+    target: Annotated[str, typer.Option("--to", help="Target location: workspace dir, remote or URL.")],
+    ctype: Annotated[
+        list[str] | None, typer.Option("--ctype", help="Only these ctypes (repeatable).")
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version", help="A version key prefix to promote.")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Promote the versions lookups return at T (default: now).")
+    ] = None,
+    message: Annotated[str, typer.Option("-m", "--message", help="The target commit's message.")] = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would change.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
+    """Copy the chosen versions (with ranges, parameters and provenance) into the target, through
+    its ACL and hooks. Running it again changes nothing."""
+    st = state(ctx)
+    here = None
+    try:
+        here = st.workspace()
+    except Exception:
+        here = None
+    names = [st.detname(d) if here is not None else d for d in detectors]
+    report = run_promote(
+        names,
+        source,
+        target,
+        ctypes=ctype,
+        version=version,
+        at=parse_time(at) if at else None,
+        message=message,
+        dry_run=dry_run,
+        here=here,
+    )
+    if json:
+        emit_json(report.to_json())
+        return
+    for p in report.picks:
+        verb = ("would promote" if dry_run else "promoted") if p.action == "promote" else p.action
+        say(f"{p.detector} {p.ctype} {p.range} {p.version} ({short(p.obj)}): {verb}")
+    for det, cid in report.commits.items():
+        say(f"{det}: commit {short(cid)} in {target}")
+    if not report.picks:
+        say("nothing to promote")
