@@ -138,7 +138,7 @@ def connect(remote: RemoteConfig, *, accept_new_host_key: bool = False) -> Conne
         open_channel(
             remote.url,
             remote_dcsync=remote.remote_dcsync,
-            ssh_command=remote.ssh_command or os.environ.get("DCSYNC_SSH") or None,
+            ssh_command=remote.ssh_command,
             accept_new_host_key=accept_new_host_key,
         )
     )
@@ -569,17 +569,38 @@ def clone(
     ``payloads=False`` fetches trees and commits only (enough to commit on top and push).
     """
     target = Path(path)
+    resumable = _interrupted_clone(target, url)
+    if resumable is not None:  # the same clone was cut short: carry on where it stopped
+        return resumable, pull(resumable, "origin", progress=progress, conn=conn)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} exists and is not empty")
     ws = Workspace.init(target, kind=kind)
     add_remote(
         ws,
         RemoteConfig(
-            "origin", url, remote_dcsync, ssh_command, tuple(detectors or ()), tuple(ctypes or ()), since,
+            "origin",
+            url,
+            remote_dcsync,
+            ssh_command,
+            tuple(detectors or ()),
+            tuple(ctypes or ()),
+            since,
             payloads,
         ),
     )
     return ws, pull(ws, "origin", progress=progress, conn=conn)
+
+
+def _interrupted_clone(target: Path, url: str) -> Workspace | None:
+    """A workspace at ``target`` left by an earlier clone of ``url`` that did not finish."""
+    if not (target / CONFIG_DIR).is_dir():
+        return None
+    ws = Workspace(target)
+    origin = remotes(ws).get("origin")
+    if origin is None or origin.url != url:
+        return None
+    unfinished = (target / CONFIG_DIR / "incoming").is_dir() or not ws.detectors()
+    return ws if unfinished else None
 
 
 # -- diff between workspaces ---------------------------------------------------------------------------
@@ -651,8 +672,9 @@ def snapshot(
     if source.endswith(".h5") and path.is_file():
         repo = Repository.open(path)
         root = repo.root()
-        return Snapshot(source, {root.detname: (repo.store, root)}, {root.detname: str(repo.head())},
-                        closers=[repo.close])
+        return Snapshot(
+            source, {root.detname: (repo.store, root)}, {root.detname: str(repo.head())}, closers=[repo.close]
+        )
     if path.is_dir() and (path / CONFIG_DIR).is_dir():
         ws = Workspace(path)
         snap = Snapshot(source, {})

@@ -16,6 +16,7 @@ have exercised real SSH.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shlex
@@ -113,8 +114,30 @@ def _free_port() -> int:
         return port
 
 
+def _account_locked(user: str) -> bool:
+    """True if ``user``'s password field is locked ('!'): sshd without PAM then refuses even keys."""
+    try:
+        with open("/etc/shadow", encoding="utf-8") as shadow:
+            for line in shadow:
+                name, _, rest = line.partition(":")
+                if name == user:
+                    return rest.startswith("!")
+    except OSError:
+        pass
+    return False
+
+
+def _supports(option: str, config: Path) -> bool:
+    """Whether this sshd knows ``option`` (PerSourcePenalties came with OpenSSH 9.8)."""
+    probe = config.with_name("probe_config")
+    probe.write_text(config.read_text() + f"{option}\n")
+    result = subprocess.run([SSHD, "-t", "-f", str(probe)], capture_output=True, text=True)
+    return result.returncode == 0
+
+
 def _sshd_config(directory: Path, port: int, host_key: Path, authorized_keys: Path, home: Path) -> str:
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONPATH": str(REPO_ROOT)}
+    use_pam = "yes" if _account_locked(getpass.getuser()) else "no"
     return "\n".join(
         [
             "ListenAddress 127.0.0.1",
@@ -127,7 +150,7 @@ def _sshd_config(directory: Path, port: int, host_key: Path, authorized_keys: Pa
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "StrictModes no",
-            "UsePAM no",
+            f"UsePAM {use_pam}",
             "AllowTcpForwarding yes",  # ProxyJump and ssh -W tests jump through this server to itself
             "X11Forwarding no",
             "PrintMotd no",
@@ -152,7 +175,8 @@ def start_sshd(directory: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
     authorized_keys.write_text(client_key.with_suffix(".pub").read_text())
     remote_home = directory / "remote-home"
     remote_home.mkdir()
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    with contextlib.suppress(PermissionError):  # not root: sshd will say what it misses
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     user = getpass.getuser()
     log = directory / "sshd.log"
     last_error = ""
@@ -160,6 +184,8 @@ def start_sshd(directory: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
         port = _free_port()
         config = directory / "sshd_config"
         config.write_text(_sshd_config(directory, port, host_key, authorized_keys, remote_home))
+        if _supports("PerSourcePenalties no", config):  # failed-auth tests must not get us banned
+            config.write_text(config.read_text() + "PerSourcePenalties no\n")
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT

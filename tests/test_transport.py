@@ -127,10 +127,10 @@ def test_in_process_exception_ends_the_stream_and_is_captured() -> None:
     channel = InProcessChannel(serve)
     assert channel.read(10) == b""
     assert "the server broke" in channel.stderr_text()
-    assert channel.finished
     with pytest.raises(ConnectionLost, match="the server broke"):
         channel.write(b"x")
     channel.close()
+    assert channel.finished
 
 
 # -- URLs -------------------------------------------------------------------------------------------
@@ -423,9 +423,8 @@ def test_system_ssh_accepts_a_new_host_key_when_asked(sshd: SSHServer, tmp_path:
     config = write_config(
         tmp_path, sshd, "dcsync-new", UserKnownHostsFile=str(known_hosts), StrictHostKeyChecking="ask"
     )
-    with system_ssh(config, "dcsync-new") as channel:
-        with pytest.raises(HostKeyError):
-            channel.read(10)
+    with system_ssh(config, "dcsync-new") as channel, pytest.raises(HostKeyError):
+        channel.read(10)
     with system_ssh(config, "dcsync-new", accept_new_host_key=True) as channel:
         assert read_all(channel) == b"connected\n"
     assert re.match(rf"\[127\.0\.0\.1\]:{sshd.port} ssh-ed25519 ", known_hosts.read_text())
@@ -446,7 +445,9 @@ def test_open_channel_runs_a_local_serve(tmp_path: Path) -> None:
         assert channel.argv == [sys.executable, "-m", "dcsync", "serve", "--stdio", "--root", path]
 
 
-def test_open_channel_uses_the_system_ssh_when_asked(sshd: SSHServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_channel_uses_the_system_ssh_when_asked(
+    sshd: SSHServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = sshd.url("/data/it's")
     channel = open_channel(url, remote_dcsync=ARGV_PRINTER, ssh_command=sshd.ssh_command)
     assert isinstance(channel, SystemSSHChannel)
