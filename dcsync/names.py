@@ -70,6 +70,22 @@ def range_key(begin: int, end: int | None) -> RangeKey:
     return RangeKey(f"{format_seconds(begin)}-{'end' if end is None else format_seconds(end)}")
 
 
+def resolve_range(name: str, keys: list[str], where: str) -> str:
+    """A range by its exact key, or by its begin alone when one range begins there.
+
+    Range keys are not prefix-free ("1-2" and "1-20"), so arbitrary prefixes would silently pick
+    the wrong range; '' means no match, several raise :class:`~dcsync.errors.AmbiguousName`.
+    """
+    from dcsync.errors import AmbiguousName
+
+    if name in keys:
+        return name
+    hits = [k for k in keys if k.startswith(name + "-")]
+    if len(hits) > 1:
+        raise AmbiguousName(f"{where} has several ranges beginning at {name}: {', '.join(sorted(hits)[:6])}")
+    return hits[0] if hits else ""
+
+
 def new_version_key(salt: str) -> VersionKey:
     """A fresh version key: a hash of the caller's salt (payload id, time) and 16 random bytes."""
     digest = xxhash.xxh3_64_hexdigest(salt.encode() + os.urandom(16))

@@ -40,6 +40,7 @@ from dcsync.names import (
     new_version_key,
     range_key,
     resolve_prefix,
+    resolve_range,
     split_detname,
 )
 from dcsync.objects import (
@@ -213,7 +214,7 @@ class Repository:
 
     def find_range(self, ctype: str, key_or_prefix: str) -> tuple[RangeKey, RangeTree]:
         ct = self._consistent(lambda: self.ctype_tree(ctype))
-        key = resolve_prefix(key_or_prefix, list(ct.ranges), "range", f"{self.detname} {ctype}")
+        key = resolve_range(key_or_prefix, list(ct.ranges), f"{self.detname} {ctype}")
         if not key:
             raise RangeNotFound(f"{self.detname} {ctype} has no range {key_or_prefix!r}")
         return RangeKey(key), self._consistent(lambda: self.range_tree(ct.ranges[key]))
@@ -334,7 +335,7 @@ class _Work:
         return tree
 
     def range_key(self, ctype: str, prefix: str) -> RangeKey:
-        key = resolve_prefix(prefix, list(self.ctype(ctype).ranges), "range", f"{self.root.detname} {ctype}")
+        key = resolve_range(prefix, list(self.ctype(ctype).ranges), f"{self.root.detname} {ctype}")
         if not key:
             raise RangeNotFound(f"{self.root.detname} {ctype} has no range {prefix!r}")
         return RangeKey(key)

@@ -19,11 +19,13 @@ in the model, and change nothing.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import h5py
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
@@ -56,6 +58,7 @@ BAD_CTYPE = "Bad-Name"  # an invalid name
 UNKNOWN_VERSION = "zzzzzzzzzzzz"  # not hex: never a key nor a prefix of one
 PAR_KEYS = ["a", "b", "gain_mode"]
 BAD_PAR_KEY = "bad key"
+TSEND_OPEN = 2**63 - 1  # how the view spells an open end
 
 DTYPES = [
     "|b1", "|i1", "|u1", "<i2", ">i2", "<u2", "<i4", ">i4", "<u4", "<i8", "<u8", ">u8",
@@ -214,12 +217,13 @@ class Model:
         return ct
 
     def _range(self, state: dict[str, Any], ctype: str, name: RangeName) -> Bounds:
-        """A range by key or unique key prefix (keys are not prefix-free: "1-2" names "1-20")."""
+        """A range by key, or by its begin alone ("5" names "5-10" when that is the only range
+        beginning at 5); "1-2" never names "1-20"."""
         by_key = {range_key(*b): b for b in self._ctype(state, ctype)["ranges"]}
         query = name if isinstance(name, str) else range_key(*name)
         if query in by_key:
             return by_key[query]
-        hits = [k for k in by_key if k.startswith(query)]
+        hits = [k for k in by_key if k.startswith(query + "-")]
         if len(hits) > 1:
             raise ModelError(AmbiguousName)
         if not hits:
@@ -631,6 +635,37 @@ class RepositoryModelMachine(RuleBasedStateMachine):
     def file_verifies(self) -> None:
         report = verify_path(self.path)
         assert report.ok, report.problems
+
+    @invariant()
+    def plain_h5py_view_agrees(self) -> None:
+        """What an h5py user without dcsync reads (the seed-schema view) is the model's HEAD."""
+        key_of = self.h5.key_of
+        with open(self.path, "rb") as fh, h5py.File(fh, "r") as f:
+            assert set(f) - {".dcsync"} == set(self.model.state["ctypes"])
+            assert strict_pars(json.loads(f.attrs["dictpars"])) == strict_pars(self.model.state["pars"])
+            for name, ct in self.model.state["ctypes"].items():
+                assert strict_pars(json.loads(f[name].attrs["dictpars"])) == strict_pars(ct["pars"])
+                assert set(f[name]) == {range_key(*b) for b in ct["ranges"]}
+                for (begin, end), rng in ct["ranges"].items():
+                    g = f[name][range_key(begin, end)]
+                    assert (int(g.attrs["tsbegin"]), int(g.attrs["tsend"])) == (
+                        begin,
+                        TSEND_OPEN if end is None else end,
+                    )
+                    assert g.attrs["defaultv"] == ("" if rng["default"] is None else key_of[rng["default"]])
+                    versions = rng["versions"]
+                    effective = rng["default"]
+                    if effective is None:
+                        effective = max(versions, key=lambda v: versions[v]["tsprod"])
+                    assert g.attrs["effectivev"] == key_of[effective]
+                    by_age = sorted(versions, key=lambda v: versions[v]["tsprod"])
+                    assert [str(k) for k in g.attrs["versions"]] == [key_of[v] for v in by_age]
+                    for vid, v in versions.items():
+                        calib = g[key_of[vid]]["calib"][()]
+                        if v["value"][0] == "text":
+                            assert bytes(calib).decode() == v["value"][1]
+                        else:
+                            assert canonical_value(calib) == v["value"]
 
 
 RepositoryModelMachine.TestCase.settings = settings(

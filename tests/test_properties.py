@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from dcsync import wire
 from dcsync.errors import CorruptObject, DcsyncError, InvalidName, InvalidTime
 from dcsync.hashing import canonical_array, hash_array, hash_bytes
-from dcsync.names import check_ctype, check_detname, range_key, split_detname
+from dcsync.names import check_alias, check_ctype, check_detname, check_par_key, range_key, split_detname
 from dcsync.objects import (
     Commit,
     CtypeTree,
@@ -30,6 +30,7 @@ from dcsync.objects import (
     object_id,
     payload_id,
 )
+from dcsync.refs import check_ref
 from dcsync.times import NS, format_seconds, format_time, parse_time
 
 # -- (a) hashing --------------------------------------------------------------------------------------
@@ -449,9 +450,19 @@ def test_bad_detector_names(name: str) -> None:
         check_detname(name)
 
 
-def test_trailing_newline_is_not_a_name() -> None:
-    """Regression: ``$`` matches before a trailing newline, so "abc\\n" passed."""
+@pytest.mark.parametrize(
+    ("check", "name"),
+    [
+        (check_ctype, "pedestals\n"),
+        (check_detname, "epix-1\n"),
+        (check_alias, "Camera1\n"),
+        (check_par_key, "gain\n"),
+        (check_ref, "HEAD\n"),
+        (check_ref, "remotes/origin\n"),
+    ],
+)
+def test_trailing_newline_is_not_a_name(check: Any, name: str) -> None:
+    """Regression: ``$`` matches before a trailing newline, so "pedestals\\n" passed."""
+    assert check(name.rstrip("\n"))
     with pytest.raises(InvalidName):
-        check_ctype("pedestals\n")
-    with pytest.raises(InvalidName):
-        check_detname("epix-1\n")
+        check(name)
