@@ -19,6 +19,7 @@ import pytest
 
 from dcsync.store.journal import (
     PAGE_SIZE,
+    AtomicGroup,
     JournaledFile,
     OverlayReader,
     _read_journal,
@@ -369,3 +370,70 @@ def test_appending_to_a_big_file_journals_few_pages(tmp_path: Path) -> None:
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["objects/new"][...], np.arange(131_072))
         np.testing.assert_array_equal(f["objects/p049"][:5], np.full(5, 49.0))
+
+
+# -- several files, one commit point ---------------------------------------------------------------
+
+
+def prepared_group(tmp_path: Path) -> tuple[list[Path], list[bytes], AtomicGroup]:
+    """Two files, each prepared (journal fsynced, pages written) as members of one group."""
+    paths = [make_file(tmp_path / f"member{i}.h5") for i in range(2)]
+    originals = [p.read_bytes() for p in paths]
+    group = AtomicGroup(tmp_path / "groups")
+    for p in paths:
+        jf = JournaledFile(p, group_marker=group.marker)
+        change(jf)
+        jf.prepare()  # a crash after this leaves journal + new pages, as a killed process would
+    return paths, originals, group
+
+
+def test_group_crash_before_the_marker_goes_rolls_every_member_back(tmp_path: Path) -> None:
+    paths, originals, group = prepared_group(tmp_path)
+    assert group.marker.exists()
+    for p, original in zip(paths, originals, strict=True):
+        assert has_hot_journal(p)
+        assert overlay_bytes(p) == original  # readers see the old state of every member
+    for p, original in zip(paths, originals, strict=True):
+        assert recover(p)
+        assert p.read_bytes() == original
+
+
+def test_group_crash_after_the_marker_went_keeps_every_member(tmp_path: Path) -> None:
+    paths, _, group = prepared_group(tmp_path)
+    group.marker.unlink()  # the one commit point passed; the crash came before the journals went
+    for p in paths:
+        assert has_hot_journal(p)
+        reader = OverlayReader(p)
+        with h5py.File(reader, "r") as f:  # readers see the new state already
+            assert_changed(f)
+        reader.close()
+        assert recover(p)
+        assert not has_hot_journal(p)
+        with h5py.File(p, "r") as f:
+            assert_changed(f)
+
+
+def test_group_commit_and_abort(tmp_path: Path) -> None:
+    paths = [make_file(tmp_path / f"m{i}.h5") for i in range(2)]
+    originals = [p.read_bytes() for p in paths]
+    released: list[Path] = []
+    with pytest.raises(RuntimeError), AtomicGroup(tmp_path / "groups") as group:
+        for p in paths:
+            jf = JournaledFile(p, group_marker=group.marker)
+            change(jf)
+            jf.prepare()
+            group.add(jf, lambda p=p: released.append(p))
+        raise RuntimeError("abort")
+    assert [p.read_bytes() for p in paths] == originals
+    assert released == paths
+    assert not group.marker.exists()
+    with AtomicGroup(tmp_path / "groups") as group:
+        for p in paths:
+            jf = JournaledFile(p, group_marker=group.marker)
+            change(jf)
+            jf.prepare()
+            group.add(jf, lambda: None)
+    for p in paths:
+        assert not has_hot_journal(p)
+        with h5py.File(p, "r") as f:
+            assert_changed(f)
