@@ -8,7 +8,7 @@
     principals = ["user:bob", "group:xppops"]      # user:NAME, group:NAME or "*"
     allow = ["read", "add", "set-default"]         # read add set-default remove admin
     detectors = ["epix*"]                          # optional globs (default: all)
-    ctypes = ["pedestals"]                         # optional (default: all)
+    ctypes = ["pedestals", "pixel_*"]              # optional globs (default: all)
 
 Permissions: ``read``; ``add`` (new versions, parameters, new detectors); ``set-default``;
 ``remove``; ``admin`` (the ACL itself, detector links). ``admin`` implies all the others.
@@ -33,7 +33,7 @@ import os
 import pwd
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from dcsync.errors import AccessDenied, InputError, UsageError
 from dcsync.times import now_ns
 
 PERMISSIONS = ("read", "add", "set-default", "remove", "admin")
+KINDS = ("local", "experiment", "repository")
 ACL_FILE = "acl.toml"
 ACL_LOG = "acl.log"
 
@@ -115,7 +116,9 @@ class Rule:
             detector is None or not any(fnmatch.fnmatchcase(detector, g) for g in self.detectors)
         ):
             return False
-        return not self.ctypes or (ctype is not None and ctype in self.ctypes)
+        return not self.ctypes or (
+            ctype is not None and any(fnmatch.fnmatchcase(ctype, g) for g in self.ctypes)
+        )
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {"principals": list(self.principals), "allow": list(self.allow)}
@@ -145,16 +148,19 @@ class ACL:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
             rules = [
                 Rule(
-                    tuple(check_principal(p) for p in r["principals"]),
-                    tuple(check_permissions(r["allow"])),
-                    tuple(r.get("detectors", ())),
-                    tuple(r.get("ctypes", ())),
+                    tuple(check_principal(p) for p in _strings(r, "principals")),
+                    tuple(check_permissions(_strings(r, "allow"))),
+                    tuple(_strings(r, "detectors", ())),
+                    tuple(_strings(r, "ctypes", ())),
                 )
                 for r in doc.get("rule", [])
             ]
-        except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError, UsageError) as exc:
             raise InputError(f"{path} is not a valid ACL: {exc}") from exc
-        return cls(str(doc.get("kind", kind)), doc.get("group"), doc.get("owner") or owner, rules, str(root))
+        found = str(doc.get("kind", kind))
+        if found not in KINDS:  # an unknown kind must not silently get some other kind's defaults
+            raise InputError(f"{path}: unknown location kind {found!r} (choose from {', '.join(KINDS)})")
+        return cls(found, doc.get("group"), doc.get("owner") or owner, rules, str(root))
 
     def to_toml(self) -> str:
         doc: dict[str, Any] = {"kind": self.kind}
@@ -174,6 +180,19 @@ class ACL:
         if self._default(who, permission):
             return True
         return any(rule.grants(principals, permission, detector, ctype) for rule in self.rules)
+
+    def may_write(self, who: Identity, detector: str) -> bool:
+        """Whether ``who`` may change something of ``detector``, in some ctype at least: the cheap
+        check before a push uploads anything. Each change is judged exactly when the ref moves."""
+        writes = ("add", "set-default", "remove")
+        if any(self._default(who, p) for p in writes):
+            return True
+        principals = who.principals()
+        return any(
+            replace(rule, ctypes=()).grants(principals, p, detector, None)
+            for rule in self.rules
+            for p in writes
+        )
 
     def _default(self, who: Identity, permission: str) -> bool:
         is_owner = self.owner is not None and who.user == self.owner
@@ -206,6 +225,14 @@ class ACL:
             "owner": self.owner,
             "rules": [r.to_toml() for r in self.rules],
         }
+
+
+def _strings(rule: Any, key: str, default: Any = None) -> list[str]:
+    """A rule's list of names (a bare string would otherwise be read letter by letter)."""
+    value = rule[key] if default is None else rule.get(key, default)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"rule {key!r} must be a list of strings, not {value!r}")
+    return list(value)
 
 
 def _owner_of(root: Path) -> str | None:

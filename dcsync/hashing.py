@@ -43,6 +43,9 @@ def canonical_array(arr: np.ndarray) -> np.ndarray:
     """
     if arr.dtype.kind not in "biufc":
         raise InputError(f"unsupported array dtype {arr.dtype}: only numeric and bool arrays are constants")
+    if arr.dtype.itemsize > (16 if arr.dtype.kind == "c" else 8):
+        # long double: padding bytes and a platform-dependent layout would make ids unstable
+        raise InputError(f"unsupported array dtype {arr.dtype}: use float64 or complex128")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     # not np.ascontiguousarray: it turns a 0-d array into shape (1,)

@@ -138,7 +138,7 @@ class FileLock:
         """Whether this object acquired the lock (not whether the file still says so)."""
         return self._token is not None
 
-    def acquire(self, timeout: float | None = 30.0, *, poll: float = 0.05, max_poll: float = 0.5) -> None:
+    def acquire(self, timeout: float | None = 30.0, *, poll: float = 0.01, max_poll: float = 0.1) -> None:
         """Take the lock, breaking a stale one; wait up to ``timeout`` seconds (None: forever).
 
         Raises:

@@ -101,14 +101,16 @@ class Policy:
         old, new = incoming.roots()
         changes = []
         for c in incoming.changes():
-            item: dict[str, Any] = {"change": c.kind, "ctype": c.ctype, "range": c.range, "version": c.version}
+            item: dict[str, Any] = {
+                "change": c.kind, "ctype": c.ctype, "range": c.range, "version": c.version,
+            }  # fmt: skip
             tree = _range_tree(incoming.store, new if c.kind != "removed" else old, c.ctype, c.range)
             if tree is not None:
                 item["begin"] = format_time(tree.begin)
                 item["end"] = None if tree.end is None else format_time(tree.end)
                 item["range_pars"] = dict(tree.pars)
                 item["default"] = tree.default
-            entry = c.new if isinstance(c.new, VersionEntry) else c.old if isinstance(c.old, VersionEntry) else None
+            entry = next((e for e in (c.new, c.old) if isinstance(e, VersionEntry)), None)
             if entry is not None:
                 path = incoming.payload_path(entry.obj) if c.kind in ("added", "changed") else None
                 item.update({"object": entry.obj, "kind": entry.kind, "dtype": entry.dtype,
@@ -127,7 +129,9 @@ class Policy:
         }
 
 
-def _range_tree(store: ObjectStore, root: RootTree | None, ctype: str | None, rk: str | None) -> RangeTree | None:
+def _range_tree(
+    store: ObjectStore, root: RootTree | None, ctype: str | None, rk: str | None
+) -> RangeTree | None:
     if root is None or ctype is None or rk is None or ctype not in root.ctypes:
         return None
     ct = store.read_object(root.ctypes[ctype])

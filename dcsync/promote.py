@@ -11,6 +11,7 @@ in the same range) is skipped, so running a promotion twice changes nothing the 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from dcsync.acl import current_identity
-from dcsync.errors import DetectorNotFound, UsageError
+from dcsync.errors import DcsyncError, DetectorNotFound, UsageError
 from dcsync.hashing import ObjectId
 from dcsync.names import RangeKey, VersionKey
 from dcsync.objects import CtypeTree, RangeTree, VersionEntry
 from dcsync.repository import Repository
-from dcsync.sync import RemoteConfig, Snapshot, clone, get_remote, push, snapshot
+from dcsync.sync import RemoteConfig, Snapshot, clone, get_remote, push, remotes, snapshot
 from dcsync.times import format_time, now_ns
 from dcsync.workspace import CONFIG_DIR, Workspace
 
@@ -79,6 +80,31 @@ class PromoteReport:
 def _is_local(location: str) -> bool:
     path = Path(location).expanduser()
     return path.is_dir() and (path / CONFIG_DIR).is_dir()
+
+
+def _location(source: str, here: Workspace | None) -> str:
+    """Where constants come from, for provenance: a named remote's URL, a local path made absolute
+    (a remote's name or a relative path means nothing in the target's history)."""
+    if here is not None:
+        known = remotes(here)
+        if source in known:
+            return known[source].url
+    path = Path(source).expanduser()
+    if path.is_dir() or (source.endswith(".h5") and path.is_file()):
+        return str(path.resolve())
+    return source
+
+
+def _discard_created(repo: Repository, path: Path, created: ObjectId | None) -> None:
+    """Remove a detector file this promotion created, if nothing but its first commit is in it, so
+    a refused promotion leaves the target as it was. The file's lock is held meanwhile, so a
+    writer that found the file in between is not cut off mid-commit."""
+    with contextlib.suppress(DcsyncError, OSError), repo.store.writing():
+        if repo.store.head() == created:
+            path.unlink()
+    repo.close()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only if empty: the dettype folder this promotion made
 
 
 def _choose(
@@ -159,6 +185,7 @@ def promote(
     """Copy chosen versions from ``source`` to ``target`` (workspace dirs, remote names or URLs)."""
     if version is not None and at is not None:
         raise UsageError("choose --version or --at, not both")
+    location = _location(source, here)
     src = snapshot(source, here=here, detectors=detectors)
     report = PromoteReport(source, target, dry_run)
     scratch: Path | None = None
@@ -187,7 +214,7 @@ def promote(
                 todo = []
                 for ctype, key, tree, vkey, entry in picks:
                     origin = {
-                        "location": source,
+                        "location": location,
                         "detector": det,
                         "commit": src_commit,
                         "version": vkey,
@@ -203,27 +230,40 @@ def promote(
                         todo.append((ctype, key, tree, entry, origin))
                 if dry_run or not todo:
                     continue
+                created: ObjectId | None = None
                 if repo is None:
                     repo = target_ws.new_detector(
-                        det, predecessor=root.predecessor, message=f"create {det} for promotion from {source}"
+                        det,
+                        predecessor=root.predecessor,
+                        message=f"create {det} for promotion from {location}",
                     )
-                text = message or f"promote {len(todo)} version(s) of {det} from {source}"
-                meta = {"promote": {"from": source, "commit": src_commit}}
-                with repo.transaction(text, command="promote", meta=meta) as tx:
-                    tx.phase = "pre-receive"  # promotion arrives at the target like a push
-                    for ctype, key, tree, entry, origin in todo:
-                        value = src.payload(det, entry.obj)
-                        tx.add(
-                            ctype,
-                            value,
-                            tree.begin,
-                            tree.end,
-                            pars=entry.pars,
-                            tsprod=entry.tsprod,
-                            origin=origin,
-                        )
-                        if tree.pars:
-                            tx.set_pars(dict(tree.pars), ctype=ctype, range=key)
+                    # new_detector's repository carries no policy: without this, the promotion of a
+                    # new detector would skip the target's ACL and hooks.
+                    repo.policy = target_ws.policy()
+                    created = repo.head()
+                text = message or f"promote {len(todo)} version(s) of {det} from {location}"
+                meta = {"promote": {"from": location, "commit": src_commit}}
+                try:
+                    with repo.transaction(text, command="promote", meta=meta) as tx:
+                        tx.phase = "pre-receive"  # promotion arrives at the target like a push
+                        for ctype, key, tree, entry, origin in todo:
+                            value = src.payload(det, entry.obj)
+                            tx.add(
+                                ctype,
+                                value,
+                                tree.begin,
+                                tree.end,
+                                pars=entry.pars,
+                                tsprod=entry.tsprod,
+                                origin=origin,
+                            )
+                            if tree.pars:
+                                tx.set_pars(dict(tree.pars), ctype=ctype, range=key)
+                except BaseException:
+                    if created is not None:
+                        _discard_created(repo, path, created)
+                        repo = None
+                    raise
                 if tx.commit_id is not None:
                     report.commits[det] = tx.commit_id
             finally:

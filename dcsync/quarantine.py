@@ -14,6 +14,7 @@ text as UTF-8, trees and commits as their msgpack bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO, TypeGuard
 
 import numpy as np
 
-from dcsync.errors import CorruptObject, ProtocolError
+from dcsync.errors import CorruptObject, ProtocolError, StorageFull
 from dcsync.hashing import ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
 from dcsync.objects import Commit, Payload, Tree, decode
 from dcsync.store.base import ObjectKind, ObjectStore
@@ -80,6 +81,24 @@ class Header:
         return out
 
 
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def _writing(receiver: Receiver) -> Iterator[None]:
+    """A full disk (or file-size limit) while receiving is :class:`StorageFull`, the part removed."""
+    try:
+        yield
+    except OSError as exc:
+        receiver.abort()
+        if exc.errno not in _FULL_ERRNOS:
+            raise
+        raise StorageFull(
+            f"no space left receiving object {receiver.header.oid} into {receiver.q.dir}: "
+            f"nothing was stored ({exc.strerror})"
+        ) from exc
+
+
 class Receiver:
     """One object arriving in pieces: written to a ``.part`` file and hashed on the way."""
 
@@ -92,14 +111,15 @@ class Receiver:
         self.part = self.final.with_name(f".{self.final.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         self._fh: BinaryIO = open(self.part, "wb")  # noqa: SIM115 - closed in finish/abort
         if header.kind == "array":
-            np.lib.format.write_array_header_2_0(
-                self._fh,
-                {
-                    "descr": np.lib.format.dtype_to_descr(header.dtype),
-                    "fortran_order": False,
-                    "shape": header.shape,
-                },
-            )
+            with _writing(self):
+                np.lib.format.write_array_header_2_0(
+                    self._fh,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(header.dtype),
+                        "fortran_order": False,
+                        "shape": header.shape,
+                    },
+                )
             self._digest = hasher("array", dtype_string(header.dtype), header.shape)
         else:
             self._digest = hasher(header.kind)
@@ -108,7 +128,8 @@ class Receiver:
         if self.got + len(data) > self.header.size:
             self.abort()
             raise ProtocolError(f"object {self.header.oid}: more bytes than announced")
-        self._fh.write(data)
+        with _writing(self):
+            self._fh.write(data)
         self._digest.update(data)
         self.got += len(data)
 
@@ -117,9 +138,10 @@ class Receiver:
         return self.got == self.header.size
 
     def finish(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        with _writing(self):
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
         if not self.complete or self._digest.hexdigest() != self.header.oid:
             self.part.unlink(missing_ok=True)
             raise CorruptObject(

@@ -443,6 +443,8 @@ def push(
                 repo = Repository.open(ws.detector_path(det))
                 local, theirs = repo.head(), heads.get(det)
                 if local is None or local == theirs:
+                    if local is not None:  # the remote has it: an earlier push whose answer was lost
+                        _track(repo.store, spec, local, "push")
                     repo.close()
                     continue
                 if theirs is not None and (
@@ -490,16 +492,21 @@ def push(
                     report.failed[det] = result["error"]["message"]
             for det, repo, _, new, _ in plan:
                 if det in report.pushed:
-                    ref = remote_ref(spec.name)
-                    with repo.store.writing():
-                        old = repo.store.refs().get(ref)
-                        repo.store.set_ref(
-                            ref, old, new, LogRecord(ref, old, new, "push", f"push to {spec.url}")
-                        )
+                    _track(repo.store, spec, new, "push")
         finally:
             for _, repo, _, _, _ in plan:
                 repo.close()
     return report
+
+
+def _track(store: HDF5Store | ObjectStore, spec: RemoteConfig, new: ObjectId, command: str) -> None:
+    """Move ``remotes/<name>`` to ``new``, a commit the remote is known to have, unless it is there."""
+    ref = remote_ref(spec.name)
+    if store.refs().get(ref) == new:
+        return
+    with store.writing():
+        old = store.refs().get(ref)
+        store.set_ref(ref, old, new, LogRecord(ref, old, new, command, f"{command} to {spec.url}"))
 
 
 def _object_items(

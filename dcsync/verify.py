@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcsync.errors import DcsyncError, NotARepository
+from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree
@@ -125,7 +125,7 @@ def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> Ve
     """Verify one repository file; a file that cannot be opened at all is a one-problem report."""
     try:
         store = HDF5Store(path)
-    except NotARepository as exc:
+    except RepositoryError as exc:  # not a repository, too new, unreadable
         return VerifyReport(str(path), problems=[str(exc)])
     try:
         report = verify_store(store, progress, partial=_is_partial_clone(path))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
+from dcsync.acl import ACL, current_identity
 from dcsync.errors import (
     AlreadyExists,
     DetectorNotFound,
@@ -30,9 +31,8 @@ from dcsync.errors import (
     UsageError,
     WorkspaceNotFound,
 )
-from dcsync.names import check_alias, check_detname, split_detname
-from dcsync.acl import ACL, current_identity
 from dcsync.hooks import DEFAULT_TIMEOUT
+from dcsync.names import check_alias, check_detname, split_detname
 from dcsync.policy import Policy
 from dcsync.repository import Repository
 

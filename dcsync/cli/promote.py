@@ -8,8 +8,10 @@ import typer
 
 from dcsync.cli.context import state
 from dcsync.cli.output import emit_json, say, short
+from dcsync.errors import WorkspaceNotFound
 from dcsync.promote import promote as run_promote
 from dcsync.times import parse_time
+from dcsync.workspace import Workspace
 
 app = typer.Typer()
 
@@ -34,11 +36,10 @@ def promote(
     """Copy the chosen versions (with ranges, parameters and provenance) into the target, through
     its ACL and hooks. Running it again changes nothing."""
     st = state(ctx)
-    here = None
     try:
-        here = st.workspace()
-    except Exception:
-        here = None
+        here: Workspace | None = st.workspace()  # its remotes name sources and targets
+    except WorkspaceNotFound:
+        here = None  # directories and URLs work from anywhere
     names = [st.detname(d) if here is not None else d for d in detectors]
     report = run_promote(
         names,

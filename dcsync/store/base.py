@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from dcsync.errors import CorruptObject, RefConflict
+from dcsync.errors import CorruptObject, InputError, RefConflict
 from dcsync.hashing import ALGORITHM, ObjectId, canonical_array, hash_array, hash_bytes, hash_text
 from dcsync.objects import Commit, Payload, Tree, decode, encode
 from dcsync.refs import LogRecord, check_ref
@@ -122,7 +122,7 @@ class ObjectStore(ABC):
             return known_id
         if isinstance(value, str):
             if "\0" in value:
-                raise CorruptObject("text payloads may not contain NUL characters")
+                raise InputError("text payloads may not contain NUL characters")
             oid = hash_text(value)
         else:
             value = canonical_array(np.asarray(value))

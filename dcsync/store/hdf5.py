@@ -153,7 +153,10 @@ class HDF5Store(ObjectStore):
                 self.close()  # do not leak the handle of a file we refuse
                 raise
             _FORMAT_CHECKED.add((self.path, stamp[0]))
-        self._objects = self._r[OBJECTS]
+        try:
+            self._objects = self._r[OBJECTS]
+        except (KeyError, OSError, RuntimeError):  # damaged: each object read reports it
+            self._objects = None
 
     def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
         # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
@@ -185,6 +188,11 @@ class HDF5Store(ObjectStore):
             fmt = int(attrs["format"])
             algorithm = str(attrs["hash"])
         except (KeyError, ValueError, TypeError, OSError) as exc:
+            if self.truncated:
+                raise NotARepository(
+                    f"{self.path} is truncated and its dcsync metadata was in the lost part; "
+                    "restore it from a copy (another workspace: dcsync clone/pull)"
+                ) from exc
             raise NotARepository(f"{self.path} is an HDF5 file but not a dcsync repository") from exc
         if fmt > FORMAT_VERSION:
             raise FormatTooNew(
@@ -324,8 +332,15 @@ class HDF5Store(ObjectStore):
             journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
             try:
                 self._w = h5py.File(journaled, "r+", libver=LIBVER)
+                self._check_format(self._w)  # never write into a file of a newer format
             except Exception as exc:
+                if self._w is not None:
+                    with contextlib.suppress(Exception):
+                        self._w.close()
+                    self._w = None
                 journaled.rollback()
+                if isinstance(exc, RepositoryError):
+                    raise
                 raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
             try:
                 yield

@@ -213,6 +213,7 @@ class JournaledFile(io.RawIOBase):
             chunks.append(_RECORD.pack(offset, length, digest) + data)
         os.write(self._journal_fd, b"".join(chunks))
         os.fsync(self._journal_fd)
+        _fsync_dir(self.path)  # the journal's own name must survive a power loss too (as SQLite does)
 
     def dirty_pages(self) -> int:
         """How many pages of the original region this transaction overwrites (for benchmarks)."""
@@ -371,10 +372,14 @@ class ReadOnlyFile(io.RawIOBase):
         n = max(0, min(len(view), self._size - self._pos))
         got = os.preadv(self._fd, [view[:n]], self._pos) if n else 0
         if got < n:
-            view[got:n] = bytes(n - got)
+            self._short_read(view[got:n])
         self._patch(view[:n], self._pos)
         self._pos += n
         return n
+
+    def _short_read(self, missing: memoryview) -> None:
+        """Bytes the file does not have (an overlay's pages may reach past the current end)."""
+        missing[:] = bytes(len(missing))
 
     def _patch(self, view: memoryview, start: int) -> None:
         pass
@@ -406,7 +411,11 @@ class OverlayReader(ReadOnlyFile):
 
 
 class PaddedReader(ReadOnlyFile):
-    """A truncated file padded with zeros to ``size``, so HDF5 opens it and intact parts stay readable."""
+    """A truncated file that claims its full ``size``, so HDF5 opens it and intact parts stay
+    readable; reading a lost part is an I/O error (zeros there could make HDF5 loop)."""
+
+    def _short_read(self, missing: memoryview) -> None:
+        raise OSError(errno.EIO, f"{self.path} is truncated: this part of it is lost")
 
 
 class AtomicGroup:
