@@ -153,7 +153,7 @@ def remove(ctx: typer.Context, name: NameArg, phase: PhaseOpt = None, json: Json
             path.unlink()
             removed.append({"name": name, "phase": p, "path": str(path)})
     if not removed:
-        where = f"{phase}.d" if phase else "any <phase>.d"
+        where = f"{phase}.d" if phase else "<phase>.d for any phase"
         raise NotFound(
             f"no hook {name!r} in {hooks.hooks_dir(root)}/{where} ('dcsync hooks list' shows them)"
         )
