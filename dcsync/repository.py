@@ -435,6 +435,7 @@ class Transaction:
         self.summary: list[str] = []
         self._scratch: Path | None = None
         self.phase = "pre-commit"  # which hooks judge it; a promotion arrives like a push
+        self._landed_from: ObjectId | None = None
 
     def __enter__(self) -> Transaction:
         return self
@@ -628,7 +629,12 @@ class Transaction:
     def commit(self) -> ObjectId | None:
         """Write everything as one commit; None when nothing changed."""
         try:
-            return self._commit()
+            cid = self._commit()
+            if cid is not None and self.phase == "pre-receive" and self.repo.policy is not None:
+                incoming = self._incoming(self._landed_from, cid)
+                if incoming is not None:  # arrived like a push: post-receive reacts
+                    self.repo.policy.after(incoming)
+            return cid
         finally:
             self._cleanup()
 
@@ -652,6 +658,7 @@ class Transaction:
             )
             cid = store.put_object(commit)
             incoming = self._incoming(head, cid)
+            self._landed_from = head
             if incoming is not None and self.repo.policy is not None:
                 self.repo.policy.check(incoming, phase=self.phase)
             store.set_ref(HEAD, head, cid, LogRecord(HEAD, head, cid, self.command, message, extra=self.meta))

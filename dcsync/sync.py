@@ -14,7 +14,7 @@ import contextlib
 import fnmatch
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from dcsync.store.base import ObjectStore, verify_payload
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.times import now_ns
-from dcsync.transport import open_channel
+from dcsync.transport import open_channel, parse_remote_url
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -105,8 +105,16 @@ def remotes(ws: Workspace) -> dict[str, RemoteConfig]:
     return out
 
 
+def _absolute_url(url: str) -> str:
+    """``url`` with a relative local path made absolute, so it means the same from any directory."""
+    if parse_remote_url(url).is_local and not url.startswith("file:") and not os.path.isabs(url):
+        return str(Path(url).resolve())
+    return url
+
+
 def add_remote(ws: Workspace, remote: RemoteConfig) -> None:
     remote_ref(remote.name)  # validates the name
+    remote = replace(remote, url=_absolute_url(remote.url))
     config = ws.config()
     table = config.setdefault("remotes", {})
     if remote.name in table:
@@ -401,10 +409,12 @@ class PushReport:
     objects: int = 0
     bytes: int = 0
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "remote": self.remote,
+            "notes": self.notes,
             "dry_run": self.dry_run,
             "objects": self.objects,
             "bytes": self.bytes,
@@ -483,8 +493,9 @@ def push(
                 report.objects += len(todo)
             report.bytes = total
             updates = [{"detector": det, "old": old, "new": new} for det, _, old, new, _ in plan]
-            results = conn.call("update_refs", updates=updates, atomic=atomic, message=message)["results"]
-            for result in results:
+            answer = conn.call("update_refs", updates=updates, atomic=atomic, message=message)
+            report.notes = [str(n) for n in answer.get("notes", [])]  # what the remote's hooks said
+            for result in answer["results"]:
                 det = result["detector"]
                 if result["ok"]:
                     report.pushed.append(det)
@@ -576,6 +587,7 @@ def clone(
     ``payloads=False`` fetches trees and commits only (enough to commit on top and push).
     """
     target = Path(path)
+    url = _absolute_url(url)
     resumable = _interrupted_clone(target, url)
     if resumable is not None:  # the same clone was cut short: carry on where it stopped
         return resumable, pull(resumable, "origin", progress=progress, conn=conn)

@@ -239,6 +239,8 @@ def push(
                 say(f"{det}: refused: {why}")
         if not report.planned and not report.failed:
             say("everything up to date")
+        for note in report.notes:
+            say(f"remote: {note}")
     if report.failed:
         raise typer.Exit(7)
 
