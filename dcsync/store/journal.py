@@ -71,7 +71,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class JournaledFile(io.RawIOBase):
+class _Positioned(io.RawIOBase):
+    """The file position both kinds of file object below keep for h5py's driver."""
+
+    _pos = 0
+    _size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+
+class JournaledFile(_Positioned):
     """A file object for ``h5py.File(obj, "r+")`` that makes one transaction atomic.
 
     Use: open, hand to h5py, close the h5py file, then :meth:`commit` (or :meth:`rollback`).
@@ -95,26 +116,8 @@ class JournaledFile(io.RawIOBase):
         self._open_journal()
 
     # -- io.RawIOBase -------------------------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
     def writable(self) -> bool:
         return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            self._pos = offset
-        elif whence == os.SEEK_CUR:
-            self._pos += offset
-        else:
-            self._pos = self._size + offset
-        return self._pos
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
@@ -338,7 +341,7 @@ def recover(path: Path) -> bool:
     return True
 
 
-class ReadOnlyFile(io.RawIOBase):
+class ReadOnlyFile(_Positioned):
     """A read-only file object of a size we decide, for ``h5py.File(obj, "r")``.
 
     Readers open through file objects rather than by name because HDF5 shares one cached copy of
@@ -352,20 +355,6 @@ class ReadOnlyFile(io.RawIOBase):
         self._fd = os.open(path, os.O_RDONLY)
         self._size = size
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
