@@ -117,8 +117,13 @@ def read_preamble(read: Read, *, peer: str, stderr: Callable[[], str] = lambda: 
 
 def hello_args(client: str, user: str, host: str) -> dict[str, Any]:
     return {
-        "protocol": PROTOCOL_VERSION, "min_protocol": MIN_PROTOCOL_VERSION, "hash": ALGORITHM,
-        "capabilities": list(CAPABILITIES), "software": client, "user": user, "host": host,
+        "protocol": PROTOCOL_VERSION,
+        "min_protocol": MIN_PROTOCOL_VERSION,
+        "hash": ALGORITHM,
+        "capabilities": list(CAPABILITIES),
+        "software": client,
+        "user": user,
+        "host": host,
     }
 
 

@@ -38,6 +38,7 @@ _DTYPES = {
     for dt in (
         np.dtype(code).newbyteorder("<")
         for code in "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
+        if np.dtype(code).itemsize <= (16 if np.dtype(code).kind == "c" else 8)  # no long double
     )
 }
 

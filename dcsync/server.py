@@ -16,10 +16,12 @@ Methods (an allowlist; named arguments only, checked by :class:`~dcsync.protocol
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from dcsync.errors import (
     NotFastForward,
     ProtocolError,
     RefConflict,
+    RemoteError,
+    StorageFull,
 )
 from dcsync.hashing import ObjectId, is_object_id
 from dcsync.names import check_detname
@@ -168,6 +172,18 @@ class Server:
                 write_frame(write, {"i": rid if isinstance(rid, int) else 0, "e": error_to_wire(exc)})
                 if isinstance(exc, ProtocolError) or upload:
                     return  # the stream may be out of step (a refused upload's items are still coming)
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+                # Not ours to explain in detail (a library or the OS failed): say so to the client,
+                # keep the traceback on stderr for the admin, and end the session cleanly.
+                traceback.print_exc(file=sys.stderr)
+                failure: DcsyncError = (
+                    StorageFull(f"the server ran out of space: {exc}")
+                    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+                    else RemoteError(f"the server failed: {type(exc).__name__}: {exc}")
+                )
+                with contextlib.suppress(DcsyncError, OSError):
+                    write_frame(write, {"i": rid if isinstance(rid, int) else 0, "e": error_to_wire(failure)})
+                return
 
     def close(self) -> None:
         for repo in self._repos.values():
@@ -316,6 +332,8 @@ class Server:
             parsed.append(
                 (_det(update.get("detector")), None if old is None else _oid(old), _oid(update.get("new")))
             )
+        if len({det for det, _, _ in parsed}) != len(parsed):  # atomic: the group holds its first lock
+            raise ProtocolError("update_refs names a detector more than once")
         results: list[dict[str, Any]] = []
         landed: list[Incoming] = []
         if atomic:
