@@ -81,8 +81,13 @@ def _run_one(program: Path, document: bytes, root: Path, phase: str, timeout: fl
     argv = [sys.executable, str(program)] if _is_python(program) else [str(program)]
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=root, env=env, start_new_session=True,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+            start_new_session=True,
         )
     except OSError as exc:
         return 126, f"cannot run {program}: {exc.strerror}"

@@ -17,7 +17,8 @@ from dcsync import hooks
 from dcsync.acl import ACL, Identity, required_permission
 from dcsync.diff import Change, diff_roots
 from dcsync.hashing import ObjectId
-from dcsync.objects import CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.reach import ancestors
 from dcsync.store.base import ObjectStore
 from dcsync.times import format_time
 
@@ -54,16 +55,29 @@ class Incoming:
         return self._changes
 
     def commits(self) -> list[dict[str, Any]]:
-        """The commits being added, oldest first (first-parent chain back to ``old``)."""
-        out: list[dict[str, Any]] = []
-        current: ObjectId | None = self.new
-        while current is not None and current != self.old and len(out) < 1000:
-            commit = self.store.read_commit(current)
-            out.append({"commit": current, "author": commit.author, "host": commit.host,
-                        "time": format_time(commit.time), "message": commit.message,
-                        "meta": dict(commit.meta)})
-            current = commit.parents[0] if commit.parents else None
-        return out[::-1]
+        """The commits being added (reachable from ``new`` through any parent, not from ``old``),
+        oldest first."""
+        known = ancestors(self.store, [self.old]) if self.old is not None else set()
+        found: dict[ObjectId, Commit] = {}
+        todo = [self.new]
+        while todo and len(found) < 10_000:
+            cid = todo.pop()
+            if cid in known or cid in found:
+                continue
+            found[cid] = self.store.read_commit(cid)
+            todo.extend(found[cid].parents)
+        ordered = sorted(found.items(), key=lambda kv: (kv[1].time, kv[0]))
+        return [
+            {
+                "commit": cid,
+                "author": c.author,
+                "host": c.host,
+                "time": format_time(c.time),
+                "message": c.message,
+                "meta": dict(c.meta),
+            }
+            for cid, c in ordered
+        ]
 
 
 class Policy:
@@ -113,18 +127,35 @@ class Policy:
             entry = next((e for e in (c.new, c.old) if isinstance(e, VersionEntry)), None)
             if entry is not None:
                 path = incoming.payload_path(entry.obj) if c.kind in ("added", "changed") else None
-                item.update({"object": entry.obj, "kind": entry.kind, "dtype": entry.dtype,
-                             "shape": list(entry.shape), "nbytes": entry.nbytes, "pars": dict(entry.pars),
-                             "author": entry.author, "origin": dict(entry.origin),
-                             "payload": str(path) if path else None})
+                item.update(
+                    {
+                        "object": entry.obj,
+                        "kind": entry.kind,
+                        "dtype": entry.dtype,
+                        "shape": list(entry.shape),
+                        "nbytes": entry.nbytes,
+                        "pars": dict(entry.pars),
+                        "author": entry.author,
+                        "origin": dict(entry.origin),
+                        "payload": str(path) if path else None,
+                    }
+                )
             else:
                 item.update({"old": c.old, "new": c.new})
             changes.append(item)
         return {
-            "location": str(self.root), "kind": self.kind, "detector": incoming.detname,
-            "command": incoming.command, "user": incoming.who.user, "groups": sorted(incoming.who.groups),
-            "host": incoming.host, "source": incoming.source, "old": incoming.old, "new": incoming.new,
-            "commits": incoming.commits(), "changes": changes,
+            "location": str(self.root),
+            "kind": self.kind,
+            "detector": incoming.detname,
+            "command": incoming.command,
+            "user": incoming.who.user,
+            "groups": sorted(incoming.who.groups),
+            "host": incoming.host,
+            "source": incoming.source,
+            "old": incoming.old,
+            "new": incoming.new,
+            "commits": incoming.commits(),
+            "changes": changes,
             "existing": _existing(incoming.store, old, {c.ctype for c in incoming.changes() if c.ctype}),
         }
 
@@ -159,6 +190,13 @@ def _existing(store: ObjectStore, root: RootTree | None, ctypes: set[str]) -> di
             tree = store.read_object(ref.tree)
             assert isinstance(tree, RangeTree)
             for vkey, entry in tree.versions.items():
-                rows.append({"range": key, "version": vkey, "kind": entry.kind, "dtype": entry.dtype,
-                             "shape": list(entry.shape)})
+                rows.append(
+                    {
+                        "range": key,
+                        "version": vkey,
+                        "kind": entry.kind,
+                        "dtype": entry.dtype,
+                        "shape": list(entry.shape),
+                    }
+                )
     return out

@@ -32,6 +32,7 @@ from dcsync.errors import (
     IncompatiblePeer,
     ProtocolError,
     RemoteError,
+    UsageError,
     by_wire_code,
 )
 from dcsync.hashing import ALGORITHM
@@ -46,14 +47,27 @@ Read = Callable[[int], bytes]
 Write = Callable[[bytes], None]
 
 
+def _env_bytes(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name}={text!r} is not a whole number of bytes") from None
+    if value < 1:
+        raise UsageError(f"{name}={text!r} must be positive")
+    return value
+
+
 def frame_limit() -> int:
     """The largest frame either side accepts (``DCSYNC_MAX_FRAME``, default 16 MiB)."""
-    return int(os.environ.get("DCSYNC_MAX_FRAME", 16 * 1024 * 1024))
+    return _env_bytes("DCSYNC_MAX_FRAME", 16 * 1024 * 1024)
 
 
 def chunk_size() -> int:
     """Payload bytes per stream frame (``DCSYNC_CHUNK``, default 1 MiB): bounds memory per frame."""
-    return max(1, min(int(os.environ.get("DCSYNC_CHUNK", 1024 * 1024)), frame_limit() // 2))
+    return max(1, min(_env_bytes("DCSYNC_CHUNK", 1024 * 1024), frame_limit() // 2))
 
 
 def read_exact(read: Read, n: int) -> bytes:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import xxhash
 
 from dcsync.client import Connection
 from dcsync.diff import Change, diff_roots, summarize, value_stats
@@ -33,7 +34,8 @@ from dcsync.errors import (
 )
 from dcsync.hashing import ObjectId
 from dcsync.merge import describe_conflicts, merge_base, merge_trees
-from dcsync.objects import Commit, RootTree, VersionEntry
+from dcsync.names import RangeKey
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 from dcsync.protocol import chunk_size
 from dcsync.quarantine import Header, Quarantine
 from dcsync.reach import ancestors, is_ancestor, objects_for, transfer_header, walk_missing
@@ -136,8 +138,12 @@ def get_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
     known = remotes(ws)
     if name_or_url in known:
         return known[name_or_url]
+    for remote in known.values():
+        if remote.url == name_or_url:
+            return remote
     if "/" in name_or_url or ":" in name_or_url or os.path.isdir(name_or_url):
-        return RemoteConfig(name_or_url, name_or_url)
+        # An unnamed remote still needs a remote-tracking ref: name it after the URL.
+        return RemoteConfig(f"url-{xxhash.xxh3_64_hexdigest(name_or_url.encode())[:10]}", name_or_url)
     raise UsageError(f"no remote {name_or_url!r} in {ws.root} (remotes: {', '.join(known) or 'none'})")
 
 
@@ -774,6 +780,37 @@ class DiffReport:
         }
 
 
+def _compared_entries(left: Snapshot, right: Snapshot, c: Change) -> tuple[VersionEntry, VersionEntry] | None:
+    """The two versions whose values a change compares: a changed version's old and new content,
+    or, when a range's default moved, the old default's and the new one's."""
+    if c.kind == "changed" and isinstance(c.old, VersionEntry) and isinstance(c.new, VersionEntry):
+        return c.old, c.new
+    if c.kind == "default" and c.ctype and c.range:
+        old = _effective_entry(left, c.detname, c.ctype, c.range)
+        new = _effective_entry(right, c.detname, c.ctype, c.range)
+        if old is not None and new is not None and old.obj != new.obj:
+            return old, new
+    return None
+
+
+def _effective_entry(snap: Snapshot, det: str, ctype: str, rk: str) -> VersionEntry | None:
+    """The version lookups return in one range on one side, if that range exists there."""
+    if det not in snap.roots:
+        return None
+    store, root = snap.roots[det]
+    if ctype not in root.ctypes:
+        return None
+    ct = store.read_object(root.ctypes[ctype])
+    assert isinstance(ct, CtypeTree)
+    ref = ct.ranges.get(RangeKey(rk))
+    if ref is None:
+        return None
+    tree = store.read_object(ref.tree)
+    assert isinstance(tree, RangeTree)
+    key = tree.effective()
+    return None if key is None else tree.versions[key]
+
+
 def diff_sources(
     a: str,
     b: str,
@@ -804,13 +841,10 @@ def diff_sources(
             report = DiffReport(a, b, changes)
             if values:
                 for i, c in enumerate(changes):
-                    if (
-                        c.kind == "changed"
-                        and isinstance(c.old, VersionEntry)
-                        and isinstance(c.new, VersionEntry)
-                    ):
+                    pair = _compared_entries(left, right, c)
+                    if pair is not None:
                         report.values[i] = value_stats(
-                            left.payload(c.detname, c.old.obj), right.payload(c.detname, c.new.obj)
+                            left.payload(c.detname, pair[0].obj), right.payload(c.detname, pair[1].obj)
                         )
             return report
         finally:

@@ -211,8 +211,8 @@ class _HostKeyPolicy(paramiko.RejectPolicy):  # type: ignore[misc]
             raise HostKeyError(
                 f"ssh {self._target.name()}: the host key is not known (the server offered {offered}; "
                 f"looked in {', '.join(self._known_hosts_files())}). Check the fingerprint with the "
-                "server's administrator, then connect once accepting new host keys "
-                "(--accept-new-host-key), or add the key to known_hosts yourself"
+                "server's administrator, then add it to known_hosts (ssh-keyscan, or one plain 'ssh' "
+                "login), or set 'StrictHostKeyChecking accept-new' for this host in ~/.ssh/config"
             )
         line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
         try:
