@@ -39,6 +39,7 @@ from dcsync.errors import (
     StorageFull,
 )
 from dcsync.hashing import ObjectId, is_object_id
+from dcsync.locking import FileLock
 from dcsync.names import check_detname
 from dcsync.policy import Incoming
 from dcsync.protocol import (
@@ -207,7 +208,7 @@ class Server:
             raise AccessDenied(f"{self.ws.root} is served read-only")
         if det is not None:
             acl = self.policy.acl()
-            if not any(acl.allows(self.who, p, det) for p in ("add", "set-default", "remove")):
+            if not acl.may_write(self.who, det):
                 acl.require(self.who, "add", det)  # raises, naming user, detector and location
 
     # -- methods -----------------------------------------------------------------------------------
@@ -366,6 +367,7 @@ class Server:
     ) -> Incoming:
         path = self.ws.detector_path(det)
         quarantine = self._quarantine(det)
+        created = False
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
@@ -374,6 +376,7 @@ class Server:
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
                 HDF5Store.create(path).close()
+                created = True
         if not path.is_file():
             raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
         cached = self._repos.pop(det, None)
@@ -424,9 +427,26 @@ class Server:
                         },
                     ),
                 )
+        except BaseException:
+            if created:  # refused (ACL, hook, conflict): the file we made for it must not stay
+                _remove_if_empty(store)
+            raise
         finally:
             store.close()
         return incoming
+
+
+def _remove_if_empty(store: HDF5Store) -> None:
+    """Delete a repository file that never got a commit (made for a push that was refused)."""
+    with contextlib.suppress(DcsyncError, OSError), FileLock(store.path).held(timeout=5):
+        store.close()
+        fresh = HDF5Store(store.path)
+        try:
+            empty = fresh.head() is None
+        finally:
+            fresh.close()
+        if empty:
+            store.path.unlink()
 
 
 def _object_frames(store: Any, oid: ObjectId, chunk: int) -> Iterator[dict[str, Any]]:

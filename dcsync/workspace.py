@@ -187,6 +187,7 @@ class Workspace:
         path = self.detector_path(detname)
         path.parent.mkdir(parents=True, exist_ok=True)
         repo = Repository.create(path, detname, predecessor=predecessor, message=message)
+        repo.policy = self.policy()  # later commits through it pass the ACL and hooks too
         if predecessor and (self.detector_path(predecessor)).is_file():
             with Repository.open(self.detector_path(predecessor)) as pred:
                 if not pred.root().successor:

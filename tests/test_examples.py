@@ -33,3 +33,41 @@ def test_script_api(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pedestals (3, 2, 512, 1024) float32" in result.stdout
+
+
+def test_promote_to_central(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "promote_to_central.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("candidate run 40 ") and line.endswith(": ok") for line in lines)
+    assert any(line.startswith("candidate run 41 ") and "NaN or Inf" in line for line in lines)
+    assert sum(line.startswith("promoted pedestals ") for line in lines) == 1
+    assert any(line.startswith("central refused ") and "NaN" in line for line in lines)
+    central = [line for line in lines if line.startswith("central 1")]
+    assert len(central) == 1 and f"from {tmp_path / 'xpp12345'} version " in central[0]
+    with h5py.File(tmp_path / "central" / "jungfrau" / "jungfrau-0123.h5", "r", locking=False) as f:
+        assert len(f["pedestals"]) == 1  # one range: run 40's
+
+
+def test_sync_demo_script(tmp_path: Path) -> None:
+    if shutil.which("dcsync") is None:
+        pytest.fail("the dcsync console script is not installed (pip install -e .)")
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "sync_demo.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pushed" in result.stdout and "merged" in result.stdout and "no differences" in result.stdout
+    det = "epix100a/epix100a-3925868555.h5"
+    with (
+        h5py.File(tmp_path / "central" / det, "r", locking=False) as c,
+        h5py.File(tmp_path / "laptop" / det, "r", locking=False) as laptop,
+    ):
+        assert sorted(c["pedestals"]) == sorted(laptop["pedestals"]) == ["1793491200-end", "1795248000-end"]
+        assert "pixel_status" in c
