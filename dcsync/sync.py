@@ -712,8 +712,12 @@ def snapshot(
                 snap.closers.append(repo.close)
         return snap
     spec = get_remote(here, source) if here is not None else RemoteConfig(source, source)
-    if here is None or source not in remotes(here):
-        spec = RemoteConfig(spec.name, spec.url, remote_dcsync, ssh_command)
+    if here is None or source not in remotes(here):  # a URL: the caller's options, else its remote's
+        spec = replace(
+            spec,
+            remote_dcsync=remote_dcsync or spec.remote_dcsync,
+            ssh_command=ssh_command or spec.ssh_command,
+        )
     conn = connect(spec)
     snap = Snapshot(source, {}, conn=conn)
     try:
