@@ -14,6 +14,7 @@ stable wire code, and subclasses the matching builtin so ordinary ``except KeyEr
     │   ├── VersionNotFound                        exit 3   not-found.version
     │   ├── NoValidConstant                        exit 3   not-found.constant
     │   └── ObjectNotFound                         exit 3   not-found.object
+    │       └── NotFetched                         exit 3   not-found.not-fetched
     ├── InputError (ValueError)                    exit 4   input
     ├── RepositoryError                            exit 5   repository
     │   ├── NotARepository                         exit 5   repository.not-a-repository
@@ -112,6 +113,12 @@ class NoValidConstant(NotFound):
 
 class ObjectNotFound(NotFound):
     wire_code = "not-found.object"
+
+
+class NotFetched(ObjectNotFound):
+    """A payload a partial clone left out on purpose."""
+
+    wire_code = "not-found.not-fetched"
 
 
 class InputError(DcsyncError, ValueError):

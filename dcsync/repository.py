@@ -25,6 +25,7 @@ from dcsync.errors import (
     CtypeNotFound,
     InputError,
     InvalidTime,
+    NotFetched,
     NoValidConstant,
     RangeNotFound,
     RepositoryError,
@@ -268,6 +269,13 @@ class Repository:
 
         def read() -> Constant:
             loc = self.locate(ctype, at, version)
+            if not self.store.has(loc.entry.obj):
+                # The tree names it but this file lacks it: only a partial clone does that, since a
+                # commit's objects land together.
+                raise NotFetched(
+                    f"{self.detname} {ctype} {loc.range} {loc.version}: its payload {loc.entry.obj} was "
+                    "not fetched (a partial clone); widen the clone's filter or pull from a full copy"
+                )
             value = self.store.read_payload(loc.entry.obj)
             return Constant(
                 self.root().detname,

@@ -36,6 +36,7 @@ from dcsync.errors import (
     DcsyncError,
     FormatTooNew,
     NotARepository,
+    NotFetched,
     ObjectNotFound,
     RepositoryError,
     StorageFull,
@@ -234,7 +235,9 @@ class HDF5Store(ObjectStore):
                 self._in_read = True
                 return read()
             except _READ_ERRORS as exc:
-                if isinstance(exc, DcsyncError) and not isinstance(exc, CorruptObject | ObjectNotFound):
+                if isinstance(exc, NotFetched) or (
+                    isinstance(exc, DcsyncError) and not isinstance(exc, CorruptObject | ObjectNotFound)
+                ):
                     raise  # an answer (no such ctype, ambiguous prefix...), not a torn read
                 if attempt == attempts - 1:
                     if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
