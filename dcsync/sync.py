@@ -208,6 +208,9 @@ class FetchReport:
     updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     objects: int = 0
     bytes: int = 0
+    # detectors whose HEAD already equals the remote's: pull need not open them again
+    settled: set[str] = field(default_factory=set)
+    checked_out: list[str] = field(default_factory=list)  # new detectors whose HEAD was set
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -229,8 +232,12 @@ def fetch(
     detectors: list[str] | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
+    checkout_new: bool = False,
 ) -> FetchReport:
-    """Bring the remote's commits into ``remotes/<remote>`` of every detector in scope."""
+    """Bring the remote's commits into ``remotes/<remote>`` of every detector in scope.
+
+    ``checkout_new`` also sets HEAD of detectors that had none (pull and clone), in the same commit.
+    """
     spec = get_remote(ws, remote)
     globs = detectors or list(spec.detectors) or None
     own = conn is None
@@ -248,6 +255,8 @@ def fetch(
                 try:
                     refs = store.refs()
                     if refs.get(remote_ref(spec.name)) == rhead:
+                        if refs.get(HEAD) == rhead:
+                            report.settled.add(det)
                         continue
                     have = sorted({c for c in refs.values() if store.has(c)})
                 finally:
@@ -276,8 +285,13 @@ def fetch(
         report.bytes = sum(size for _, _, size in missing)
         for want in wants:
             name, target = str(want["detector"]), ObjectId(str(want["want"]))
-            old = _import_and_move(ws, name, remote_ref(spec.name), target, spec, "fetch")
+            old, checked_out = _import_and_move(
+                ws, name, remote_ref(spec.name), target, spec, "fetch", checkout_new
+            )
             report.updated[name] = (old, target)
+            if checked_out:
+                report.checked_out.append(name)
+                report.settled.add(name)
     finally:
         if own:
             conn.close()
@@ -285,8 +299,8 @@ def fetch(
 
 
 def _import_and_move(
-    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, command: str
-) -> str | None:
+    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, command: str, checkout_new: bool
+) -> tuple[str | None, bool]:
     path = ws.detector_path(det)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,10 +318,18 @@ def _import_and_move(
                 new,
                 LogRecord(ref, old, new, command, f"{command} from {spec.url}", extra={"source": spec.url}),
             )
+            checked_out = checkout_new and store.head() is None
+            if checked_out:  # a new detector: check it out in the same commit
+                store.set_ref(
+                    HEAD,
+                    None,
+                    new,
+                    LogRecord(HEAD, None, new, "pull", f"check out {ref}", extra={"source": spec.url}),
+                )
     finally:
         store.close()
     q.clear()
-    return old
+    return old, checked_out
 
 
 # -- pull ----------------------------------------------------------------------------------------------
@@ -342,12 +364,15 @@ def pull(
     unless ``prefer`` resolves them toward one side.
     """
     spec = get_remote(ws, remote)
-    report = PullReport(fetch(ws, remote, detectors=detectors, progress=progress, conn=conn))
+    report = PullReport(
+        fetch(ws, remote, detectors=detectors, progress=progress, conn=conn, checkout_new=True)
+    )
+    report.fast_forwarded.extend(report.fetch.checked_out)
     ref = remote_ref(spec.name)
     plans: list[tuple[str, Repository, ObjectId | None, ObjectId]] = []
     reports: list[str] = []
     for det in ws.detectors():
-        if not _in_scope(det, detectors or list(spec.detectors) or None):
+        if not _in_scope(det, detectors or list(spec.detectors) or None) or det in report.fetch.settled:
             continue
         repo = Repository.open(ws.detector_path(det))
         theirs = repo.store.refs().get(ref)

@@ -36,7 +36,7 @@ assert _spec is not None and _spec.loader is not None
 writer = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(writer)
 
-CRASH_BUDGET = 60.0  # seconds of kill-and-restart (longer only to reach the minimums)
+CRASH_BUDGET = 45.0  # seconds of kill-and-restart (longer only to reach the minimums)
 MIN_KILLS = 30
 MIN_COMMITS = 200
 CONCURRENCY_SECONDS = 15.0
