@@ -27,19 +27,22 @@ class _Reader(Protocol):
     def read_object(self, oid: ObjectId) -> Tree | Commit: ...
 
 
+def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
+    commit = store.read_object(cid)
+    if not isinstance(commit, Commit):
+        raise CorruptObject(f"{cid} is not a commit")
+    return commit.parents
+
+
 def ancestors(store: _Reader, heads: Iterable[ObjectId]) -> set[ObjectId]:
     """Every commit reachable from ``heads`` (themselves included)."""
     seen: set[ObjectId] = set()
     queue = deque(heads)
     while queue:
         cid = queue.popleft()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        commit = store.read_object(cid)
-        if not isinstance(commit, Commit):
-            raise CorruptObject(f"{cid} is not a commit")
-        queue.extend(commit.parents)
+        if cid not in seen:
+            seen.add(cid)
+            queue.extend(_parents(store, cid))
     return seen
 
 
@@ -54,13 +57,9 @@ def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> boo
         cid = todo.pop()
         if cid == ancestor:
             return True
-        if cid in seen:
-            continue
-        seen.add(cid)
-        commit = store.read_object(cid)
-        if not isinstance(commit, Commit):
-            raise CorruptObject(f"{cid} is not a commit")
-        todo.extend(commit.parents)
+        if cid not in seen:
+            seen.add(cid)
+            todo.extend(_parents(store, cid))
     return False
 
 
