@@ -27,6 +27,7 @@ from dcsync.errors import (
     InvalidTime,
     NotFetched,
     NoValidConstant,
+    ObjectNotFound,
     RangeNotFound,
     RepositoryError,
     VersionNotFound,
@@ -269,14 +270,17 @@ class Repository:
 
         def read() -> Constant:
             loc = self.locate(ctype, at, version)
-            if not self.store.has(loc.entry.obj):
+            try:
+                value = self.store.read_payload(loc.entry.obj)
+            except ObjectNotFound as exc:
+                if self.store.has(loc.entry.obj):
+                    raise
                 # The tree names it but this file lacks it: only a partial clone does that, since a
                 # commit's objects land together.
                 raise NotFetched(
                     f"{self.detname} {ctype} {loc.range} {loc.version}: its payload {loc.entry.obj} was "
                     "not fetched (a partial clone); widen the clone's filter or pull from a full copy"
-                )
-            value = self.store.read_payload(loc.entry.obj)
+                ) from exc
             return Constant(
                 self.root().detname,
                 ctype,

@@ -223,8 +223,9 @@ class HDF5Store(ObjectStore):
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
         """Run a read that may race a writer: on a torn read, reopen and retry.
 
-        Objects never change once written, so a failure that goes away on reopen was a race; one
-        that persists is real and is raised. Nested calls run inside the outer one's attempt.
+        Objects never change once written, so a read can only be torn if the file changed while
+        it ran: a failure on an unchanged file is real and raised at once; otherwise the read is
+        retried on a fresh handle. Nested calls run inside the outer one's attempt.
         """
         if self._in_read or self._w is not None:
             return read()
@@ -239,7 +240,9 @@ class HDF5Store(ObjectStore):
                     isinstance(exc, DcsyncError) and not isinstance(exc, CorruptObject | ObjectNotFound)
                 ):
                     raise  # an answer (no such ctype, ambiguous prefix...), not a torn read
-                if attempt == attempts - 1:
+                seen = self._r_stamp
+                quiet = seen is not None and not seen[3] and self._stamp() == seen  # no writer moved it
+                if attempt == attempts - 1 or quiet:
                     if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
                         raise
                     raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
