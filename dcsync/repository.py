@@ -103,7 +103,24 @@ class Repository:
 
     def __init__(self, store: ObjectStore, *, policy: Policy | None = None) -> None:
         self.store = store
-        self.policy = policy  # the ACL and pre-commit hooks of the workspace it sits in
+        self._policy = policy
+        self._find_policy: Path | None = None  # a file whose workspace's policy is looked up on use
+
+    @property
+    def policy(self) -> Policy | None:
+        """The ACL and hooks of the workspace the file sits in; found when a commit needs them,
+        so reads never pay for parsing the workspace's configuration."""
+        if self._find_policy is not None:
+            from dcsync.workspace import Workspace  # the workspace module builds on this one
+
+            ws = Workspace.containing(self._find_policy)
+            self._policy = ws.policy() if ws is not None else None
+            self._find_policy = None
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: Policy | None) -> None:
+        self._policy, self._find_policy = value, None
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -111,10 +128,7 @@ class Repository:
         """Open a repository file; inside a workspace, its ACL and hooks apply to commits."""
         repo = cls(HDF5Store(path, lock_timeout=lock_timeout))
         if policy:
-            from dcsync.workspace import Workspace  # the workspace module builds on this one
-
-            ws = Workspace.containing(Path(path))
-            repo.policy = ws.policy() if ws is not None else None
+            repo._find_policy = Path(path)
         return repo
 
     @classmethod

@@ -93,7 +93,8 @@ class HDF5Store(ObjectStore):
         self._r_stamp: tuple[int, int, int, bool] | None = None
         self._refs: dict[str, ObjectId] | None = None  # parsed refs of the open read handle
         self._in_read = False  # inside consistent(): the handle was checked once for this read
-        self._objects: h5py.Group | None = None  # the read handle's objects group
+        self._objects: h5py.Group | None = None  # the read handle's groups, looked up once
+        self._meta: h5py.Group | None = None
         self.truncated = False
         self._refresh()
 
@@ -155,9 +156,10 @@ class HDF5Store(ObjectStore):
                 raise
             _FORMAT_CHECKED.add((self.path, stamp[0]))
         try:
-            self._objects = self._r[OBJECTS]
+            self._meta = self._r[META]
+            self._objects = self._meta["objects"]
         except (KeyError, OSError, RuntimeError):  # damaged: each object read reports it
-            self._objects = None
+            self._objects = self._meta = None
 
     def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
         # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
@@ -218,7 +220,7 @@ class HDF5Store(ObjectStore):
         if self._r_fileobj is not None:
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
-        self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = None
+        self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = self._meta = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
         """Run a read that may race a writer: on a torn read, reopen and retry.
@@ -274,13 +276,14 @@ class HDF5Store(ObjectStore):
 
     def _load_payload(self, oid: ObjectId) -> Payload:
         ds = self._dataset(oid)
-        if ds.dtype.kind == "S":
+        dtype = ds.dtype
+        if dtype.kind == "S":
             raw = ds[()]
             try:
                 return bytes(raw).decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise CorruptObject(f"text object {oid} in {self.path} is not UTF-8") from exc
-        arr = np.empty(ds.shape, dtype=ds.dtype)
+        arr = np.empty(ds.shape, dtype=dtype)
         if arr.size:
             ds.read_direct(arr)
         return arr
@@ -304,7 +307,8 @@ class HDF5Store(ObjectStore):
                 self._refresh()
             if self._refs is not None:
                 return dict(self._refs)
-        raw = self._file()[META].attrs["refs"]
+        meta = self._meta if self._w is None and self._meta is not None else self._file()[META]
+        raw = meta.attrs["refs"]
         try:
             refs = {str(k): ObjectId(v) for k, v in json.loads(raw).items()}
         except (ValueError, AttributeError) as exc:
