@@ -5,24 +5,16 @@ No timing assertions: the targets live in the benchmark, and figures from a test
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers.benchrun import is_number, run_quick
 from sshd import sshd_unavailable_reason
 
 SCRIPT = Path(__file__).parent / "benchmarks" / "bench_sync.py"
 BENCHMARKS = ("clone", "incremental", "uptodate", "memory")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _unavailable() -> str | None:
@@ -36,39 +28,23 @@ def test_quick_benchmark_reports_every_benchmark(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the sync benchmark: {reason}")
         pytest.skip(reason)
-    out = tmp_path / "results.json"
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DCSYNC_")}
-    env.update(TMPDIR=str(work), HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-    results = json.loads(out.read_text())
-    assert results["quick"] is True
-    assert _is_number(results["machine"]["cpus"])
+    results = run_quick(SCRIPT, tmp_path)
     assert set(results["benchmarks"]) == set(BENCHMARKS)
     for name in BENCHMARKS:
         bench = results["benchmarks"][name]
         assert bench["rows"], f"{name}: no rows"
         for row in bench["rows"]:
             assert row["skipped"] is None, (name, row)
-            assert _is_number(row["median"]) and row["median"] > 0, (name, row)
+            assert is_number(row["median"]) and row["median"] > 0, (name, row)
             if row["baseline"] is not None:
-                assert _is_number(row["baseline"]) and row["baseline"] > 0, (name, row)
-                assert _is_number(row["ratio"]), (name, row)
+                assert is_number(row["baseline"]) and row["baseline"] > 0, (name, row)
+                assert is_number(row["ratio"]), (name, row)
         # every benchmark carries a target that was judged, pass or miss
         assert any(isinstance(row["passed"], bool) for row in bench["rows"]), name
     # the comparisons the targets are about have their baseline beside them
     for name in ("clone", "incremental", "uptodate"):
-        assert _is_number(results["benchmarks"][name]["rows"][0]["baseline"]), name
+        assert is_number(results["benchmarks"][name]["rows"][0]["baseline"]), name
     incremental = results["benchmarks"]["incremental"]["rows"][0]
     assert incremental["unit"] == "bytes" and incremental["extra"]["payload_bytes"] > 0
     assert results["benchmarks"]["uptodate"]["rows"][0]["extra"]["channels"], "channels were not counted"
-    assert list(work.iterdir()) == [], "the benchmark left files behind"
+    assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"

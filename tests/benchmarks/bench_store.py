@@ -752,6 +752,15 @@ def main(argv: list[str] | None = None) -> int:
             print_benchmark(b)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    finish(results, started, m, quick=args.quick, json_path=args.json)
+    return 0
+
+
+def finish(
+    results: dict[str, Benchmark], started: float, m: dict[str, Any], *, quick: bool, json_path: Path | None
+) -> None:
+    """The closing line (time, PASS/MISS counts, load) and the --json document: shared by the
+    benchmark scripts."""
     total = time.perf_counter() - started
     verdicts = [r.passed for b in results.values() for r in b.rows] + [
         c.passed for b in results.values() for c in b.checks
@@ -761,15 +770,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(1 for b in results.values() for r in b.rows if r.skipped)} skipped; "
         f"load average at end: {load_average()}"
     )
-    if args.json:
+    if json_path:
         payload = {
             "machine": m,
-            "quick": args.quick,
+            "quick": quick,
             "seconds": total,
             "benchmarks": {name: b.to_json() for name, b in results.items()},
         }
-        args.json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    return 0
+        json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ from bench_store import (
     Benchmark,
     Row,
     distinct_array,
+    finish,
     fmt_bytes,
-    load_average,
     median,
     peak_rss,
     print_benchmark,
@@ -1028,22 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.stop()
         remove(work)
-    total = time.perf_counter() - started
-    verdicts = [r.passed for b in results.values() for r in b.rows] + [
-        c.passed for b in results.values() for c in b.checks
-    ]
-    print(
-        f"total {total:.1f} s; targets: {verdicts.count(True)} PASS, {verdicts.count(False)} MISS; "
-        f"load average at end: {load_average()}"
-    )
-    if args.json:
-        payload = {
-            "machine": m,
-            "quick": args.quick,
-            "seconds": total,
-            "benchmarks": {name: b.to_json() for name, b in results.items()},
-        }
-        args.json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    finish(results, started, m, quick=args.quick, json_path=args.json)
     return 0
 
 
