@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers.deadline import deadline as _deadline
 
 from dcsync import errors
 from dcsync.client import Connection
@@ -65,20 +64,8 @@ TIMEOUT = 10.0  # seconds any single read may take before the test calls it a ha
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def deadline(seconds: float = TIMEOUT) -> Iterator[None]:
-    """Fail instead of hanging: a blocked read in the main thread is interrupted by SIGALRM."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"no answer within {seconds} s: the server hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def deadline(seconds: float = TIMEOUT) -> contextlib.AbstractContextManager[None]:
+    return _deadline(seconds)
 
 
 def reader(data: bytes, *, step: int | None = None) -> Callable[[int], bytes]:

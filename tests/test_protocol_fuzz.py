@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+from helpers.deadline import deadline as _deadline
 from hypothesis import HealthCheck, given, settings
 
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError, by_wire_code
@@ -36,18 +35,8 @@ PROBE = 10**9  # the request id of the "are you still there" heads sent after th
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@contextlib.contextmanager
-def deadline(seconds: float = 15.0) -> Iterator[None]:
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"the session did not finish within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def deadline(seconds: float = 15.0) -> contextlib.AbstractContextManager[None]:
+    return _deadline(seconds)
 
 
 # -- (a) read_frame and read_preamble on random bytes --------------------------------------------------
