@@ -15,7 +15,7 @@ from typing import NewType
 
 import xxhash
 
-from dcsync.errors import InvalidName
+from dcsync.errors import AmbiguousName, InvalidName
 from dcsync.times import NS, format_seconds
 
 VersionKey = NewType("VersionKey", str)
@@ -76,8 +76,6 @@ def resolve_range(name: str, keys: list[str], where: str) -> str:
     Range keys are not prefix-free ("1-2" and "1-20"), so arbitrary prefixes would silently pick
     the wrong range; '' means no match, several raise :class:`~dcsync.errors.AmbiguousName`.
     """
-    from dcsync.errors import AmbiguousName
-
     if name in keys:
         return name
     hits = [k for k in keys if k.startswith(name + "-")]
@@ -95,12 +93,9 @@ def new_version_key(salt: str) -> VersionKey:
 def resolve_prefix(prefix: str, candidates: list[str], what: str, where: str) -> str:
     """Resolve a unique prefix among candidates, as git does with commit ids.
 
-    An exact match always wins. Raises NotFound-style errors through the caller-supplied classes
-    is not possible here without an import cycle, so this returns '' for no match and raises
-    :class:`~dcsync.errors.AmbiguousName` for several.
+    An exact match always wins. Returns '' for no match (the caller raises its own NotFound, which
+    names what was looked for) and raises :class:`~dcsync.errors.AmbiguousName` for several.
     """
-    from dcsync.errors import AmbiguousName
-
     if prefix in candidates:
         return prefix
     hits = [c for c in candidates if c.startswith(prefix)] if prefix else []

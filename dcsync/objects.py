@@ -32,7 +32,6 @@ ParValue: TypeAlias = str | int | float | bool
 Pars: TypeAlias = Mapping[str, ParValue]
 Payload: TypeAlias = np.ndarray | str
 Kind = Literal["array", "text", "tree", "commit"]
-TREE_KINDS = ("root", "ctype", "range")
 
 
 def _sorted(mapping: Mapping[str, Any]) -> dict[str, Any]:

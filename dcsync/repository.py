@@ -93,11 +93,6 @@ class Located:
     entry: VersionEntry
 
 
-def lookup_range(ranges: Mapping[RangeKey, RangeRef], t: int) -> RangeKey | None:
-    """The lookup rule on ranges (see :meth:`CtypeTree.lookup`)."""
-    return CtypeTree(ranges=ranges).lookup(t)
-
-
 class Repository:
     """One detector's constants and their history."""
 

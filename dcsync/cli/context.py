@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from dcsync.errors import DetectorNotFound
+from dcsync.errors import DetectorNotFound, WorkspaceNotFound
 from dcsync.repository import Repository
 from dcsync.workspace import Workspace
 
@@ -34,6 +34,13 @@ class State:
         if self._workspace is None:
             self._workspace = Workspace(self.directory) if self.directory else Workspace.find()
         return self._workspace
+
+    def workspace_if_any(self) -> Workspace | None:
+        """The workspace, or None outside one (commands that also take paths and URLs)."""
+        try:
+            return self.workspace()
+        except WorkspaceNotFound:
+            return None
 
     def resolve(self, name: str) -> Path:
         """A detector's repository file from its name, an alias, or a path to an ``.h5`` file."""

@@ -8,10 +8,8 @@ import typer
 
 from dcsync.cli.context import state
 from dcsync.cli.output import emit_json, say, short
-from dcsync.errors import WorkspaceNotFound
 from dcsync.promote import promote as run_promote
 from dcsync.times import parse_time
-from dcsync.workspace import Workspace
 
 app = typer.Typer()
 
@@ -33,13 +31,12 @@ def promote(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would change.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
-    """Copy the chosen versions (with ranges, parameters and provenance) into the target, through
-    its ACL and hooks. Running it again changes nothing."""
+    """Copy chosen versions (ranges, parameters, provenance) through the target's ACL and hooks.
+
+    Running it again changes nothing.
+    """
     st = state(ctx)
-    try:
-        here: Workspace | None = st.workspace()  # its remotes name sources and targets
-    except WorkspaceNotFound:
-        here = None  # directories and URLs work from anywhere
+    here = st.workspace_if_any()  # its remotes name sources and targets; paths and URLs need none
     names = [st.detname(d) if here is not None else d for d in detectors]
     report = run_promote(
         names,

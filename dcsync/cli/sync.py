@@ -274,9 +274,7 @@ def diff(
 ) -> None:
     """What differs between two workspaces: detectors, ctypes, ranges, versions, defaults."""
     st = state(ctx)
-    here = None
-    with contextlib.suppress(Exception):
-        here = st.workspace()
+    here = st.workspace_if_any()
     report = sync.diff_sources(
         a,
         b,
