@@ -342,6 +342,33 @@ def test_the_default_ssh_config_is_read(sshd: SSHServer) -> None:
     assert printed_argv(channel) == ["serve", "--stdio", "--root", "/data/my calib"]
 
 
+def negotiated_cipher(channel: ParamikoChannel) -> str:
+    cipher: str = channel._clients[-1].get_transport().remote_cipher
+    return cipher
+
+
+def test_aes_gcm_is_preferred(sshd: SSHServer) -> None:
+    """GCM is paramiko's fast cipher (no MAC computed in Python); sshd offers it by default."""
+    with ParamikoChannel(parse_remote_url("dcsync-test:x"), "true", config_path=sshd.ssh_config) as channel:
+        assert negotiated_cipher(channel) == "aes128-gcm@openssh.com"
+
+
+@pytest.mark.parametrize(
+    ("ciphers", "expected"),
+    [
+        ("aes256-ctr,aes128-ctr", "aes256-ctr"),
+        ("nonesuch,aes192-ctr", "aes192-ctr"),
+        ("+aes256-cbc", "aes128-gcm@openssh.com"),
+    ],
+)
+def test_ssh_config_ciphers_are_honoured(
+    sshd: SSHServer, tmp_path: Path, ciphers: str, expected: str
+) -> None:
+    config = write_config(tmp_path, sshd, "pinned", Ciphers=ciphers)
+    with ParamikoChannel(parse_remote_url("pinned:x"), "true", config_path=config) as channel:
+        assert negotiated_cipher(channel) == expected
+
+
 def test_proxy_command(sshd: SSHServer, tmp_path: Path) -> None:
     proxy = f"ssh -F {sshd.ssh_config} -W %h:%p {sshd.alias}"
     config = write_config(tmp_path, sshd, "dcsync-proxied", ProxyCommand=proxy)
