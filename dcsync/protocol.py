@@ -40,7 +40,7 @@ from dcsync.hashing import ALGORITHM
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 PREAMBLE = b"DCSYNC-SERVE/1\n"
-CAPABILITIES = ("atomic", "filter", "resume")
+CAPABILITIES = ("atomic", "filter", "resume", "whole-file")
 MAX_BANNER = 64 * 1024
 
 Read = Callable[[int], bytes]
@@ -87,7 +87,11 @@ def write_frame(write: Write, value: Any, *, limit: int | None = None) -> None:
     cap = frame_limit() if limit is None else limit
     if len(body) > cap:
         raise ProtocolError(f"refusing to send a frame of {len(body)} bytes (limit {cap})")
-    write(len(body).to_bytes(4, "big") + body)
+    if len(body) < 65536:
+        write(len(body).to_bytes(4, "big") + body)
+    else:  # two writes rather than a copy of a bulk frame
+        write(len(body).to_bytes(4, "big"))
+        write(body)
 
 
 def read_frame(read: Read, *, limit: int | None = None) -> Any:
