@@ -7,6 +7,7 @@ Methods (an allowlist; named arguments only, checked by :class:`~dcsync.protocol
 - ``negotiate``: for each wanted head, the objects the client may lack (minus what the heads it
   already has imply, and minus payloads its partial-clone filter excludes);
 - ``get_objects``: those objects, streamed in bounded chunks;
+- ``get_files``: whole repository files, for detectors the client lacks (:mod:`dcsync.wholefile`);
 - ``have``: which of a batch of objects this side already has (stored or quarantined);
 - ``put_objects``: a stream of objects into quarantine, each verified as it arrives;
 - ``update_refs``: move HEADs by compare-and-swap, fast-forward only, importing the quarantined
@@ -61,7 +62,9 @@ from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
 from dcsync.store.memory import MemoryStore
+from dcsync.transport.local import widen_pipe
 from dcsync.version import __version__
+from dcsync.wholefile import file_frames
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 SPECS: dict[str, ArgSpec] = {
@@ -77,6 +80,7 @@ SPECS: dict[str, ArgSpec] = {
     "heads": ArgSpec(detectors=(list, False)),
     "negotiate": ArgSpec(wants=(list, True)),
     "get_objects": ArgSpec(items=(list, True)),
+    "get_files": ArgSpec(items=(list, True)),
     "have": ArgSpec(items=(list, True)),
     "put_objects": ArgSpec(detector=(str, True)),
     "update_refs": ArgSpec(updates=(list, True), atomic=(bool, False), message=(str, False)),
@@ -266,6 +270,37 @@ class Server:
                 write_frame(write, {"i": rid, "s": frame})
             count += 1
         return {"count": count}
+
+    def do_get_files(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
+        from dcsync.sync import is_partial_clone  # only whole-file transfers need the remotes
+
+        requests: list[tuple[str, int, str | None]] = []
+        for item in items:
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not isinstance(item[1], int)
+                or isinstance(item[1], bool)
+                or item[1] < 0
+                or not (item[2] is None or isinstance(item[2], str))
+            ):
+                raise ProtocolError("items are [detector, offset, token or nil] triples")
+            det = _det(item[0])
+            self._repo(det)  # exists, and the caller may read it
+            requests.append((det, item[1], item[2]))
+        # A partial clone's file lacks payloads it was never sent: it goes object by object.
+        partial = is_partial_clone(self.ws)
+        total = 0 if partial else sum(self.ws.detector_path(det).stat().st_size for det, _, _ in requests)
+        write_frame(write, {"i": rid, "s": {"total": total}})
+        chunk = chunk_size()
+        for det, offset, token in requests:
+            if partial:
+                frames: Iterator[dict[str, Any]] = iter([{"f": det, "skip": "the server is a partial clone"}])
+            else:
+                frames = file_frames(self.ws.detector_path(det), det, offset, token, chunk)
+            for frame in frames:
+                write_frame(write, {"i": rid, "s": frame})
+        return {"count": len(requests)}
 
     def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
         answers = []
@@ -509,6 +544,7 @@ def run_stdio(
     """Serve on this process's stdin/stdout (binary, unbuffered)."""
     infd = (stdin or sys.stdin).fileno()
     outfd = (stdout or sys.stdout).fileno()
+    widen_pipe(outfd)  # sshd or the local client reads bulk transfers from it
 
     def read(n: int) -> bytes:
         return os.read(infd, n)

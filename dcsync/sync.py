@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import xxhash
 
+from dcsync import wholefile
 from dcsync.client import Connection
 from dcsync.diff import Change, diff_roots, summarize, value_stats
 
@@ -105,6 +106,11 @@ def remotes(ws: Workspace) -> dict[str, RemoteConfig]:
             bool(cfg.get("payloads", True)),
         )
     return out
+
+
+def is_partial_clone(ws: Workspace) -> bool:
+    """Whether ``ws`` fetches with a filter, so its files may lack payloads."""
+    return any(r.filter() for r in remotes(ws).values())
 
 
 def _absolute_url(url: str) -> str:
@@ -211,14 +217,27 @@ class FetchReport:
     # detectors whose HEAD already equals the remote's: pull need not open them again
     settled: set[str] = field(default_factory=set)
     checked_out: list[str] = field(default_factory=list)  # new detectors whose HEAD was set
+    files: int = 0  # detectors that came as whole files (dcsync.wholefile)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "remote": self.remote,
+            "files": self.files,
             "objects": self.objects,
             "bytes": self.bytes,
             "updated": {d: {"old": o, "new": n} for d, (o, n) in self.updated.items()},
         }
+
+
+def _whole_files_apply(conn: Connection, spec: RemoteConfig) -> bool:
+    """Whether new detectors may come as whole files: both sides can, and nothing is filtered."""
+    offered = conn.server.get("capabilities")
+    return (
+        wholefile.enabled()
+        and not spec.filter()
+        and isinstance(offered, list)
+        and wholefile.CAPABILITY in offered
+    )
 
 
 def _in_scope(det: str, globs: tuple[str, ...] | list[str] | None) -> bool:
@@ -264,6 +283,18 @@ def fetch(
             else:
                 have = []
             wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
+        lacking = [str(w["detector"]) for w in wants if not ws.detector_path(str(w["detector"])).exists()]
+        if checkout_new and lacking and _whole_files_apply(conn, spec):
+            incoming = ws.root / CONFIG_DIR / "incoming"
+            adopted, report.bytes = wholefile.fetch_files(
+                conn.stream, incoming, lacking, ws.detector_path, spec.name, spec.url, progress
+            )
+            for det, head in adopted.items():
+                report.updated[det] = (None, head)
+                report.checked_out.append(det)
+                report.settled.add(det)
+            report.files = len(adopted)
+            wants = [w for w in wants if w["detector"] not in adopted]
         if not wants:
             return report
         offered = conn.call("negotiate", wants=wants)["objects"]
@@ -282,7 +313,7 @@ def fetch(
         quarantines = {det: _quarantine(ws, det) for det in offered}
         receive_objects(conn, missing, lambda det, h: quarantines[det].receive(h), progress)
         report.objects = len(missing)
-        report.bytes = sum(size for _, _, size in missing)
+        report.bytes += sum(size for _, _, size in missing)
         for want in wants:
             name, target = str(want["detector"]), ObjectId(str(want["want"]))
             old, checked_out = _import_and_move(

@@ -141,11 +141,11 @@ def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> Ve
 
 def _is_partial_clone(path: Path) -> bool:
     """Whether the workspace holding ``path`` fetches with a filter (so payloads may be absent)."""
-    from dcsync.sync import remotes  # verify sits below sync; only this question needs it
+    from dcsync.sync import is_partial_clone  # verify sits below sync; only this question needs it
     from dcsync.workspace import Workspace
 
     try:
         ws = Workspace.containing(path)
-        return ws is not None and any(r.filter() for r in remotes(ws).values())
+        return ws is not None and is_partial_clone(ws)
     except DcsyncError:
         return False

@@ -599,6 +599,55 @@ def test_get_objects_streams_headers_and_bounded_chunks(
     assert bytes(bodies[array["id"]]) == np.arange(24, dtype="<f4").tobytes()  # C order, little-endian
 
 
+def read_file_stream(raw: RawSession, items: list[Any]) -> tuple[list[dict[str, Any]], bytes, Any]:
+    """get_files by hand: the non-chunk items, the bytes, and the final result."""
+    raw.rid += 1
+    raw.send({"i": raw.rid, "m": "get_files", "a": {"items": items}})
+    others: list[dict[str, Any]] = []
+    data = bytearray()
+    while "s" in (frame := raw.receive()):
+        assert frame["i"] == raw.rid
+        if "c" in frame["s"]:
+            assert set(frame["s"]) == {"c"} and 0 < len(frame["s"]["c"]) <= 4096
+            data += frame["s"]["c"]
+        else:
+            others.append(frame["s"])
+    return others, bytes(data), raw.result(frame)
+
+
+def test_get_files_streams_the_file_and_resumes_where_the_token_still_holds(
+    session: Callable[..., RawSession], served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DCSYNC_CHUNK", "4096")
+    content = Workspace(served).detector_path(DET).read_bytes()
+    raw = session()
+    (total, header, trailer), data, result = read_file_stream(raw, [[DET, 0, None]])
+    assert total == {"total": len(content)} and result == {"count": 1}
+    assert header["f"] == DET and header["n"] == len(content) and header["o"] == 0 and header["t"]
+    assert data == content and trailer == {"end": DET, "ok": True}
+
+    (_, resumed, _), rest, _ = read_file_stream(raw, [[DET, 1000, header["t"]]])
+    assert resumed["o"] == 1000 and rest == content[1000:]
+    (_, restarted, _), whole, _ = read_file_stream(raw, [[DET, 1000, "1-2-3"]])
+    assert restarted["o"] == 0 and whole == content
+
+
+def test_get_files_skips_what_cannot_be_sent_whole(session: Callable[..., RawSession], served: Path) -> None:
+    """A commit in flight (a journal), or a server that is a partial clone: the client is told to
+    take those detectors object by object."""
+    journal = Workspace(served).detector_path(DET).with_name(f"{DET}.h5.journal")
+    journal.write_bytes(b"torn")  # a header cut short: readers ignore it; get_files waits for none
+    raw = session()
+    (_, skipped), data, _ = read_file_stream(raw, [[DET, 0, None]])
+    assert skipped == {"f": DET, "skip": "a commit is in progress"} and data == b""
+    journal.unlink()
+    config = served / ".dcsync" / "config.toml"
+    config.write_text(config.read_text() + '\n[remotes.up]\nurl = "/elsewhere"\nctypes = ["pedestals"]\n')
+    (total, skipped), data, _ = read_file_stream(session(), [[DET, 0, None]])
+    assert total == {"total": 0} and skipped["skip"] == "the server is a partial clone" and data == b""
+    config.write_text(config.read_text().split("[remotes.up]")[0])
+
+
 @pytest.mark.parametrize(
     ("flt", "kinds"),
     [
@@ -807,6 +856,8 @@ def test_first_request_must_be_hello(session: Callable[..., RawSession]) -> None
         {"i": 1, "m": "negotiate", "a": {"wants": None}},
         {"i": 1, "m": "negotiate", "a": {"wants": {"detector": DET}}},
         {"i": 1, "m": "get_objects", "a": {"items": 3}},
+        {"i": 1, "m": "get_files", "a": {"items": 3}},
+        {"i": 1, "m": "get_files", "a": {}},
         {"i": 1, "m": "have", "a": {"items": [[DET]]}},
         {"i": 1, "m": "update_refs", "a": {"updates": [], "atomic": "yes"}},
         {"i": 1, "m": "update_refs", "a": {"updates": [], "atomic": 1}},
@@ -842,6 +893,11 @@ def test_malformed_requests_get_an_error_and_end_the_session(
         ("negotiate", {"wants": [{"detector": DET, "want": "0" * 32, "extra": 1}]}),
         ("get_objects", {"items": [[DET, b"0" * 32]]}),
         ("get_objects", {"items": [[DET, 12345]]}),
+        ("get_files", {"items": [DET]}),
+        ("get_files", {"items": [[DET, -1, None]]}),
+        ("get_files", {"items": [[DET, True, None]]}),
+        ("get_files", {"items": [[DET, 0, 5]]}),
+        ("get_files", {"items": [[DET, 0]]}),
         ("have", {"items": [[DET, "g" * 32]]}),
         ("have", {"items": [[DET, None]]}),
         ("update_refs", {"updates": [{"detector": DET, "old": None, "new": "../../etc/passwd"}]}),
@@ -861,6 +917,7 @@ def _name_requests(name: Any, head: str) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("negotiate", {"wants": [{"detector": name, "want": head}]}),
         ("get_objects", {"items": [[name, head]]}),
+        ("get_files", {"items": [[name, 0, None]]}),
         ("have", {"items": [[name, head]]}),
         ("update_refs", {"updates": [{"detector": name, "old": None, "new": head}]}),
         ("update_refs", {"updates": [{"detector": name, "old": None, "new": head}], "atomic": True}),
@@ -1035,4 +1092,13 @@ def test_argspec_rules() -> None:
     for bad in [{"name": None}, {}, {"name": 1}, {"name": "x", "count": True}, {"name": "x", "z": 1}, []]:
         with pytest.raises(ProtocolError):
             spec.check("m", bad)
-    assert set(SPECS) == {"hello", "heads", "negotiate", "get_objects", "have", "put_objects", "update_refs"}
+    assert set(SPECS) == {
+        "hello",
+        "heads",
+        "negotiate",
+        "get_objects",
+        "get_files",
+        "have",
+        "put_objects",
+        "update_refs",
+    }

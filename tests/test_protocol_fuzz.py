@@ -254,6 +254,8 @@ def _strategies(served: Served) -> dict[str, st.SearchStrategy[Any]]:
         | wrong
     )
     pair = st.tuples(dets, ids).map(list) | st.lists(dets | ids, max_size=3) | wrong
+    tokens = st.none() | st.text(max_size=30) | wrong
+    file_item = st.tuples(dets, st.integers(-2, 10**6) | wrong, tokens).map(list) | pair
     flt = st.dictionaries(
         st.sampled_from(["ctypes", "since", "payloads", "history"])
         | st.text(max_size=6)
@@ -301,6 +303,7 @@ def _strategies(served: Served) -> dict[str, st.SearchStrategy[Any]]:
         "heads": st.fixed_dictionaries({}, optional={"detectors": listed(dets)}),
         "negotiate": st.fixed_dictionaries({"wants": listed(want | wrong, 2)}),
         "get_objects": st.fixed_dictionaries({"items": listed(pair)}),
+        "get_files": st.fixed_dictionaries({"items": listed(file_item)}),
         "have": st.fixed_dictionaries({"items": listed(pair)}),
         "put_objects": st.fixed_dictionaries({"detector": dets}),
         "update_refs": st.fixed_dictionaries(

@@ -323,7 +323,9 @@ def recording(channel: Channel, into: list[RecordingChannel]) -> Channel:
 def test_the_server_killed_in_the_middle_of_a_clone_then_the_clone_resumes(
     large: Sides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Object by object (as a clone with a filter, or from a partial clone, goes)."""
     monkeypatch.setenv("DCSYNC_CHUNK", str(256 * 1024))
+    monkeypatch.setenv("DCSYNC_WHOLE_FILES", "0")
     central = Workspace(shutil.copytree(large.central1, tmp_path / "central"))
     dest = tmp_path / "laptop"
     channel = serve_channel(central.root)
@@ -348,6 +350,60 @@ def test_the_server_killed_in_the_middle_of_a_clone_then_the_clone_resumes(
     assert recorded[0].bytes_read < 6.5 * 8 * 2**20  # the (at least two) big arrays that arrived stayed
     assert_consistent(laptop, {HEAD: {large.new_remote}, remote_ref("origin"): {large.new_remote}})
     assert quarantined_ids(laptop) == set()
+
+
+@pytest.mark.slow
+def test_the_server_killed_in_the_middle_of_a_whole_file_clone_then_it_resumes_at_that_byte(
+    large: Sides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DCSYNC_CHUNK", str(256 * 1024))
+    central = Workspace(shutil.copytree(large.central1, tmp_path / "central"))
+    size = central.detector_path(DET).stat().st_size
+    dest = tmp_path / "laptop"
+    part = dest / ".dcsync" / "incoming" / f"{DET}.h5.part"
+    channel = serve_channel(central.root)
+    killed: list[int] = []
+
+    def kill_past_a_third(phase: str, done: int, total: int) -> None:
+        if not killed and part.exists() and part.stat().st_size > size // 3:
+            os.kill(channel.pid, signal.SIGKILL)
+            killed.append(part.stat().st_size)
+
+    with pytest.raises(RemoteError), Connection(channel) as conn:
+        sync.clone(str(central.root), dest, conn=conn, progress=kill_past_a_third)
+    assert killed and channel.returncode == -signal.SIGKILL
+    assert Workspace(dest).detectors() == []  # nothing half-visible: the copy is not in place
+    kept = part.stat().st_size
+    assert size // 3 < kept < size
+
+    recorded: list[RecordingChannel] = []
+    with connect(central.root, lambda c: recording(c, recorded)) as conn:
+        _, report = sync.clone(str(central.root), dest, conn=conn)  # the same command: it resumes
+    assert report.fetch.files == 1 and report.fast_forwarded == [DET]
+    [(det, offset, token)] = recorded[0].files_requested
+    assert (det, offset) == (DET, kept) and token
+    assert recorded[0].bytes_read < size - kept + 2**20  # only the rest of the file came
+    laptop = Workspace(dest)
+    assert_consistent(laptop, {HEAD: {large.new_remote}, remote_ref("origin"): {large.new_remote}})
+    assert not part.exists()
+
+
+def test_a_whole_file_that_changed_on_the_server_starts_over(medium: Sides, tmp_path: Path) -> None:
+    """A resume token that no longer names the server's file: the server sends from byte 0."""
+    central = Workspace(shutil.copytree(medium.central1, tmp_path / "central"))
+    dest = tmp_path / "laptop"
+    incoming = dest / ".dcsync" / "incoming"
+    Workspace.init(dest, kind="local")
+    sync.add_remote(Workspace(dest), sync.RemoteConfig("origin", str(central.root)))
+    incoming.mkdir(parents=True)
+    (incoming / f"{DET}.h5.part").write_bytes(b"stale bytes of an older snapshot")
+    (incoming / f"{DET}.h5.token").write_text("1-2-3")
+    recorded: list[RecordingChannel] = []
+    with connect(central.root, lambda c: recording(c, recorded)) as conn:
+        report = sync.pull(Workspace(dest), conn=conn)
+    assert recorded[0].files_requested == [[DET, 32, "1-2-3"]]
+    assert report.fetch.files == 1
+    assert_consistent(Workspace(dest), {HEAD: {medium.new_remote}})
 
 
 @pytest.mark.slow

@@ -149,7 +149,10 @@ def clone(
         emit_json({"workspace": str(ws.root), **report.to_json()})
         return
     f = report.fetch
-    say(f"cloned {len(f.updated)} detector(s) into {ws.root}: {f.objects} objects, {f.bytes} bytes")
+    say(
+        f"cloned {len(f.updated)} detector(s) into {ws.root}: {f.bytes} bytes "
+        f"({f.files} whole file(s), {f.objects} object(s))"
+    )
 
 
 @app.command()

@@ -71,6 +71,10 @@ def _object_path(oid: ObjectId) -> str:
     return f"{OBJECTS}/{oid[:2]}/{oid[2:]}"
 
 
+def _create_log(meta: h5py.Group) -> None:
+    meta.create_dataset("log", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
+
+
 def _superblock_eoa(path: Path) -> int | None:
     """End-of-allocation from a version 2/3 superblock: the size the file should have."""
     with open(path, "rb") as fh:
@@ -95,6 +99,9 @@ class HDF5Store(ObjectStore):
         self._in_read = False  # inside consistent(): the handle was checked once for this read
         self._objects: h5py.Group | None = None  # the read handle's groups, looked up once
         self._meta: h5py.Group | None = None
+        # The read handle's last dataset and its kind: a read after kind_of() (verify, transfers)
+        # then costs one HDF5 lookup and one attribute read instead of two of each.
+        self._recent: tuple[ObjectId, h5py.Dataset, str | None] | None = None
         self.truncated = False
         self._refresh()
 
@@ -116,9 +123,7 @@ class HDF5Store(ObjectStore):
                 meta.attrs["refs"] = "{}"
                 meta.attrs["view"] = ""
                 meta.create_group("objects")
-                meta.create_dataset(
-                    "log", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype()
-                )
+                _create_log(meta)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             try:
@@ -221,6 +226,7 @@ class HDF5Store(ObjectStore):
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
         self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = self._meta = None
+        self._recent = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
         """Run a read that may race a writer: on a torn read, reopen and retry.
@@ -263,13 +269,26 @@ class HDF5Store(ObjectStore):
             raise ObjectNotFound(f"{oid!r} is not an object id")
         try:
             if self._w is None and self._objects is not None:
-                return self._objects[f"{oid[:2]}/{oid[2:]}"]
+                if self._recent is not None and self._recent[0] == oid:
+                    return self._recent[1]
+                ds = self._objects[f"{oid[:2]}/{oid[2:]}"]
+                self._recent = (oid, ds, None)
+                return ds
             return self._file()[_object_path(oid)]
         except KeyError:
             raise ObjectNotFound(f"object {oid} not found in {self.path}") from None
 
+    def _kind_attr(self, oid: ObjectId) -> str:
+        ds = self._dataset(oid)
+        recent = self._recent
+        if recent is not None and recent[0] == oid and recent[1] is ds:
+            if recent[2] is None:
+                self._recent = recent = (oid, ds, str(ds.attrs["k"]))
+            return str(recent[2])
+        return str(ds.attrs["k"])
+
     def kind_of(self, oid: ObjectId) -> ObjectKind:
-        kind = str(self._dataset(oid).attrs["k"])
+        kind = self._kind_attr(oid)
         if kind not in ("array", "text", "tree", "commit"):
             raise CorruptObject(f"object {oid} in {self.path} has unknown kind {kind!r}")
         return kind  # type: ignore[return-value]
@@ -290,7 +309,7 @@ class HDF5Store(ObjectStore):
 
     def _load_body(self, oid: ObjectId) -> tuple[ObjectKind, bytes]:
         ds = self._dataset(oid)
-        kind = str(ds.attrs["k"])
+        kind = self._kind_attr(oid)
         if kind not in ("tree", "commit"):
             raise CorruptObject(f"object {oid} in {self.path} is a {kind}, not a tree or commit")
         return kind, ds[()].tobytes()  # type: ignore[return-value]
@@ -380,6 +399,28 @@ class HDF5Store(ObjectStore):
             if not handed_over:
                 lock.release()
 
+    @contextlib.contextmanager
+    def writing_unpublished(self) -> Iterator[None]:
+        """A transaction on a file no other process knows of yet (a copy being adopted before it
+        is linked into a workspace): no lock and no journal, one fsync at the end. A crash leaves
+        a copy that is thrown away, so nothing needs undoing."""
+        if self._w is not None:
+            raise RepositoryError(f"{self.path}: a transaction is already open in this process")
+        self.close()
+        # By name: no other handle on this file exists in this process (the reader just closed).
+        self._w = h5py.File(self.path, "r+", libver=LIBVER, locking=False)
+        try:
+            self._check_format(self._w)
+            yield
+        finally:
+            self._w.close()
+            self._w = None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _writer(self) -> h5py.File:
         if self._w is None:
             raise RepositoryError("writes to a repository need a transaction (store.writing())")
@@ -444,6 +485,14 @@ class HDF5Store(ObjectStore):
         group = self._writer().require_group(f"{OBJECTS}/{oid[:2]}")
         ds = group.create_dataset(oid[2:], data=np.frombuffer(body, dtype=np.uint8))
         ds.attrs["k"] = kind
+
+    def forget_refs_and_log(self) -> None:
+        """Start refs and log afresh, keeping objects and view (a file copied from a peer carries
+        the peer's refs and log, which are not ours); inside :meth:`writing`."""
+        meta = self._writer()[META]
+        meta.attrs["refs"] = "{}"
+        del meta["log"]
+        _create_log(meta)
 
     def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None:
         f = self._writer()

@@ -107,6 +107,15 @@ class RecordingChannel(_Wrapper):
         return out
 
     @property
+    def files_requested(self) -> list[list[Any]]:
+        """[detector, offset, token] items asked for with ``get_files`` (whole-file transfers)."""
+        out = []
+        for f in self.frames:
+            if isinstance(f, dict) and f.get("m") == "get_files":
+                out.extend(f["a"]["items"])
+        return out
+
+    @property
     def uploaded(self) -> list[str]:
         """Object ids sent with ``put_objects``."""
         return [
