@@ -216,7 +216,7 @@ class FetchReport:
     bytes: int = 0
     # detectors whose HEAD already equals the remote's: pull need not open them again
     settled: set[str] = field(default_factory=set)
-    checked_out: list[str] = field(default_factory=list)  # new detectors whose HEAD was set
+    fast_forwarded: list[str] = field(default_factory=list)  # HEAD moved in the fetch's own commit
     files: int = 0  # detectors that came as whole files (dcsync.wholefile)
 
     def to_json(self) -> dict[str, Any]:
@@ -251,11 +251,12 @@ def fetch(
     detectors: list[str] | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
-    checkout_new: bool = False,
+    fast_forward: bool = False,
 ) -> FetchReport:
     """Bring the remote's commits into ``remotes/<remote>`` of every detector in scope.
 
-    ``checkout_new`` also sets HEAD of detectors that had none (pull and clone), in the same commit.
+    ``fast_forward`` also moves HEAD where that is a fast-forward (a new detector, or HEAD an
+    ancestor of the remote's), in the same commit (pull and clone).
     """
     spec = get_remote(ws, remote)
     globs = detectors or list(spec.detectors) or None
@@ -284,14 +285,14 @@ def fetch(
                 have = []
             wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
         lacking = [str(w["detector"]) for w in wants if not ws.detector_path(str(w["detector"])).exists()]
-        if checkout_new and lacking and _whole_files_apply(conn, spec):
+        if fast_forward and lacking and _whole_files_apply(conn, spec):
             incoming = ws.root / CONFIG_DIR / "incoming"
             adopted, report.bytes = wholefile.fetch_files(
                 conn.stream, incoming, lacking, ws.detector_path, spec.name, spec.url, progress
             )
             for det, head in adopted.items():
                 report.updated[det] = (None, head)
-                report.checked_out.append(det)
+                report.fast_forwarded.append(det)
                 report.settled.add(det)
             report.files = len(adopted)
             wants = [w for w in wants if w["detector"] not in adopted]
@@ -316,12 +317,10 @@ def fetch(
         report.bytes += sum(size for _, _, size in missing)
         for want in wants:
             name, target = str(want["detector"]), ObjectId(str(want["want"]))
-            old, checked_out = _import_and_move(
-                ws, name, remote_ref(spec.name), target, spec, "fetch", checkout_new
-            )
+            old, moved = _import_and_move(ws, name, remote_ref(spec.name), target, spec, fast_forward)
             report.updated[name] = (old, target)
-            if checked_out:
-                report.checked_out.append(name)
+            if moved:
+                report.fast_forwarded.append(name)
                 report.settled.add(name)
     finally:
         if own:
@@ -330,8 +329,10 @@ def fetch(
 
 
 def _import_and_move(
-    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, command: str, checkout_new: bool
+    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool
 ) -> tuple[str | None, bool]:
+    """Import what ``new`` needs from the quarantine and move ``ref`` (and, with ``fast_forward``,
+    HEAD where that is a fast-forward) in one commit; (the ref's old value, whether HEAD moved)."""
     path = ws.detector_path(det)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,24 +344,18 @@ def _import_and_move(
             needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter())]
             q.import_into(store, needed)
             old = store.refs().get(ref)
-            store.set_ref(
-                ref,
-                old,
-                new,
-                LogRecord(ref, old, new, command, f"{command} from {spec.url}", extra={"source": spec.url}),
-            )
-            checked_out = checkout_new and store.head() is None
-            if checked_out:  # a new detector: check it out in the same commit
-                store.set_ref(
-                    HEAD,
-                    None,
-                    new,
-                    LogRecord(HEAD, None, new, "pull", f"check out {ref}", extra={"source": spec.url}),
-                )
+            source = {"source": spec.url}
+            fetched = LogRecord(ref, old, new, "fetch", f"fetch from {spec.url}", extra=source)
+            store.set_ref(ref, old, new, fetched)
+            head = store.head()
+            moved = fast_forward and head != new and (head is None or is_ancestor(store, head, new))
+            if moved:  # one commit for the pull, not a second one for HEAD
+                message = f"check out {ref}" if head is None else f"fast-forward to {ref}"
+                store.set_ref(HEAD, head, new, LogRecord(HEAD, head, new, "pull", message, extra=source))
     finally:
         store.close()
     q.clear()
-    return old, checked_out
+    return old, moved
 
 
 # -- pull ----------------------------------------------------------------------------------------------
@@ -396,9 +391,9 @@ def pull(
     """
     spec = get_remote(ws, remote)
     report = PullReport(
-        fetch(ws, remote, detectors=detectors, progress=progress, conn=conn, checkout_new=True)
+        fetch(ws, remote, detectors=detectors, progress=progress, conn=conn, fast_forward=True)
     )
-    report.fast_forwarded.extend(report.fetch.checked_out)
+    report.fast_forwarded.extend(report.fetch.fast_forwarded)
     ref = remote_ref(spec.name)
     plans: list[tuple[str, Repository, ObjectId | None, ObjectId]] = []
     reports: list[str] = []
