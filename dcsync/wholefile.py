@@ -174,11 +174,13 @@ class _Part:
                 head = store.refs().get(HEAD) if verify_store(store).ok else None
                 if head is None:
                     return None
+                ref, source = remote_ref(remote), {"source": url}
                 with store.writing_unpublished():
                     store.forget_refs_and_log()
-                    ref = remote_ref(remote)
-                    store.set_ref(ref, None, head, LogRecord(ref, None, head, "fetch", f"fetch from {url}"))
-                    store.set_ref(HEAD, None, head, LogRecord(HEAD, None, head, "pull", f"check out {ref}"))
+                    fetched = LogRecord(ref, None, head, "fetch", f"fetch from {url}", extra=source)
+                    store.set_ref(ref, None, head, fetched)
+                    checked_out = LogRecord(HEAD, None, head, "pull", f"check out {ref}", extra=source)
+                    store.set_ref(HEAD, None, head, checked_out)
             finally:
                 store.close()
             final.parent.mkdir(parents=True, exist_ok=True)
