@@ -94,6 +94,16 @@ def write_frame(write: Write, value: Any, *, limit: int | None = None) -> None:
         write(body)
 
 
+def bytes_frame_head(rid: int, size: int) -> bytes:
+    """The length and msgpack prefix of the frame ``{"i": rid, "s": {"c": <size bytes>}}``, for a
+    sender that follows it with the bytes themselves from a file (``sendfile``), never building the
+    frame in memory. The receiver sees exactly what :func:`write_frame` would have sent."""
+    if size > frame_limit() // 2:
+        raise ProtocolError(f"refusing to send a chunk of {size} bytes (limit {frame_limit() // 2})")
+    prefix = wire.pack({"i": rid, "s": {"c": b""}})[: -len(wire.bin_header(0))] + wire.bin_header(size)
+    return (len(prefix) + size).to_bytes(4, "big") + prefix
+
+
 def read_frame(read: Read, *, limit: int | None = None) -> Any:
     cap = frame_limit() if limit is None else limit
     size = int.from_bytes(read_exact(read, 4), "big")

@@ -23,7 +23,7 @@ import os
 import shlex
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from dcsync.protocol import (
     ArgSpec,
     Read,
     Write,
+    bytes_frame_head,
     chunk_size,
     error_to_wire,
     hello_args,
@@ -64,7 +65,7 @@ from dcsync.store.journal import AtomicGroup
 from dcsync.store.memory import MemoryStore
 from dcsync.transport.local import widen_pipe
 from dcsync.version import __version__
-from dcsync.wholefile import file_frames
+from dcsync.wholefile import FileRange, file_frames
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 SPECS: dict[str, ArgSpec] = {
@@ -85,6 +86,9 @@ SPECS: dict[str, ArgSpec] = {
     "put_objects": ArgSpec(detector=(str, True)),
     "update_refs": ArgSpec(updates=(list, True), atomic=(bool, False), message=(str, False)),
 }
+
+
+SendFile = Callable[[int, int, int], int]  # (file descriptor, offset, count) -> bytes sent
 
 
 def _oid(value: Any) -> ObjectId:
@@ -127,8 +131,18 @@ def _filter(value: Any) -> dict[str, Any]:
 class Server:
     """Serves one workspace; ``read_only`` refuses every write."""
 
-    def __init__(self, root: Path, *, read_only: bool = False, identity: Identity | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        read_only: bool = False,
+        identity: Identity | None = None,
+        sendfile: SendFile | None = None,
+    ) -> None:
         self.ws = Workspace(root)
+        # Copies file bytes to the client's stream in the kernel (run_stdio has a descriptor to
+        # give it); without it, whole files are read and written through Python.
+        self.sendfile = sendfile
         self.read_only = read_only
         # Decisions rest on the OS identity this process runs as (the SSH login), never on what
         # the client says about itself; ``identity`` is for embedding and for tests.
@@ -295,12 +309,25 @@ class Server:
         chunk = chunk_size()
         for det, offset, token in requests:
             if partial:
-                frames: Iterator[dict[str, Any]] = iter([{"f": det, "skip": "the server is a partial clone"}])
+                frames: Iterator[dict[str, Any] | FileRange] = iter(
+                    [{"f": det, "skip": "the server is a partial clone"}]
+                )
             else:
                 frames = file_frames(self.ws.detector_path(det), det, offset, token, chunk)
             for frame in frames:
-                write_frame(write, {"i": rid, "s": frame})
+                if isinstance(frame, FileRange):
+                    self._send_range(write, rid, frame)
+                else:
+                    write_frame(write, {"i": rid, "s": frame})
         return {"count": len(requests)}
+
+    def _send_range(self, write: Write, rid: int, part: FileRange) -> None:
+        write(bytes_frame_head(rid, part.length))  # the frame promises exactly part.length bytes
+        sent = self.sendfile(part.fd, part.offset, part.length) if self.sendfile else 0
+        if sent < part.length:  # no sendfile here, or it stopped short
+            data = os.pread(part.fd, part.length - sent, part.offset + sent)
+            # A file cut short under us: zeros keep the stream in step; the trailer says not ok.
+            write(data.ljust(part.length - sent, b"\0"))
 
     def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
         answers = []
@@ -549,6 +576,17 @@ def run_stdio(
     def read(n: int) -> bytes:
         return os.read(infd, n)
 
+    def sendfile(fd: int, offset: int, count: int) -> int:
+        """Bytes of a file to our output in the kernel; returns how many went (0: unsupported)."""
+        done = 0
+        with contextlib.suppress(OSError):  # EINVAL and the like: the caller writes the rest
+            while done < count:
+                n = os.sendfile(outfd, fd, offset + done, count - done)
+                if n == 0:
+                    break
+                done += n
+        return done
+
     def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -559,7 +597,7 @@ def run_stdio(
         real, asked_read_only = resolve_root(
             root, restrict_to or [], original_command=os.environ.get("SSH_ORIGINAL_COMMAND")
         )
-        server = Server(real, read_only=read_only or asked_read_only)
+        server = Server(real, read_only=read_only or asked_read_only, sendfile=sendfile)
     except DcsyncError as exc:
         write(PREAMBLE)
         write_frame(write, {"i": 0, "e": error_to_wire(exc)})

@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dcsync.errors import ProtocolError, StorageFull
 from dcsync.hashing import ObjectId
@@ -55,7 +55,18 @@ def _token(st: os.stat_result) -> str:
     return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
 
 
-def file_frames(path: Path, det: str, offset: int, token: str | None, chunk: int) -> Iterator[dict[str, Any]]:
+class FileRange(NamedTuple):
+    """``length`` bytes of the open file ``fd`` at ``offset``: a ``{"c": bytes}`` item the server
+    sends straight from the file (:func:`dcsync.protocol.bytes_frame_head`, then ``sendfile``)."""
+
+    fd: int
+    offset: int
+    length: int
+
+
+def file_frames(
+    path: Path, det: str, offset: int, token: str | None, chunk: int
+) -> Iterator[dict[str, Any] | FileRange]:
     """The stream items that send ``path``: a header, its bytes from where the client stopped (if
     ``token`` still names the file as it is), and a trailer saying whether the copy is a snapshot."""
     fd = os.open(path, os.O_RDONLY)
@@ -67,18 +78,13 @@ def file_frames(path: Path, det: str, offset: int, token: str | None, chunk: int
         size = os.fstat(fd).st_size
         start = offset if token == stamp and 0 <= offset <= size else 0
         yield {"f": det, "n": size, "t": stamp, "o": start}
-        pos = start
-        while pos < size:
-            data = os.pread(fd, min(chunk, size - pos), pos)
-            if not data:
-                break  # cut short under us: the trailer says so
-            yield {"c": data}
-            pos += len(data)
+        for pos in range(start, size, chunk):
+            yield FileRange(fd, pos, min(chunk, size - pos))
         try:
             unchanged = _token(os.stat(path)) == stamp and not journal_path(path).exists()
         except FileNotFoundError:
             unchanged = False
-        yield {"end": det, "ok": pos == size and unchanged}
+        yield {"end": det, "ok": unchanged}  # a file cut short under us changed size: not ok
     finally:
         os.close(fd)
 
@@ -176,11 +182,13 @@ class _Part:
                     return None
                 ref, source = remote_ref(remote), {"source": url}
                 with store.writing_unpublished():
-                    store.forget_refs_and_log()
-                    fetched = LogRecord(ref, None, head, "fetch", f"fetch from {url}", extra=source)
-                    store.set_ref(ref, None, head, fetched)
-                    checked_out = LogRecord(HEAD, None, head, "pull", f"check out {ref}", extra=source)
-                    store.set_ref(HEAD, None, head, checked_out)
+                    store.replace_refs_and_log(
+                        {HEAD: head, ref: head},
+                        [
+                            LogRecord(ref, None, head, "fetch", f"fetch from {url}", extra=source),
+                            LogRecord(HEAD, None, head, "pull", f"check out {ref}", extra=source),
+                        ],
+                    )
             finally:
                 store.close()
             final.parent.mkdir(parents=True, exist_ok=True)

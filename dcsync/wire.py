@@ -24,6 +24,15 @@ def pack(value: Any) -> bytes:
         raise CorruptObject(f"cannot encode {type(value).__name__}: {exc}") from exc
 
 
+def bin_header(size: int) -> bytes:
+    """msgpack's header of a ``bin`` of ``size`` bytes (what :func:`pack` puts before them)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
 def unpack(data: bytes, *, limit: int = DEFAULT_LIMIT, what: str = "data") -> Any:
     """Decode one msgpack value; any malformed input raises :class:`CorruptObject` naming ``what``."""
     if len(data) > limit:

@@ -42,6 +42,7 @@ from dcsync.protocol import (
     PREAMBLE,
     PROTOCOL_VERSION,
     ArgSpec,
+    bytes_frame_head,
     error_from_wire,
     error_to_wire,
     hello_args,
@@ -283,6 +284,16 @@ def test_frames_round_trip(value: Any) -> None:
     assert int.from_bytes(data[:4], "big") == len(data) - 4
     assert read_frame(reader(data)) == value
     assert read_frame(reader(data, step=1)) == value  # one byte per read: partial reads are fine
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 1 << 20])
+@pytest.mark.parametrize("rid", [1, 127, 128, 2**31])
+def test_a_bytes_frame_head_is_what_write_frame_sends_before_the_bytes(rid: int, size: int) -> None:
+    """The server sends whole-file chunks as this head followed by the file's bytes (sendfile)."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    sent: list[bytes] = []
+    write_frame(sent.append, {"i": rid, "s": {"c": data}})
+    assert bytes_frame_head(rid, size) + data == b"".join(sent)
 
 
 def test_several_frames_read_back_in_order() -> None:

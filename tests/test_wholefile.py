@@ -29,6 +29,7 @@ from dcsync.repository import Repository
 from dcsync.server import Server
 from dcsync.transport.local import InProcessChannel
 from dcsync.verify import verify_path
+from dcsync.wholefile import FileRange
 from dcsync.workspace import Workspace
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -149,7 +150,7 @@ def test_a_pull_of_an_existing_detector_goes_object_by_object(central: Workspace
 # -- when a whole file will not do ---------------------------------------------------------------------
 
 
-Items = Iterator[dict[str, Any]]
+Items = Iterator[Any]  # dicts, and FileRange chunks
 
 
 def frames_rewritten(monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[Items, Path], Items]) -> None:
@@ -165,7 +166,7 @@ def frames_rewritten(monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[Items, 
 def test_a_file_that_changed_during_the_copy_goes_object_by_object(
     central: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def touched(items: Iterator[dict[str, Any]], path: Path) -> Iterator[dict[str, Any]]:
+    def touched(items: Items, path: Path) -> Items:
         for item in items:
             if "end" in item:  # the copy is over: a commit landed meanwhile
                 os.utime(path, ns=(1, 1))
@@ -194,9 +195,11 @@ def test_a_corrupted_copy_is_refused_and_the_detector_goes_object_by_object(
         )
     flip_at = offsets[0] + 10
 
-    def corrupted(items: Iterator[dict[str, Any]], path: Path) -> Iterator[dict[str, Any]]:
+    def corrupted(items: Items, path: Path) -> Items:
         sent = 0
         for item in items:
+            if isinstance(item, FileRange):  # the bytes the server would send from the file
+                item = {"c": os.pread(item.fd, item.length, item.offset)}
             if "c" in item and path == victim and sent <= flip_at < sent + len(item["c"]):
                 data = bytearray(item["c"])
                 data[flip_at - sent] ^= 0xFF

@@ -44,7 +44,7 @@ from dcsync.errors import (
 from dcsync.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
 from dcsync.locking import FileLock
 from dcsync.objects import Payload
-from dcsync.refs import HEAD, LogRecord
+from dcsync.refs import HEAD, LogRecord, check_ref
 from dcsync.store import view
 from dcsync.store.base import ObjectKind, ObjectStore
 from dcsync.store.journal import (
@@ -71,8 +71,9 @@ def _object_path(oid: ObjectId) -> str:
     return f"{OBJECTS}/{oid[:2]}/{oid[2:]}"
 
 
-def _create_log(meta: h5py.Group) -> None:
-    meta.create_dataset("log", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
+def _create_log(meta: h5py.Group, records: list[str] | None = None) -> None:
+    rows = np.array(records or [], dtype=h5py.string_dtype())
+    meta.create_dataset("log", data=rows, maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
 
 
 def _superblock_eoa(path: Path) -> int | None:
@@ -486,13 +487,18 @@ class HDF5Store(ObjectStore):
         ds = group.create_dataset(oid[2:], data=np.frombuffer(body, dtype=np.uint8))
         ds.attrs["k"] = kind
 
-    def forget_refs_and_log(self) -> None:
-        """Start refs and log afresh, keeping objects and view (a file copied from a peer carries
-        the peer's refs and log, which are not ours); inside :meth:`writing`."""
+    def replace_refs_and_log(self, refs: dict[str, ObjectId], records: list[LogRecord]) -> None:
+        """Replace every ref and the whole log at once, keeping objects and view (a file copied
+        from a peer carries the peer's refs and log, not ours); inside a transaction. The view
+        must already show ``refs[HEAD]``: this changes no view."""
+        for name in refs:
+            check_ref(name)
         meta = self._writer()[META]
-        meta.attrs["refs"] = "{}"
+        if str(meta.attrs.get("view", "")) != refs.get(HEAD, ""):
+            raise RepositoryError(f"{self.path}: the view does not show the new HEAD")
+        meta.attrs["refs"] = json.dumps(refs, sort_keys=True)
         del meta["log"]
-        _create_log(meta)
+        _create_log(meta, [record.to_json() for record in records])
 
     def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None:
         f = self._writer()
