@@ -266,6 +266,7 @@ def fetch(
     try:
         heads: dict[str, str | None] = conn.call("heads", detectors=globs)["heads"]
         wants = []
+        lacking = []  # detectors this workspace has no file of: candidates for whole files
         for det, rhead in sorted(heads.items()):
             if rhead is None:
                 continue
@@ -283,8 +284,8 @@ def fetch(
                     store.close()
             else:
                 have = []
+                lacking.append(det)
             wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
-        lacking = [str(w["detector"]) for w in wants if not ws.detector_path(str(w["detector"])).exists()]
         if fast_forward and lacking and _whole_files_apply(conn, spec):
             incoming = ws.root / CONFIG_DIR / "incoming"
             adopted, report.bytes = wholefile.fetch_files(

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,33 +135,56 @@ def _supports(option: str, config: Path) -> bool:
     return result.returncode == 0
 
 
-def _sshd_config(directory: Path, port: int, host_key: Path, authorized_keys: Path, home: Path) -> str:
-    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONPATH": str(REPO_ROOT)}
-    use_pam = "yes" if _account_locked(getpass.getuser()) else "no"
-    return "\n".join(
-        [
-            "ListenAddress 127.0.0.1",
-            f"Port {port}",
-            f"HostKey {host_key}",
-            f"PidFile {directory / 'sshd.pid'}",
-            f"AuthorizedKeysFile {authorized_keys}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "StrictModes no",
-            f"UsePAM {use_pam}",
-            "AllowTcpForwarding yes",  # ProxyJump and ssh -W tests jump through this server to itself
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "PermitUserEnvironment no",
-            "MaxStartups 100",
-            "LogLevel VERBOSE",
-            "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()),
-            "",
-        ]
-    )
+def sshd_config_text(port: int, host_key: Path, pid_file: Path, options: dict[str, str]) -> str:
+    """An sshd_config for a throwaway server on 127.0.0.1:``port``: key-only logins, no X11, no
+    MOTD, no user environment, verbose logs, plus the caller's ``options`` (one ``Key value`` line
+    each: AuthorizedKeysFile, PermitRootLogin, UsePAM, AllowTcpForwarding, SetEnv, ...)."""
+    common = {
+        "ListenAddress": "127.0.0.1",
+        "Port": str(port),
+        "HostKey": str(host_key),
+        "PidFile": str(pid_file),
+        "PubkeyAuthentication": "yes",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "StrictModes": "no",
+        "X11Forwarding": "no",
+        "PrintMotd": "no",
+        "PrintLastLog": "no",
+        "PermitUserEnvironment": "no",
+        "MaxStartups": "100",
+        "LogLevel": "VERBOSE",
+    }
+    clash = common.keys() & options.keys()
+    if clash:
+        raise ValueError(f"options repeat common sshd_config lines: {sorted(clash)}")
+    return "".join(f"{key} {value}\n" for key, value in {**common, **options}.items())
+
+
+def launch_sshd(directory: Path, render: Callable[[int], str]) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start ``sshd -D -e`` with the config ``render(port)`` for a free port, written to
+    ``directory/sshd_config``, logging to ``directory/sshd.log``; returns (process, port, log).
+    The caller stops the process (:func:`_stop`)."""
+    config = directory / "sshd_config"
+    log = directory / "sshd.log"
+    last_error = ""
+    for _attempt in range(3):  # a free port can be taken between probing and sshd's bind
+        port = _free_port()
+        config.write_text(render(port))
+        if _supports("PerSourcePenalties no", config):  # failed-auth tests must not get us banned
+            config.write_text(config.read_text() + "PerSourcePenalties no\n")
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if f"Server listening on 127.0.0.1 port {port}" in log.read_text(errors="replace"):
+                return process, port, log
+            time.sleep(0.02)
+        last_error = log.read_text(errors="replace")
+        _stop(process)
+    raise RuntimeError(f"sshd did not start:\n{last_error}")
 
 
 def start_sshd(directory: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
@@ -178,31 +201,21 @@ def start_sshd(directory: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
     with contextlib.suppress(PermissionError):  # not root: sshd will say what it misses
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     user = getpass.getuser()
-    log = directory / "sshd.log"
-    last_error = ""
-    for _attempt in range(3):  # a free port can be taken between probing and sshd's bind
-        port = _free_port()
-        config = directory / "sshd_config"
-        config.write_text(_sshd_config(directory, port, host_key, authorized_keys, remote_home))
-        if _supports("PerSourcePenalties no", config):  # failed-auth tests must not get us banned
-            config.write_text(config.read_text() + "PerSourcePenalties no\n")
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if f"Server listening on 127.0.0.1 port {port}" in log.read_text(errors="replace"):
-                break
-            time.sleep(0.02)
-        else:
-            last_error = log.read_text(errors="replace")
-            _stop(process)
-            continue
-        break
-    else:
-        raise RuntimeError(f"sshd did not start:\n{last_error}")
-
+    env = {
+        "HOME": str(remote_home),
+        "XDG_CONFIG_HOME": str(remote_home / ".config"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    options = {
+        "AuthorizedKeysFile": str(authorized_keys),
+        "PermitRootLogin": "prohibit-password",
+        "UsePAM": "yes" if _account_locked(user) else "no",
+        "AllowTcpForwarding": "yes",  # ProxyJump and ssh -W tests jump through this server to itself
+        "SetEnv": " ".join(f"{k}={v}" for k, v in env.items()),
+    }
+    process, port, log = launch_sshd(
+        directory, lambda free: sshd_config_text(free, host_key, directory / "sshd.pid", options)
+    )
     host_pub = host_key.with_suffix(".pub").read_text().split()
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")

@@ -30,7 +30,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sshd import SSHD, _free_port, _keygen, _stop, _supports, sshd_unavailable_reason
+from sshd import _keygen, _stop, launch_sshd, sshd_config_text, sshd_unavailable_reason
 
 from dcsync import acl as acl_module
 from dcsync import sync
@@ -198,57 +197,6 @@ def _forced_line(python: str, area: Path, read_only: bool, pubkey: str) -> str:
     return f'command="umask 002; exec {serve}",restrict {pubkey}'
 
 
-def _sshd_config(base: Path, port: int, host_key: Path) -> str:
-    return "\n".join(
-        [
-            "ListenAddress 127.0.0.1",
-            f"Port {port}",
-            f"HostKey {host_key}",
-            f"PidFile {base / 'sshd.pid'}",
-            f"AuthorizedKeysFile {base / 'authorized'}/%u",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin no",
-            f"AllowUsers {' '.join(USERS)}",
-            "StrictModes no",
-            "UsePAM no",
-            "AllowTcpForwarding no",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "PermitUserEnvironment no",
-            "MaxStartups 100",
-            "LogLevel VERBOSE",
-            f"SetEnv PYTHONPATH={REPO_ROOT}",
-            "",
-        ]
-    )
-
-
-def _start_sshd(base: Path, host_key: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    log = base / "sshd.log"
-    last = ""
-    for _attempt in range(3):
-        port = _free_port()
-        config = base / "sshd_config"
-        config.write_text(_sshd_config(base, port, host_key))
-        if _supports("PerSourcePenalties no", config):
-            config.write_text(config.read_text() + "PerSourcePenalties no\n")
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and process.poll() is None:
-            if f"Server listening on 127.0.0.1 port {port}" in log.read_text(errors="replace"):
-                return process, port, log
-            time.sleep(0.02)
-        last = log.read_text(errors="replace")
-        _stop(process)
-    raise RuntimeError(f"sshd did not start:\n{last}")
-
-
 def _ssh_config_block(alias: str, port: int, user: str, key: Path, known_hosts: Path) -> str:
     options = {
         "HostName": "127.0.0.1",
@@ -323,7 +271,17 @@ def _build(base: Path, stack: contextlib.ExitStack) -> World:
 
     with contextlib.suppress(FileExistsError):
         Path("/run/sshd").mkdir(mode=0o755)
-    process, port, log = _start_sshd(base, host_key)
+    options = {
+        "AuthorizedKeysFile": f"{authorized}/%u",
+        "PermitRootLogin": "no",
+        "AllowUsers": " ".join(USERS),
+        "UsePAM": "no",
+        "AllowTcpForwarding": "no",
+        "SetEnv": f"PYTHONPATH={REPO_ROOT}",
+    }
+    process, port, log = launch_sshd(
+        base, lambda free: sshd_config_text(free, host_key, base / "sshd.pid", options)
+    )
     stack.callback(_stop, process)
     host_pub = host_key.with_suffix(".pub").read_text().split()
     known_hosts = secret / "known_hosts"

@@ -11,7 +11,8 @@ Layout (format 1)::
     /.dcsync/log             1-D variable-length UTF-8 strings, one JSON record per ref move
     /<ctype>/...             the seed-schema view of HEAD (see dcsync.store.view)
 
-Writers hold the lock file and go through :class:`~dcsync.store.journal.JournaledFile`; readers
+Writers hold the lock file and go through :class:`~dcsync.store.journal.JournaledFile` (except on a
+file not yet linked into a workspace: :meth:`HDF5Store.writing_unpublished`); readers
 take no lock, open read-only (``locking=False``), see the pre-commit state through the journal when
 a commit is in flight, and retry when a commit raced them (every read is hash-checked).
 """

@@ -9,14 +9,12 @@ like ``GIT_SSH_COMMAND``; the remote program defaults to ``dcsync`` on the remot
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 
-from dcsync.errors import UsageError
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel
-from dcsync.transport.url import parse_remote_url
+from dcsync.transport.url import parse_remote_url, split_command
 
 __all__ = ["DEFAULT_REMOTE_DCSYNC", "SSH_COMMAND_ENV", "open_channel"]
 
@@ -39,12 +37,7 @@ def open_channel(
         if remote_dcsync is None:
             program = [sys.executable, "-m", "dcsync"]
         else:
-            try:
-                program = shlex.split(remote_dcsync)
-            except ValueError as exc:
-                raise UsageError(f"invalid dcsync command {remote_dcsync!r}: {exc}") from exc
-            if not program:
-                raise UsageError("the dcsync command is empty")
+            program = split_command(remote_dcsync, "dcsync command")
         return SubprocessChannel([*program, *serve], description=str(remote))
 
     from dcsync.transport import ssh  # paramiko is imported only when SSH is used

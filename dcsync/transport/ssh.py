@@ -46,7 +46,7 @@ from dcsync.errors import (
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel
 from dcsync.transport.stderr import StderrTail, quote_stderr
-from dcsync.transport.url import RemoteURL, parse_remote_url
+from dcsync.transport.url import RemoteURL, parse_remote_url, split_command
 
 __all__ = [
     "ParamikoChannel",
@@ -77,12 +77,7 @@ def remote_command(remote_dcsync: str, path: str, extra: Sequence[str] = ()) -> 
     A leading ``~`` or ``~user`` of the program or the path is left to the remote shell to expand
     (``~/'my calib'``), as ``git`` does for ``host:~/repo``; everything after it is quoted.
     """
-    try:
-        program = shlex.split(remote_dcsync)
-    except ValueError as exc:
-        raise UsageError(f"invalid remote dcsync command {remote_dcsync!r}: {exc}") from exc
-    if not program:
-        raise UsageError("the remote dcsync command is empty")
+    program = split_command(remote_dcsync, "remote dcsync command")
     words = [_quote_home(program[0]), *(shlex.quote(w) for w in program[1:])]
     words += ["serve", "--stdio", "--root", _quote_home(path), *(shlex.quote(a) for a in extra)]
     return " ".join(words)
@@ -575,12 +570,7 @@ class SystemSSHChannel(SubprocessChannel):
     ) -> None:
         if url.scheme != "ssh" or url.host is None:
             raise UsageError(f"not an SSH URL: {url}")
-        try:
-            argv = shlex.split(ssh_command)
-        except ValueError as exc:
-            raise UsageError(f"invalid ssh command {ssh_command!r}: {exc}") from exc
-        if not argv:
-            raise UsageError("the ssh command is empty")
+        argv = split_command(ssh_command, "ssh command")
         if url.port is not None:
             argv += ["-p", str(url.port)]
         if url.user is not None:

@@ -1,4 +1,4 @@
-"""Remote URLs, read the way git reads them.
+"""Remote URLs, read the way git reads them, and the command lines that go with them.
 
 Accepted forms::
 
@@ -14,13 +14,14 @@ is refused, so a URL can never smuggle an option into the ``ssh`` command line.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from dcsync.errors import UsageError
 
-__all__ = ["RemoteURL", "parse_remote_url"]
+__all__ = ["RemoteURL", "parse_remote_url", "split_command"]
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
@@ -143,3 +144,15 @@ def _check_user(url: str, user: str | None) -> str | None:
     if not user or user.startswith("-") or _BAD_CHARS.search(user):
         raise UsageError(f"invalid remote URL {url!r}: {user!r} is not a valid user name")
     return user
+
+
+def split_command(command: str, what: str) -> list[str]:
+    """A command line the user gave (``--remote-dcsync``, ``--ssh``) split as a shell would;
+    :class:`UsageError` naming ``what`` when it cannot be split or is empty."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"invalid {what} {command!r}: {exc}") from exc
+    if not words:
+        raise UsageError(f"the {what} is empty")
+    return words

@@ -11,8 +11,9 @@ this interpreter running this checkout (``<python> -m dcsync``).
    arrays, 196 small detectors of a few KB of constants: 200 files) against ``scp -O -r`` and
    ``rsync -a`` of the same folder. Each dcsync clone runs in a fresh process (as the CLI would),
    which also gives benchmark 4 its figures. Target: dcsync's throughput at least scp's (time ratio
-   <= 1). Information row: the same clone from a local path (``dcsync serve`` over pipes, no SSH),
-   which separates the transport's cost from the store's.
+   <= 1). Information rows: the same clone from a local path (``dcsync serve`` over pipes, no SSH),
+   which separates the transport's cost from the store's, and paramiko alone reading the same
+   files (``cat`` through dcsync's channel, bytes dropped), the transport's own floor.
 2. ``incremental``: pull of one new 10 MB version into a 1 GB repository file (one detector),
    against ``rsync -a`` of that file after the same change. Bytes on the wire: what dcsync's
    channel read and wrote (the benchmark wraps the channel ``sync`` opens), and rsync's ``--stats``
@@ -84,6 +85,7 @@ from bench_store import (
     timed,
 )
 from bench_store import machine as store_machine
+from helpers.channels import ForwardingChannel
 from sshd import SSHServer, sshd_unavailable_reason, start_sshd
 
 from dcsync import sync
@@ -187,11 +189,11 @@ def mbps(nbytes: float, seconds: float) -> str:
 # -- counting what crosses the channel ---------------------------------------------------------------
 
 
-class CountingChannel(Channel):
+class CountingChannel(ForwardingChannel):
     """Wraps the channel ``sync`` opens and counts the bytes read from and written to the peer."""
 
     def __init__(self, inner: Channel) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bytes_read = 0
         self.bytes_written = 0
 
@@ -203,15 +205,6 @@ class CountingChannel(Channel):
     def write(self, data: bytes) -> None:
         self.inner.write(data)
         self.bytes_written += len(data)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def stderr_text(self) -> str:
-        return self.inner.stderr_text()
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 @dataclass

@@ -52,7 +52,9 @@ def frame_bytes(value: Any) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-class _Wrapper(Channel):
+class ForwardingChannel(Channel):
+    """Passes everything to ``inner``; the channels below (and the benchmarks') override a part."""
+
     def __init__(self, inner: Channel) -> None:
         self.inner = inner
 
@@ -72,7 +74,7 @@ class _Wrapper(Channel):
         return self.inner.describe()
 
 
-class RecordingChannel(_Wrapper):
+class RecordingChannel(ForwardingChannel):
     """Counts bytes both ways and decodes what the client sends."""
 
     def __init__(self, inner: Channel) -> None:
@@ -125,7 +127,7 @@ class RecordingChannel(_Wrapper):
         ]
 
 
-class CuttingChannel(_Wrapper):
+class CuttingChannel(ForwardingChannel):
     """Forwards ``limit`` bytes in ``direction``, then drops the connection (closes the inner one).
 
     Reads after the cut see end of stream; writes raise :class:`ConnectionLost`, as a broken pipe.
@@ -186,7 +188,7 @@ def _flip_chunk(frame: Any) -> bool:
     return False
 
 
-class CorruptingChannel(_Wrapper):
+class CorruptingChannel(ForwardingChannel):
     """Flips a byte in the ``nth`` object chunk frame going in ``direction``; the rest passes."""
 
     def __init__(self, inner: Channel, direction: Direction, nth: int = 0) -> None:
