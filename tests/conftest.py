@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from skip_policy import pytest_sessionfinish  # noqa: F401  (the hook: CI fails on unexpected skips)
 
 LOCK_STALE_AFTER = "5"
 LOCK_HEARTBEAT = "0.5"
