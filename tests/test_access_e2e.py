@@ -59,7 +59,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PYTHON = os.path.realpath(sys.executable)
+# This interpreter as started, not its resolved path: a virtual environment's python is a symlink, and
+# the resolved binary would run without the environment's packages
+PYTHON = sys.executable
 GROUPS = ("dcsxpp1", "dcsxpp2", "dcsops")
 USERS = {"dcsadmin": "dcsops", "dcsmember": "dcsxpp1", "dcsother": "dcsxpp2", "dcsoutsider": None}
 LOCK = Path(tempfile.gettempdir()) / "dcsync-access-e2e.lock"
@@ -225,7 +227,9 @@ def _build(base: Path, stack: contextlib.ExitStack) -> World:
         raise RuntimeError("; ".join(problems))
     stack.callback(_check_removed)
     _create_accounts()
-    for directory, mode in _open_path_to([Path(PYTHON).parent, REPO_ROOT]):
+    for directory, mode in _open_path_to(
+        [Path(PYTHON).parent, Path(os.path.realpath(PYTHON)).parent, REPO_ROOT]
+    ):
         stack.callback(directory.chmod, mode)
 
     # the areas
