@@ -2,7 +2,8 @@
 ``DCStore`` → ``DCType`` → ``DCRange`` → ``DCVersion``.
 
 These are read-only views of HEAD at the moment of the call. Times here follow the design's own
-convention: ``tsp`` accepts unix seconds (int or float), ISO 8601 text or ``"now"``, and
+convention: ``tsp`` accepts unix seconds (int or float), ISO 8601 text, a datetime or ``"now"``
+(the same forms as every dcsync entry point), and
 ``begin()``/``end()``/``tsprod()`` return unix seconds as float (``end()`` is None when open).
 Use :class:`dcsync.Repository` for nanosecond precision and for writing.
 """
@@ -16,7 +17,7 @@ from dcsync.history import HistoryEntry, level_history
 from dcsync.names import RangeKey
 from dcsync.objects import ParValue, Payload
 from dcsync.repository import Repository
-from dcsync.times import NS, parse_time
+from dcsync.times import NS, TimeLike
 from dcsync.workspace import Workspace
 
 
@@ -95,10 +96,9 @@ class DCStore(_Level):
         self._repo.ctype_tree(ctype)  # raises CtypeNotFound
         return DCType(self._repo, ctype)
 
-    def get(self, ctype: str, tsp: float | str | None = None, vers: str | None = None) -> Payload:
+    def get(self, ctype: str, tsp: TimeLike | None = None, vers: str | None = None) -> Payload:
         """The constant valid at ``tsp`` (default now); ``vers`` picks a version by key prefix."""
-        at = None if tsp is None else parse_time(tsp)
-        return self._repo.get(ctype, at, vers).value
+        return self._repo.get(ctype, tsp, vers).value
 
 
 class DCType(_Level):

@@ -25,7 +25,7 @@ from dcsync.names import RangeKey, VersionKey
 from dcsync.objects import CtypeTree, RangeTree, VersionEntry
 from dcsync.repository import Repository
 from dcsync.sync import RemoteConfig, Snapshot, clone, get_remote, push, remotes, snapshot
-from dcsync.times import format_time, now_ns
+from dcsync.times import TimeLike, format_time, now_ns, time_arg
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 
@@ -177,13 +177,19 @@ def promote(
     *,
     ctypes: list[str] | None = None,
     version: str | None = None,
-    at: int | None = None,
+    at: TimeLike | None = None,
     message: str = "",
     dry_run: bool = False,
     here: Workspace | None = None,
+    at_ns: int | None = None,
 ) -> PromoteReport:
-    """Copy chosen versions from ``source`` to ``target`` (workspace dirs, remote names or URLs)."""
-    if version is not None and at is not None:
+    """Copy chosen versions from ``source`` to ``target`` (workspace dirs, remote names or URLs).
+
+    ``at`` (a time as users write it) or ``at_ns`` (nanoseconds) picks the versions lookups
+    return then; ``version`` picks by key prefix instead.
+    """
+    when = time_arg("at", at, at_ns)
+    if version is not None and when is not None:
         raise UsageError("choose --version or --at, not both")
     location = _location(source, here)
     src = snapshot(source, here=here, detectors=detectors)
@@ -205,7 +211,7 @@ def promote(
             )
         who = current_identity().user
         for det in detectors:
-            picks = _choose(src, det, ctypes, version, at)
+            picks = _choose(src, det, ctypes, version, when)
             _, root = src.roots[det]
             src_commit = src.heads.get(det, "")
             path = target_ws.detector_path(det)
@@ -251,10 +257,10 @@ def promote(
                             tx.add(
                                 ctype,
                                 value,
-                                tree.begin,
-                                tree.end,
+                                begin_ns=tree.begin,
+                                end_ns=tree.end,
                                 pars=entry.pars,
-                                tsprod=entry.tsprod,
+                                tsprod_ns=entry.tsprod,
                                 origin=origin,
                             )
                             if tree.pars:

@@ -56,15 +56,19 @@ def xpp(tmp_path: Path) -> dict[str, Any]:
     ws.new_detector(DET).close()
     with ws.repository(DET) as repo:
         with repo.transaction("dark run 10") as tx:
-            good = tx.add("pedestals", np.full((2, 3), 2.0, np.float32), T0, T1, pars={"run": 10})
+            good = tx.add(
+                "pedestals", np.full((2, 3), 2.0, np.float32), begin_ns=T0, end_ns=T1, pars={"run": 10}
+            )
             tx.set_pars({"runs": "10-12", "gain": "high"}, ctype="pedestals", range=good.range)
-            status = tx.add("pixel_status", np.zeros((2, 3), np.uint16), T0)
+            status = tx.add("pixel_status", np.zeros((2, 3), np.uint16), begin_ns=T0)
         with repo.transaction("dark run 11 (bad)") as tx:
-            bad = tx.add("pedestals", np.full((2, 3), np.nan, np.float32), T0, T1, pars={"run": 11})
+            bad = tx.add(
+                "pedestals", np.full((2, 3), np.nan, np.float32), begin_ns=T0, end_ns=T1, pars={"run": 11}
+            )
         with repo.transaction("back to run 10") as tx:
             tx.set_default("pedestals", good.version)
         with repo.transaction("dark run 20") as tx:
-            later = tx.add("pedestals", np.full((2, 3), 3.0, np.float32), T1, pars={"run": 20})
+            later = tx.add("pedestals", np.full((2, 3), 3.0, np.float32), begin_ns=T1, pars={"run": 20})
         head = str(repo.head())
     return {"ws": ws, "good": good, "bad": bad, "status": status, "later": later, "head": head}
 
@@ -82,14 +86,14 @@ def test_promote_by_time_copies_ranges_pars_provenance_and_pins(
     xpp: dict[str, Any], central: Workspace
 ) -> None:
     src: Workspace = xpp["ws"]
-    report = promote([DET], str(src.root), str(central.root), at=IN_A)
+    report = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert [(p.ctype, p.version, p.action) for p in report.picks] == [
         ("pedestals", xpp["good"].version, "promote"),  # the pinned default, not the latest
         ("pixel_status", xpp["status"].version, "promote"),
     ]
     assert list(report.commits) == [DET]
     with _target(central) as repo:
-        peds = repo.get("pedestals", IN_A)
+        peds = repo.get("pedestals", at_ns=IN_A)
         assert (peds.begin, peds.end, peds.pinned) == (T0, T1, True)
         assert peds.value.dtype == np.float32 and float(peds.value[0, 0]) == 2.0
         assert peds.obj == xpp["good"].entry.obj  # the same payload, byte for byte
@@ -102,7 +106,7 @@ def test_promote_by_time_copies_ranges_pars_provenance_and_pins(
         assert origin["version"] == xpp["good"].version
         assert origin["author"] == xpp["good"].entry.author
         assert origin["promoted_by"] == current_identity().user and origin["promoted_at"]
-        status = repo.get("pixel_status", IN_A)
+        status = repo.get("pixel_status", at_ns=IN_A)
         assert status.value.dtype == np.uint16 and status.end is None and status.pinned
         assert [len(t.versions) for _, t in repo.ranges("pedestals")] == [1]  # run 20 not chosen
         record = repo.log()[-1]
@@ -121,24 +125,24 @@ def test_promote_by_version_with_ctype_filter(xpp: dict[str, Any], central: Work
     ]
     with _target(central) as repo:
         assert repo.ctypes() == ["pedestals"]
-        later = repo.get("pedestals", IN_B)
+        later = repo.get("pedestals", at_ns=IN_B)
         assert (later.begin, later.end, float(later.value[0, 0])) == (T1, None, 3.0)
         with pytest.raises(KeyError):
-            repo.get("pedestals", IN_A)  # the other range was not asked for
+            repo.get("pedestals", at_ns=IN_A)  # the other range was not asked for
     # now the first range, by time and for pedestals only: pixel_status stays behind
-    promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], at=IN_A)
+    promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], at_ns=IN_A)
     with _target(central) as repo:
-        assert repo.ctypes() == ["pedestals"] and float(repo.get("pedestals", IN_A).value[0, 0]) == 2.0
+        assert repo.ctypes() == ["pedestals"] and float(repo.get("pedestals", at_ns=IN_A).value[0, 0]) == 2.0
     # the bad version explicitly: copied, and pinned in the target (that is what promotion does)
     promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], version=xpp["bad"].version)
     with _target(central) as repo:
-        assert np.isnan(repo.get("pedestals", IN_A).value).all()
+        assert np.isnan(repo.get("pedestals", at_ns=IN_A).value).all()
 
 
 def test_bad_choices_are_clear_errors(xpp: dict[str, Any], central: Workspace) -> None:
     src = str(xpp["ws"].root)
     with pytest.raises(UsageError, match="not both"):
-        promote([DET], src, str(central.root), version="ab", at=IN_A)
+        promote([DET], src, str(central.root), version="ab", at_ns=IN_A)
     with pytest.raises(KeyError, match="no ctype 'geometry'"):
         promote([DET], src, str(central.root), ctypes=["geometry"])
     with pytest.raises(KeyError, match="no version"):
@@ -151,32 +155,32 @@ def test_bad_choices_are_clear_errors(xpp: dict[str, Any], central: Workspace) -
 def test_dry_run_says_what_would_change_and_changes_nothing(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
     before = _files(central.root)
-    report = promote([DET], str(src.root), str(central.root), at=IN_A, dry_run=True)
+    report = promote([DET], str(src.root), str(central.root), at_ns=IN_A, dry_run=True)
     assert report.dry_run and report.commits == {}
     assert [p.action for p in report.picks] == ["promote", "promote"]
     assert _files(central.root) == before and central.detectors() == []
-    real = promote([DET], str(src.root), str(central.root), at=IN_A)
+    real = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert [p.to_json() for p in real.picks] == [p.to_json() for p in report.picks]  # it did as it said
     after = _files(central.root)
-    again = promote([DET], str(src.root), str(central.root), at=IN_A, dry_run=True)
+    again = promote([DET], str(src.root), str(central.root), at_ns=IN_A, dry_run=True)
     assert all(p.action.startswith("skip: already in the target as ") for p in again.picks)
     assert _files(central.root) == after
 
 
 def test_promotion_is_idempotent(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
-    first = promote([DET], str(src.root), str(central.root), at=IN_A)
+    first = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     after = _files(central.root)
-    second = promote([DET], str(src.root), str(central.root), at=IN_A)
+    second = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert second.commits == {} and second.promoted == []
     with _target(central) as repo:
-        keys = {p.ctype: repo.get(p.ctype, IN_A).version for p in first.picks}
+        keys = {p.ctype: repo.get(p.ctype, at_ns=IN_A).version for p in first.picks}
     assert [p.action for p in second.picks] == [
         f"skip: already in the target as {keys[p.ctype]}" for p in second.picks
     ]
     assert _files(central.root) == after
     # a relative path to the same source is the same source
-    third = promote([DET], os.path.relpath(src.root), str(central.root), at=IN_A)
+    third = promote([DET], os.path.relpath(src.root), str(central.root), at_ns=IN_A)
     assert third.commits == {}
 
 
@@ -187,7 +191,7 @@ def test_promotion_goes_through_the_target_acl(xpp: dict[str, Any], central: Wor
     acl_module.save(central.root, acl, current_identity(), "hand over")
     before = _files(central.root)
     with pytest.raises(AccessDenied, match=f"{current_identity().user} may not add on {DET}"):
-        promote([DET], str(src.root), str(central.root), at=IN_A)  # a new detector there
+        promote([DET], str(src.root), str(central.root), at_ns=IN_A)  # a new detector there
     assert _files(central.root) == before and central.detectors() == []
     # an existing detector: created by its owner, then our promotion is refused by change
     acl.owner = current_identity().user
@@ -197,7 +201,7 @@ def test_promotion_goes_through_the_target_acl(xpp: dict[str, Any], central: Wor
     acl_module.save(central.root, acl, current_identity(), "hand over")
     before = _files(central.root)
     with pytest.raises(AccessDenied, match=f"may not (add|set-default) on {DET} pedestals"):
-        promote([DET], str(src.root), str(central.root), at=IN_A)
+        promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert _files(central.root) == before
 
 
@@ -247,13 +251,13 @@ def test_promotion_goes_through_the_target_hooks(xpp: dict[str, Any], guarded_ce
     added = [c for c in event["changes"] if c["change"] == "added"]
     assert [c["origin"]["version"] for c in added] == [xpp["bad"].version]
     # the good ones pass the same hook; the bad one is still refused on top of them
-    promote([DET], str(src.root), str(central.root), at=IN_A)
+    promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     after = _h5_files(central.root)
     with pytest.raises(HookRejected):
         promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], version=xpp["bad"].version)
     assert _h5_files(central.root) == after
     with _target(central) as repo:
-        assert float(repo.get("pedestals", IN_A).value[0, 0]) == 2.0
+        assert float(repo.get("pedestals", at_ns=IN_A).value[0, 0]) == 2.0
 
 
 # -- a remote target over the pipe transport ---------------------------------------------------------
@@ -265,13 +269,13 @@ def _url(ws: Workspace) -> str:
 
 def test_promote_to_a_remote_target(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
-    dry = promote([DET], str(src.root), _url(central), at=IN_A, dry_run=True)
+    dry = promote([DET], str(src.root), _url(central), at_ns=IN_A, dry_run=True)
     assert [p.action for p in dry.picks] == ["promote", "promote"] and central.detectors() == []
-    report = promote([DET], str(src.root), _url(central), at=IN_A, message="good pedestals for run 10")
+    report = promote([DET], str(src.root), _url(central), at_ns=IN_A, message="good pedestals for run 10")
     assert list(report.commits) == [DET]
     with _target(central) as repo:
         assert repo.head() == report.commits[DET]  # the scratch clone's commit, pushed as is
-        peds = repo.get("pedestals", IN_A)
+        peds = repo.get("pedestals", at_ns=IN_A)
         assert float(peds.value[0, 0]) == 2.0 and peds.pinned and peds.end == T1
         assert peds.entry.origin["location"] == str(src.root) and peds.entry.origin["commit"] == xpp["head"]
         assert dict(repo.find_range("pedestals", peds.range)[1].pars) == {"runs": "10-12", "gain": "high"}
@@ -280,7 +284,7 @@ def test_promote_to_a_remote_target(xpp: dict[str, Any], central: Workspace) -> 
         assert record.extra["promoted_from"] == [{"from": str(src.root), "commit": xpp["head"]}]
         assert record.extra["served_as"] == current_identity().user
     after = _files(central.root)
-    again = promote([DET], str(src.root), _url(central), at=IN_A)
+    again = promote([DET], str(src.root), _url(central), at_ns=IN_A)
     assert again.commits == {} and all(p.action.startswith("skip") for p in again.picks)
     assert _files(central.root) == after
 
@@ -290,7 +294,7 @@ def test_promote_to_a_remote_target_through_its_hooks_and_acl(
 ) -> None:
     src: Workspace = xpp["ws"]
     central = guarded_central
-    promote([DET], str(src.root), _url(central), at=IN_A)
+    promote([DET], str(src.root), _url(central), at_ns=IN_A)
     before = _h5_files(central.root)
     with pytest.raises(HookRejected, match="NaN in pedestals"):
         promote([DET], str(src.root), _url(central), ctypes=["pedestals"], version=xpp["bad"].version)
@@ -300,7 +304,7 @@ def test_promote_to_a_remote_target_through_its_hooks_and_acl(
     acl.owner = "someone-else"
     acl_module.save(central.root, acl, current_identity(), "hand over")
     with pytest.raises(AccessDenied, match=f"{current_identity().user} may not"):
-        promote([DET], str(src.root), _url(central), at=IN_B)
+        promote([DET], str(src.root), _url(central), at_ns=IN_B)
     assert _h5_files(central.root) == before
 
 
@@ -390,11 +394,11 @@ def test_cli_promote_between_named_remotes_and_push_audit(
     assert audit.startswith(f"pushed by {extra['pusher']}@{extra['pusher_host']} (as {extra['served_as']})")
     assert audit.endswith(f"; promoted from {src.root} commit {short(xpp['head'])}")
     with _target(central) as repo:
-        assert repo.get("pedestals", IN_A).entry.origin["location"] == str(src.root)
+        assert repo.get("pedestals", at_ns=IN_A).entry.origin["location"] == str(src.root)
 
 
 def test_report_json_shape(xpp: dict[str, Any], central: Workspace) -> None:
-    report = promote([DET], str(xpp["ws"].root), str(central.root), at=IN_A, dry_run=True)
+    report = promote([DET], str(xpp["ws"].root), str(central.root), at_ns=IN_A, dry_run=True)
     assert isinstance(report, PromoteReport)
     doc = report.to_json()
     assert set(doc) == {"from", "to", "dry_run", "picks", "commits"}

@@ -9,7 +9,6 @@ import typer
 from dcsync.cli.context import state
 from dcsync.cli.output import emit_json, say, short
 from dcsync.promote import promote as run_promote
-from dcsync.times import parse_time
 
 app = typer.Typer()
 
@@ -44,7 +43,7 @@ def promote(
         target,
         ctypes=ctype,
         version=version,
-        at=parse_time(at) if at else None,
+        at=at,
         message=message,
         dry_run=dry_run,
         here=here,

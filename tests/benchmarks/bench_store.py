@@ -272,7 +272,7 @@ def build_get_file(path: Path, n_versions: int) -> tuple[int, str, str, np.ndarr
         with repo.transaction("the 1 MB constant") as tx:
             loc = tx.add(CTYPE, value, *range_bounds(target_range))
         at = range_bounds(target_range)[0] + RANGE_NS // 2
-        got = repo.get(CTYPE, at)
+        got = repo.get(CTYPE, at_ns=at)
         assert got.version == loc.version and np.array_equal(got.value, value)
     finally:
         repo.close()
@@ -295,12 +295,12 @@ def time_gets(path: Path, at: int, view_path: str, sizes: Sizes) -> dict[str, li
 
     def get_cold() -> None:
         with Repository.open(path) as r:
-            r.get(CTYPE, at)
+            r.get(CTYPE, at_ns=at)
 
     # warm: one open Repository and one open h5py.File, repeated reads
     with Repository.open(path) as repo, h5py.File(path, "r", locking=False) as f:
         ours, floor = interleaved(
-            [lambda: repo.get(CTYPE, at), lambda: f[view_path][()]], sizes.get_warm_samples
+            [lambda: repo.get(CTYPE, at_ns=at), lambda: f[view_path][()]], sizes.get_warm_samples
         )
     # cold: open + read + close each time (no handle stays open: HDF5 would share it with the opens)
     cold = interleaved(
@@ -420,7 +420,7 @@ def bench_commit(sizes: Sizes, work: Path) -> Benchmark:
     warm_up = work / "commit-warm-up.h5"  # so the first file measured pays no first-use costs
     build_big_file(warm_up, 1 * MB)
     with Repository.open(warm_up) as repo, repo.transaction("warm up") as tx:
-        tx.add(CTYPE, distinct_array(1 * MB, seed=999), T0)
+        tx.add(CTYPE, distinct_array(1 * MB, seed=999), begin_ns=T0)
     warm_up.unlink()
 
     files: dict[int, Path] = {}
@@ -445,7 +445,7 @@ def bench_commit(sizes: Sizes, work: Path) -> Benchmark:
                 del journal_log[:]
                 t = time.perf_counter()
                 with repo.transaction(f"add {i}") as tx:
-                    tx.add(CTYPE, value, T0)
+                    tx.add(CTYPE, value, begin_ns=T0)
                 times[n].append(time.perf_counter() - t)
                 journal[n].extend(journal_log)
 
@@ -574,7 +574,7 @@ def memory_child(nbytes: int, work: Path) -> dict[str, int]:
     path = work / f"memory-{os.getpid()}.h5"
     repo = Repository.create(path, "jungfrau-1")
     with repo.transaction("warm up") as tx:  # load every code path before measuring
-        tx.add(CTYPE, np.zeros(16, dtype=np.float32), T0 - RANGE_NS, T0)
+        tx.add(CTYPE, np.zeros(16, dtype=np.float32), begin_ns=T0 - RANGE_NS, end_ns=T0)
     gc.collect()
     reset = reset_peak_rss()
     before = rss()
@@ -582,7 +582,7 @@ def memory_child(nbytes: int, work: Path) -> dict[str, int]:
     with_array = rss()
     peak_before_commit = peak_rss()
     with repo.transaction("the big one") as tx:
-        tx.add(CTYPE, arr, T0)
+        tx.add(CTYPE, arr, begin_ns=T0)
     peak = peak_rss()
     repo.close()
     path.unlink()
