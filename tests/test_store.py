@@ -241,6 +241,27 @@ def test_flipped_payload_byte_is_caught(tmp_path: Path) -> None:
         assert report.objects == len(list(repo.store.object_ids()))
 
 
+def test_a_damaged_object_header_is_corrupt_not_missing_nor_a_usage_error(tmp_path: Path) -> None:
+    """h5py reports an unreadable object header as a KeyError: still damage, said as such."""
+    path = tmp_path / "epix-1.h5"
+    repo = small_repo(path)
+    bad = repo.get("pedestals").obj
+    repo.close()
+    with h5py.File(path, "r") as f:
+        header = h5py.h5o.get_info(f[f"/.dcsync/objects/{bad[:2]}/{bad[2:]}"].id).addr
+    flip_byte(path, header + 16)  # inside the header: its checksum no longer matches
+
+    with Repository.open(path) as repo:
+        with pytest.raises(CorruptObject, match=f"{bad} in .* is damaged") as err:
+            repo.get("pedestals", at="2026-01-01")
+        assert err.value.exit_code == 5
+        assert repo.get("geometry", at="2026-01-01").value == "geometry text é"  # the rest reads
+    store = HDF5Store(path)
+    with pytest.raises(CorruptObject, match=bad):
+        store.read_payload(bad)
+    store.close()
+
+
 def test_flipped_tree_byte_is_caught(tmp_path: Path) -> None:
     path = tmp_path / "epix-1.h5"
     repo = small_repo(path)
