@@ -40,6 +40,7 @@ from dcsync.names import (
     check_ctype,
     check_detname,
     check_par_key,
+    check_version_key,
     new_version_key,
     range_key,
     resolve_prefix,
@@ -409,6 +410,13 @@ class _Work:
         rk, tree = found[key]
         return Located(ctype, rk, tree, VersionKey(key), tree.versions[VersionKey(key)])
 
+    def require_new_version(self, ctype: str, vkey: VersionKey) -> None:
+        """Refuse a kept version key the ctype already has (keys name one version per ctype)."""
+        for rk in self.ctype(ctype, create=True).ranges:
+            tree = self.range(ctype, rk)
+            if tree is not None and vkey in tree.versions:
+                raise UsageError(f"{self.root.detname} {ctype} already has a version {vkey} (range {rk})")
+
     def set_range(self, ctype: str, key: RangeKey, tree: RangeTree | None) -> None:
         """Replace a range; an empty range means nothing and is pruned."""
         ct = self.ctype(ctype, create=True)
@@ -513,9 +521,13 @@ class Transaction:
         tsprod: TimeLike | None = None,
         tsprod_ns: int | None = None,
         origin: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> Located:
         """Add a version to the range [begin, end); the new version becomes the pinned default
         unless ``make_default`` is false, in which case lookups keep returning what they did.
+
+        ``version`` keeps a key chosen elsewhere (a promotion keeps the source's, so every message
+        about the version names the key its promoter knows); it must be new in the ctype.
 
         Times are given as users write them (ISO text, datetime, unix seconds, "now") or, through
         the ``*_ns`` parameters, in nanoseconds. No end means open; no tsprod means now.
@@ -544,9 +556,15 @@ class Transaction:
             entry = replace(entry, origin=dict(origin))
         self._payloads[entry.obj] = payload
         key = range_key(t0, t1)
-        vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
+        if version is not None:
+            vkey = check_version_key(version)
+            self._work.require_new_version(ctype, vkey)  # at once, so the error points at this call
+        else:
+            vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
 
         def op(w: _Work) -> Located:
+            if version is not None:
+                w.require_new_version(ctype, vkey)  # again on replay: another writer may have it
             tree = w.range(ctype, key) or RangeTree(t0, t1)
             default = tree.default
             if make_default:

@@ -155,6 +155,26 @@ def get_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
     raise UsageError(f"no remote {name_or_url!r} in {ws.root} (remotes: {', '.join(known) or 'none'})")
 
 
+def remote_for(
+    location: str,
+    here: Workspace | None,
+    *,
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
+) -> RemoteConfig:
+    """How to reach ``location``: a remote of ``here`` by name, with its saved options; else a URL
+    with the caller's ``--remote-dcsync``/``--ssh``, falling back to those saved with a remote of
+    that URL (commands that take ad-hoc URLs: diff, promote)."""
+    spec = get_remote(here, location) if here is not None else RemoteConfig(location, location)
+    if here is None or location not in remotes(here):
+        spec = replace(
+            spec,
+            remote_dcsync=remote_dcsync or spec.remote_dcsync,
+            ssh_command=ssh_command or spec.ssh_command,
+        )
+    return spec
+
+
 def connect(remote: RemoteConfig, *, accept_new_host_key: bool = False) -> Connection:
     return Connection(
         open_channel(
@@ -769,14 +789,7 @@ def snapshot(
                     snap.heads[det] = str(repo.head())
                 snap.closers.append(repo.close)
         return snap
-    spec = get_remote(here, source) if here is not None else RemoteConfig(source, source)
-    if here is None or source not in remotes(here):  # a URL: the caller's options, else its remote's
-        spec = replace(
-            spec,
-            remote_dcsync=remote_dcsync or spec.remote_dcsync,
-            ssh_command=ssh_command or spec.ssh_command,
-        )
-    conn = connect(spec)
+    conn = connect(remote_for(source, here, remote_dcsync=remote_dcsync, ssh_command=ssh_command))
     snap = Snapshot(source, {}, conn=conn)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]

@@ -8,6 +8,7 @@ Promotion between real Unix users over SSH is in test_access_e2e.py.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sshd import SSHServer
+from test_sync import ssh_home
 from typer.testing import CliRunner
 
 from dcsync import acl as acl_module
@@ -401,7 +404,7 @@ def test_report_json_shape(xpp: dict[str, Any], central: Workspace) -> None:
     report = promote([DET], str(xpp["ws"].root), str(central.root), at_ns=IN_A, dry_run=True)
     assert isinstance(report, PromoteReport)
     doc = report.to_json()
-    assert set(doc) == {"from", "to", "dry_run", "picks", "commits"}
+    assert set(doc) == {"from", "to", "dry_run", "picks", "commits", "promoted_by"}
     assert set(doc["picks"][0]) == {
         "detector",
         "ctype",
@@ -409,6 +412,130 @@ def test_report_json_shape(xpp: dict[str, Any], central: Workspace) -> None:
         "begin",
         "end",
         "version",
+        "target_version",
         "object",
         "action",
     }
+
+
+# -- provenance: the key the promoter saw, the identity the target authenticated ---------------------
+
+
+def _claim(monkeypatch: Any, name: str) -> None:
+    """Make this process's user *name* (what getpass reports, from the environment) differ from
+    its OS identity: a client's name for itself is only a claim."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(var, name)
+    assert getpass.getuser() == name != current_identity().user
+
+
+def _check_provenance(repo: Any, xpp: dict[str, Any], who: str, claimed: str) -> None:
+    good = xpp["good"]
+    peds = repo.get("pedestals", at_ns=IN_A)
+    assert peds.version == good.version  # the key the promoter chose by
+    origin = peds.entry.origin
+    assert (origin["version"], origin["author"]) == (good.version, good.entry.author)
+    assert origin["promoted_by"] == who and origin["claimed_by"] == claimed
+    assert peds.entry.author == who and repo.commit().author == who  # not the claimed name
+
+
+def test_a_local_promotion_keeps_the_key_and_records_the_os_identity(
+    xpp: dict[str, Any], guarded_central: Workspace, monkeypatch: Any
+) -> None:
+    _claim(monkeypatch, "mallory")
+    me = current_identity().user
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    report = promote([DET], str(src.root), str(guarded_central.root), at_ns=IN_A)
+    assert report.promoted_by == me
+    peds = next(p for p in report.picks if p.ctype == "pedestals")
+    assert (peds.version, peds.target_version, peds.label) == (good.version, good.version, good.version)
+    with _target(guarded_central) as repo:
+        _check_provenance(repo, xpp, me, "mallory")
+        assert "versions" not in repo.commit().meta["promote"]  # nothing renamed
+    event = _seen(guarded_central)[-1]
+    change = next(c for c in event["changes"] if c["ctype"] == "pedestals" and c["change"] == "added")
+    assert change["version"] == change["origin"]["version"] == good.version  # the hook's message names it
+    assert event["user"] == me == change["origin"]["promoted_by"]
+
+
+def test_a_taken_key_gets_a_fresh_one_and_both_are_shown_everywhere(
+    xpp: dict[str, Any], guarded_central: Workspace, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    central = guarded_central
+    (central.root / ".dcsync" / "hooks" / "pre-commit").unlink()
+    central.new_detector(DET).close()
+    with _target(central) as repo, repo.transaction("another version, by chance the same key") as tx:
+        tx.add("pedestals", np.zeros((2, 3), np.float32), "2025-01-01", version=good.version)
+    doc = json.loads(
+        _cli(
+            "promote", DET, "--from", src.root, "--to", central.root, "--version", good.version, "--json"
+        ).stdout
+    )
+    [pick] = doc["picks"]
+    new = pick["target_version"]
+    assert pick["version"] == good.version and new not in (None, good.version) and pick["action"] == "promote"
+    with _target(central) as repo:
+        peds = repo.get("pedestals", at_ns=IN_A)
+        assert peds.version == new and peds.entry.origin["version"] == good.version
+        assert repo.commit().meta["promote"]["versions"] == {new: good.version}
+        entry = json.loads(_cli("-C", central.root, "log", DET, "--json").stdout)["entries"][0]
+        assert entry["extra"]["promote"]["versions"] == {new: good.version}
+    change = next(c for c in _seen(central)[-1]["changes"] if c.get("version") == new)
+    assert change["origin"]["version"] == good.version
+    text = _cli("promote", DET, "--from", src.root, "--to", central.root, "--version", good.version).output
+    assert f"{new}, promoted from {good.version}" in text and "skip: already in the target" in text
+
+
+def test_a_remote_promotion_records_the_identity_the_server_authenticated(
+    xpp: dict[str, Any], central: Workspace, monkeypatch: Any
+) -> None:
+    _claim(monkeypatch, "mallory")  # the client says it is mallory; the server knows better
+    me = current_identity().user
+    report = promote([DET], str(xpp["ws"].root), _url(central), at_ns=IN_A)
+    assert report.promoted_by == me
+    assert [p.target_version for p in report.picks] == [p.version for p in report.picks]
+    with _target(central) as repo:
+        _check_provenance(repo, xpp, me, "mallory")
+        record = repo.log()[-1]
+        assert (record.extra["served_as"], record.extra["pusher"]) == (me, "mallory")
+
+
+# -- ad-hoc URLs: --remote-dcsync and --ssh, over the real sshd -------------------------------------
+
+
+def test_promote_between_ssh_urls_with_remote_dcsync_and_ssh(
+    xpp: dict[str, Any], central: Workspace, sshd: SSHServer, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    reach = ["--remote-dcsync", sshd.remote_dcsync, "--ssh", sshd.ssh_command]
+    common = [DET, "--from", sshd.url(str(src.root)), "--to", sshd.url(str(central.root)), *reach]
+    dry = _cli("promote", *common, "--ctype", "pedestals", "--at", "2026-01-15", "--dry-run").output
+    assert f"{good.version} ({short(good.entry.obj)}): would promote" in dry
+    doc = json.loads(_cli("promote", *common, "--at", "2026-01-15", "--json").stdout)
+    assert list(doc["commits"]) == [DET] and doc["promoted_by"] == sshd.user
+    with _target(central) as repo:
+        peds = repo.get("pedestals", at_ns=IN_A)
+        assert peds.version == good.version and peds.entry.origin["promoted_by"] == sshd.user
+        assert peds.entry.origin["location"] == sshd.url(str(src.root))
+        assert repo.log()[-1].extra["served_as"] == sshd.user
+    again = json.loads(_cli("promote", *common, "--at", "2026-01-15", "--json").stdout)
+    assert again["commits"] == {} and all(p["action"].startswith("skip") for p in again["picks"])
+
+
+def test_promote_to_an_ssh_url_through_paramiko(
+    xpp: dict[str, Any], central: Workspace, sshd: SSHServer
+) -> None:
+    ssh_home(sshd)
+    url = sshd.url(str(central.root), alias=False)
+    report = promote(
+        [DET], str(xpp["ws"].root), url, version=xpp["later"].version, remote_dcsync=sshd.remote_dcsync
+    )
+    assert list(report.commits) == [DET] and report.promoted_by == sshd.user
+    with _target(central) as repo:
+        assert repo.get("pedestals", at_ns=IN_B).version == xpp["later"].version
