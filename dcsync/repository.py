@@ -267,7 +267,7 @@ class Repository:
         ``at`` is a time as users write it (ISO text, datetime, unix seconds, "now"); ``at_ns``
         the same in nanoseconds. Neither: now, or with ``version`` any range.
         """
-        _check_version_arg(version)
+        _check_lookup_args(ctype, version)
         t_given = time_arg("at", at, at_ns)
         t = now_ns() if t_given is None else t_given
 
@@ -301,7 +301,7 @@ class Repository:
 
         Times as in :meth:`locate`: ``at`` as users write it, or ``at_ns`` in nanoseconds.
         """
-        _check_version_arg(version)
+        _check_lookup_args(ctype, version)
         t = time_arg("at", at, at_ns)
 
         def read() -> Constant:
@@ -779,8 +779,11 @@ class Transaction:
             self._scratch = None
 
 
-def _check_version_arg(version: object) -> None:
-    """A version key prefix is text: anything else is the caller's mistake, said as such."""
+def _check_lookup_args(ctype: object, version: object) -> None:
+    """A ctype and a version key prefix are text: anything else is the caller's mistake, said as
+    such (deep in a read it would surface as a bare TypeError)."""
+    if not isinstance(ctype, str):
+        raise UsageError(f"ctype must be a name (text), not {ctype!r}")
     if version is not None and not isinstance(version, str):
         raise UsageError(f"version must be a key or key prefix (text), not {version!r}")
 

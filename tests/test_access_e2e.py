@@ -584,6 +584,7 @@ def test_the_admin_promotes_from_an_experiment_to_central(world: World) -> None:
         assert record.extra["promoted_from"] == [{"from": xpp1_url, "commit": source_head}]
         promoted = repo.get("pedestals", at_ns=T0)
         assert promoted.obj == good.obj and promoted.pinned
+        assert promoted.version == good.version  # the key the promoter chose by
         assert promoted.entry.origin["location"] == xpp1_url
         assert promoted.entry.origin["commit"] == source_head
         assert promoted.entry.origin["version"] == good.version

@@ -143,6 +143,8 @@ def test_a_callers_mistake_is_not_file_corruption(repo: Repository) -> None:
     assert repo.get("pedestals", at="2024-06-01").range == "1704067200-end"  # a string just works
     with pytest.raises(UsageError, match="version must be"):
         repo.get("pedestals", version=5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"ctype must be a name \(text\), not \['pedestals'\]"):
+        repo.get(["pedestals"])  # type: ignore[arg-type]
     store = repo.store
     assert hasattr(store, "consistent")
     # A read that fails on its own terms, on a healthy file: the error passes through as it is.
