@@ -226,6 +226,12 @@ def range_bounds(i: int) -> tuple[int, int]:
     return T0 + i * RANGE_NS, T0 + (i + 1) * RANGE_NS
 
 
+def range_ns(i: int) -> dict[str, int]:
+    """``range_bounds(i)`` as the keyword arguments of ``Transaction.add`` (times in ns)."""
+    begin, end = range_bounds(i)
+    return {"begin_ns": begin, "end_ns": end}
+
+
 class CountingJournaledFile(JournaledFile):
     """Records each commit's dirty page count and durability time (benchmark-only instrumentation)."""
 
@@ -266,11 +272,11 @@ def build_get_file(path: Path, n_versions: int) -> tuple[int, str, str, np.ndarr
                 for j in range(start, min(start + per_tx, small)):
                     arr = np.full(256, j, dtype=np.float32)  # 1 KB, distinct
                     arr[0] = -1.0
-                    tx.add(CTYPE, arr, *range_bounds(j // VERSIONS_PER_RANGE))
+                    tx.add(CTYPE, arr, **range_ns(j // VERSIONS_PER_RANGE))
         value = distinct_array(1 * MB, seed=n_versions)
         target_range = n_ranges // 2
         with repo.transaction("the 1 MB constant") as tx:
-            loc = tx.add(CTYPE, value, *range_bounds(target_range))
+            loc = tx.add(CTYPE, value, **range_ns(target_range))
         at = range_bounds(target_range)[0] + RANGE_NS // 2
         got = repo.get(CTYPE, at_ns=at)
         assert got.version == loc.version and np.array_equal(got.value, value)
@@ -406,7 +412,7 @@ def build_big_file(path: Path, nbytes: int) -> float:
         for start in range(0, count, per_tx):
             with repo.transaction(f"bulk {start}") as tx:
                 for k in range(start, min(start + per_tx, count)):
-                    tx.add("bulk", base + np.float32(k + 1), *range_bounds(k))
+                    tx.add("bulk", base + np.float32(k + 1), **range_ns(k))
     finally:
         repo.close()
     return time.perf_counter() - t
