@@ -6,8 +6,11 @@ Scripts start here::
     ws = dcsync.Workspace.find()
     repo = ws.repository("epix100a-3925868555")
     with repo.transaction(message="pedestals from run 42") as tx:
-        tx.add("pedestals", array, begin=dcsync.parse_time("2026-11-21T08:00:00Z"))
-    constant = repo.get("pedestals", at=dcsync.parse_time("now"))
+        tx.add("pedestals", array, begin="2026-11-21T08:00:00Z")
+    constant = repo.get("pedestals", at="now")
+
+Times take the command line's forms everywhere (ISO 8601 text, "now", a datetime, unix seconds);
+nanoseconds only through parameters named for them (``begin_ns=``, ``at_ns=``...).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 ``DCStore`` → ``DCType`` → ``DCRange`` → ``DCVersion``.
 
 These are read-only views of HEAD at the moment of the call. Times here follow the design's own
-convention: ``tsp`` accepts unix seconds (int or float), ISO 8601 text or ``"now"``, and
+convention: ``tsp`` accepts unix seconds (int or float), ISO 8601 text, a datetime or ``"now"``
+(the same forms as every dcsync entry point), and
 ``begin()``/``end()``/``tsprod()`` return unix seconds as float (``end()`` is None when open).
 Use :class:`dcsync.Repository` for nanosecond precision and for writing.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dcsync.errors import DetectorNotFound, UsageError
 from dcsync.history import HistoryEntry, level_history
 from dcsync.names import RangeKey
 from dcsync.objects import ParValue, Payload
 from dcsync.repository import Repository
-from dcsync.times import NS, parse_time
+from dcsync.times import NS, TimeLike
 from dcsync.workspace import Workspace
 
 
@@ -44,18 +46,23 @@ class _Level:
 
 
 class DCStore(_Level):
-    """One detector: ``DCStore(path_to_h5)`` or ``DCStore(workspace_or_dir, detname_or_alias)``."""
+    """One detector: ``DCStore(path_to_h5)``, or as the design has it ``DCStore(cpath, detname)``
+    where ``cpath`` is a calib directory (a workspace) or a detector's file, and ``detname`` a
+    detector name or an alias."""
 
     def __init__(self, path_or_workspace: Path | str | Workspace, detname: str | None = None) -> None:
-        if detname is None:
-            repo = Repository.open(Path(str(path_or_workspace)))
+        if isinstance(path_or_workspace, Workspace):
+            repo = path_or_workspace.repository(detname) if detname is not None else None
         else:
-            ws = (
-                path_or_workspace
-                if isinstance(path_or_workspace, Workspace)
-                else Workspace(path_or_workspace)
-            )
-            repo = ws.repository(detname)
+            path = Path(path_or_workspace).expanduser()
+            if path.is_file():
+                repo = _open_file(path, detname)
+            elif detname is not None:
+                repo = Workspace(path).repository(detname)
+            else:
+                repo = Repository.open(path)  # not a file: says so, naming the path
+        if repo is None:
+            raise UsageError("DCStore(workspace, detname): a workspace needs a detector name or alias")
         super().__init__(repo, None, None, None)
 
     def close(self) -> None:
@@ -95,10 +102,32 @@ class DCStore(_Level):
         self._repo.ctype_tree(ctype)  # raises CtypeNotFound
         return DCType(self._repo, ctype)
 
-    def get(self, ctype: str, tsp: float | str | None = None, vers: str | None = None) -> Payload:
+    def get(self, ctype: str, tsp: TimeLike | None = None, vers: str | None = None) -> Payload:
         """The constant valid at ``tsp`` (default now); ``vers`` picks a version by key prefix."""
-        at = None if tsp is None else parse_time(tsp)
-        return self._repo.get(ctype, at, vers).value
+        return self._repo.get(ctype, tsp, vers).value
+
+
+def _open_file(path: Path, detname: str | None) -> Repository:
+    """A detector's file, checked to hold ``detname``: its own name, or an alias of it in the
+    workspace the file sits in. A script that names one detector must never read another's
+    constants because a path was wrong."""
+    repo = Repository.open(path)
+    try:
+        held = repo.detname
+        if detname is None or detname == held:
+            return repo
+        ws = Workspace.containing(path)
+        aliases = ws.aliases() if ws is not None else {}
+        target = aliases.get(detname)
+        if target is not None and target.detname == held:
+            return repo
+        own = sorted(a.alias for a in aliases.values() if a.detname == held)
+        also = f" (aliases: {', '.join(own)})" if own else ""
+        where = f"; in {ws.root} it is an alias of {target.detname}" if target is not None and ws else ""
+        raise DetectorNotFound(f"{path} holds detector {held}{also}, not {detname!r}{where}")
+    except BaseException:
+        repo.close()
+        raise
 
 
 class DCType(_Level):

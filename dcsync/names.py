@@ -26,6 +26,7 @@ _CTYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 _PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 VERSION_KEY_LEN = 12
+_VERSION_KEY = re.compile(rf"^[0-9a-f]{{{VERSION_KEY_LEN}}}\Z")
 
 
 def check_detname(name: str) -> str:
@@ -82,6 +83,13 @@ def resolve_range(name: str, keys: list[str], where: str) -> str:
     if len(hits) > 1:
         raise AmbiguousName(f"{where} has several ranges beginning at {name}: {', '.join(sorted(hits)[:6])}")
     return hits[0] if hits else ""
+
+
+def check_version_key(key: str) -> VersionKey:
+    """A version key given whole (kept from elsewhere, as a promotion keeps the source's)."""
+    if not isinstance(key, str) or not _VERSION_KEY.match(key):
+        raise InvalidName(f"invalid version key {key!r}: {VERSION_KEY_LEN} lower-case hex digits")
+    return VersionKey(key)
 
 
 def new_version_key(salt: str) -> VersionKey:

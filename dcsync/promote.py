@@ -3,10 +3,16 @@ with their ranges and parameters, recording where they came from.
 
 The chosen versions (by key prefix, or "the defaults valid at time T") are added to the target as
 new versions of the same ranges, each with an ``origin`` (source location, detector, commit,
-version, original author) and pinned as the range's default. The target's ACL and pre-receive
-hooks judge the change: for a local target directly, for a remote one through a push from a
-scratch clone that holds no payloads. A version already promoted (same origin, or the same payload
-in the same range) is skipped, so running a promotion twice changes nothing the second time.
+version, original author, who promoted it) and pinned as the range's default. A version keeps its
+key: keys are random, not derived from where a version lives, so the key the promoter chose by is
+the one the target's hooks, log and listings name (only if the target's ctype already has that key
+for another version does it get a fresh one, and then both are shown). Who promoted is the
+identity the target authenticated: this process's OS user for a local target, the SSH login the
+target's server reports (and logs as ``served_as``) for a remote one; the local user name is kept
+only as ``claimed_by`` when it differs. The target's ACL and pre-receive hooks judge the change: for
+a local target directly, for a remote one through a push from a scratch clone that holds no
+payloads. A version already promoted (same origin, or the same payload in the same range) is
+skipped, so running a promotion twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from dcsync.acl import current_identity
+from dcsync.client import Connection
 from dcsync.errors import DcsyncError, DetectorNotFound, UsageError
 from dcsync.hashing import ObjectId
-from dcsync.names import RangeKey, VersionKey
+from dcsync.names import RangeKey, VersionKey, new_version_key
 from dcsync.objects import CtypeTree, RangeTree, VersionEntry
+from dcsync.refs import current_user
 from dcsync.repository import Repository
-from dcsync.sync import RemoteConfig, Snapshot, clone, get_remote, push, remotes, snapshot
-from dcsync.times import format_time, now_ns
+from dcsync.sync import Snapshot, clone, connect, push, remote_for, remotes, snapshot
+from dcsync.times import TimeLike, format_time, now_ns, time_arg
 from dcsync.workspace import CONFIG_DIR, Workspace
 
 
@@ -38,9 +46,17 @@ class Pick:
     range: RangeKey
     begin: int
     end: int | None
-    version: str
+    version: str  # the key in the source
     obj: ObjectId
     action: str  # "promote" or "skip: <why>"
+    target_version: str | None = None  # the key in the target: the same unless it was taken
+
+    @property
+    def label(self) -> str:
+        """The version as the target knows it, with the source's key when that differs."""
+        if self.target_version and self.target_version != self.version:
+            return f"{self.target_version}, promoted from {self.version}"
+        return self.version
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +66,7 @@ class Pick:
             "begin": format_time(self.begin),
             "end": None if self.end is None else format_time(self.end),
             "version": self.version,
+            "target_version": self.target_version,
             "object": self.obj,
             "action": self.action,
         }
@@ -62,6 +79,7 @@ class PromoteReport:
     dry_run: bool
     picks: list[Pick] = field(default_factory=list)
     commits: dict[str, str] = field(default_factory=dict)
+    promoted_by: str = ""  # the identity the target authenticated
 
     @property
     def promoted(self) -> list[Pick]:
@@ -74,6 +92,7 @@ class PromoteReport:
             "dry_run": self.dry_run,
             "picks": [p.to_json() for p in self.picks],
             "commits": self.commits,
+            "promoted_by": self.promoted_by,
         }
 
 
@@ -144,30 +163,40 @@ def _choose(
     return out
 
 
-def _already(
-    target: Repository | None, ctype: str, key: RangeKey, origin: dict[str, Any], obj: ObjectId
-) -> str | None:
-    """Why this version need not be promoted again (None: it must)."""
+def _target_ranges(target: Repository | None, ctype: str) -> dict[RangeKey, RangeTree]:
+    """The target's ranges of ``ctype`` at its HEAD (none for a new detector or ctype)."""
     if target is None or target.head() is None:
-        return None
+        return {}
     root = target.root()
     if ctype not in root.ctypes:
-        return None
+        return {}
     ct = target.store.read_object(root.ctypes[ctype])
     assert isinstance(ct, CtypeTree)
-    ref = ct.ranges.get(key)
-    if ref is None:
-        return None
-    tree = target.store.read_object(ref.tree)
-    assert isinstance(tree, RangeTree)
-    for vkey, entry in tree.versions.items():
+    out = {}
+    for key, ref in ct.ranges.items():
+        tree = target.store.read_object(ref.tree)
+        assert isinstance(tree, RangeTree)
+        out[key] = tree
+    return out
+
+
+def _already(
+    ranges: dict[RangeKey, RangeTree], key: RangeKey, origin: dict[str, Any], obj: ObjectId
+) -> VersionKey | None:
+    """The target's version that makes promoting this one again unnecessary (None: it must)."""
+    tree = ranges.get(key)
+    for vkey, entry in (tree.versions if tree is not None else {}).items():
         same_origin = (
             entry.origin.get("location") == origin["location"]
             and entry.origin.get("version") == origin["version"]
         )
         if same_origin or entry.obj == obj:
-            return f"skip: already in the target as {vkey}"
+            return vkey
     return None
+
+
+def _key_taken(ranges: dict[RangeKey, RangeTree], vkey: VersionKey) -> bool:
+    return any(vkey in tree.versions for tree in ranges.values())
 
 
 def promote(
@@ -177,23 +206,39 @@ def promote(
     *,
     ctypes: list[str] | None = None,
     version: str | None = None,
-    at: int | None = None,
+    at: TimeLike | None = None,
     message: str = "",
     dry_run: bool = False,
     here: Workspace | None = None,
+    at_ns: int | None = None,
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
 ) -> PromoteReport:
-    """Copy chosen versions from ``source`` to ``target`` (workspace dirs, remote names or URLs)."""
-    if version is not None and at is not None:
+    """Copy chosen versions from ``source`` to ``target`` (workspace dirs, remote names or URLs).
+
+    ``at`` (a time as users write it) or ``at_ns`` (nanoseconds) picks the versions lookups
+    return then; ``version`` picks by key prefix instead. ``remote_dcsync`` and ``ssh_command``
+    apply to a side given as a URL, as in :func:`dcsync.sync.clone` (a named remote has its own).
+    """
+    when = time_arg("at", at, at_ns)
+    if version is not None and when is not None:
         raise UsageError("choose --version or --at, not both")
     location = _location(source, here)
-    src = snapshot(source, here=here, detectors=detectors)
+    options = {"remote_dcsync": remote_dcsync, "ssh_command": ssh_command}
+    src = snapshot(source, here=here, detectors=detectors, **options)
     report = PromoteReport(source, target, dry_run)
     scratch: Path | None = None
+    conn: Connection | None = None
     try:
         if _is_local(target):
             target_ws = Workspace(target)
+            who = current_identity().user  # the OS identity the target's files and ACL see
         else:
-            remote = get_remote(here, target) if here is not None else RemoteConfig(target, target)
+            remote = remote_for(target, here, **options)
+            conn = connect(remote)
+            # The identity the target's server runs the session as (its SSH login): the one its
+            # ACL judges and its log records as served_as.
+            who = str(conn.server.get("user") or "")
             scratch = Path(tempfile.mkdtemp(prefix="dcsync-promote-"))
             target_ws, _ = clone(
                 remote.url,
@@ -202,16 +247,19 @@ def promote(
                 remote_dcsync=remote.remote_dcsync,
                 ssh_command=remote.ssh_command,
                 payloads=False,
+                conn=conn,
             )
-        who = current_identity().user
+        report.promoted_by = who
+        claimed = current_user()
         for det in detectors:
-            picks = _choose(src, det, ctypes, version, at)
+            picks = _choose(src, det, ctypes, version, when)
             _, root = src.roots[det]
             src_commit = src.heads.get(det, "")
             path = target_ws.detector_path(det)
             repo = target_ws.repository(det) if path.is_file() else None
             try:
                 todo = []
+                renamed: dict[str, str] = {}
                 for ctype, key, tree, vkey, entry in picks:
                     origin = {
                         "location": location,
@@ -222,12 +270,29 @@ def promote(
                         "promoted_by": who,
                         "promoted_at": format_time(now_ns()),
                     }
-                    skip = _already(repo, ctype, key, origin, entry.obj)
+                    if claimed != who:  # what this machine calls its user: a claim, labelled so
+                        origin["claimed_by"] = claimed
+                    ranges = _target_ranges(repo, ctype)
+                    there = _already(ranges, key, origin, entry.obj)
+                    keep: VersionKey | None = vkey if there is None and not _key_taken(ranges, vkey) else None
+                    if there is None and keep is None:  # taken by another version: a fresh key
+                        keep = new_version_key(f"{entry.obj}{vkey}{location}")
+                        renamed[keep] = vkey
                     report.picks.append(
-                        Pick(det, ctype, key, tree.begin, tree.end, vkey, entry.obj, skip or "promote")
+                        Pick(
+                            det,
+                            ctype,
+                            key,
+                            tree.begin,
+                            tree.end,
+                            vkey,
+                            entry.obj,
+                            f"skip: already in the target as {there}" if there else "promote",
+                            there or keep,
+                        )
                     )
-                    if skip is None:
-                        todo.append((ctype, key, tree, entry, origin))
+                    if there is None and keep is not None:
+                        todo.append((ctype, key, tree, entry, origin, keep))
                 if dry_run or not todo:
                     continue
                 created: ObjectId | None = None
@@ -242,20 +307,25 @@ def promote(
                     repo.policy = target_ws.policy()
                     created = repo.head()
                 text = message or f"promote {len(todo)} version(s) of {det} from {location}"
-                meta = {"promote": {"from": location, "commit": src_commit}}
+                provenance: dict[str, Any] = {"from": location, "commit": src_commit}
+                if renamed:
+                    provenance["versions"] = renamed  # target key -> source key
                 try:
-                    with repo.transaction(text, command="promote", meta=meta) as tx:
+                    with repo.transaction(
+                        text, author=who, command="promote", meta={"promote": provenance}
+                    ) as tx:
                         tx.phase = "pre-receive"  # promotion arrives at the target like a push
-                        for ctype, key, tree, entry, origin in todo:
+                        for ctype, key, tree, entry, origin, keep in todo:
                             value = src.payload(det, entry.obj)
                             tx.add(
                                 ctype,
                                 value,
-                                tree.begin,
-                                tree.end,
+                                begin_ns=tree.begin,
+                                end_ns=tree.end,
                                 pars=entry.pars,
-                                tsprod=entry.tsprod,
+                                tsprod_ns=entry.tsprod,
                                 origin=origin,
+                                version=keep,
                             )
                             if tree.pars:
                                 tx.set_pars(dict(tree.pars), ctype=ctype, range=key)
@@ -276,9 +346,12 @@ def promote(
                 detectors=list(report.commits),
                 atomic=True,
                 message=message or f"promotion from {source}",
+                conn=conn,
             )
     finally:
         src.close()
+        if conn is not None:
+            conn.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return report

@@ -30,6 +30,7 @@ from dcsync.errors import (
     ObjectNotFound,
     RangeNotFound,
     RepositoryError,
+    UsageError,
     VersionNotFound,
 )
 from dcsync.hashing import ObjectId, canonical_array
@@ -39,6 +40,7 @@ from dcsync.names import (
     check_ctype,
     check_detname,
     check_par_key,
+    check_version_key,
     new_version_key,
     range_key,
     resolve_prefix,
@@ -60,7 +62,7 @@ from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
-from dcsync.times import format_time, now_ns
+from dcsync.times import TimeLike, format_time, now_ns, time_arg
 
 
 @dataclass(frozen=True)
@@ -252,9 +254,22 @@ class Repository:
             range = self.find_range(ctype, range)[0]
         return self._consistent(read)  # type: ignore[no-any-return]
 
-    def locate(self, ctype: str, at: int | None = None, version: str | None = None) -> Located:
-        """Which version a lookup picks, without reading the payload."""
-        t = now_ns() if at is None else at
+    def locate(
+        self,
+        ctype: str,
+        at: TimeLike | None = None,
+        version: str | None = None,
+        *,
+        at_ns: int | None = None,
+    ) -> Located:
+        """Which version a lookup picks, without reading the payload.
+
+        ``at`` is a time as users write it (ISO text, datetime, unix seconds, "now"); ``at_ns``
+        the same in nanoseconds. Neither: now, or with ``version`` any range.
+        """
+        _check_lookup_args(ctype, version)
+        t_given = time_arg("at", at, at_ns)
+        t = now_ns() if t_given is None else t_given
 
         def read() -> Located:
             root = self.root()
@@ -270,15 +285,27 @@ class Repository:
                 raise NoValidConstant(f"{root.detname} {ctype} range {key} has no versions")
             return Located(ctype, key, tree, vkey, tree.versions[vkey])
 
-        if version is not None and at is None:
+        if version is not None and t_given is None:
             return self.find_version(ctype, version)
         return self._consistent(read)  # type: ignore[no-any-return]
 
-    def get(self, ctype: str, at: int | None = None, version: str | None = None) -> Constant:
-        """The constant valid at ``at`` (default now), or a named version; the payload is verified."""
+    def get(
+        self,
+        ctype: str,
+        at: TimeLike | None = None,
+        version: str | None = None,
+        *,
+        at_ns: int | None = None,
+    ) -> Constant:
+        """The constant valid at ``at`` (default now), or a named version; the payload is verified.
+
+        Times as in :meth:`locate`: ``at`` as users write it, or ``at_ns`` in nanoseconds.
+        """
+        _check_lookup_args(ctype, version)
+        t = time_arg("at", at, at_ns)
 
         def read() -> Constant:
-            loc = self.locate(ctype, at, version)
+            loc = self.locate(ctype, version=version, at_ns=t)
             try:
                 value = self.store.read_payload(loc.entry.obj)
             except ObjectNotFound as exc:
@@ -383,6 +410,13 @@ class _Work:
         rk, tree = found[key]
         return Located(ctype, rk, tree, VersionKey(key), tree.versions[VersionKey(key)])
 
+    def require_new_version(self, ctype: str, vkey: VersionKey) -> None:
+        """Refuse a kept version key the ctype already has (keys name one version per ctype)."""
+        for rk in self.ctype(ctype, create=True).ranges:
+            tree = self.range(ctype, rk)
+            if tree is not None and vkey in tree.versions:
+                raise UsageError(f"{self.root.detname} {ctype} already has a version {vkey} (range {rk})")
+
     def set_range(self, ctype: str, key: RangeKey, tree: RangeTree | None) -> None:
         """Replace a range; an empty range means nothing and is pruned."""
         ct = self.ctype(ctype, create=True)
@@ -477,19 +511,35 @@ class Transaction:
         self,
         ctype: str,
         value: Payload | np.ndarray,
-        begin: int,
-        end: int | None = None,
+        begin: TimeLike | None = None,
+        end: TimeLike | None = None,
         *,
+        begin_ns: int | None = None,
+        end_ns: int | None = None,
         pars: Mapping[str, ParValue] | None = None,
         make_default: bool = True,
-        tsprod: int | None = None,
+        tsprod: TimeLike | None = None,
+        tsprod_ns: int | None = None,
         origin: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> Located:
         """Add a version to the range [begin, end); the new version becomes the pinned default
-        unless ``make_default`` is false, in which case lookups keep returning what they did."""
+        unless ``make_default`` is false, in which case lookups keep returning what they did.
+
+        ``version`` keeps a key chosen elsewhere (a promotion keeps the source's, so every message
+        about the version names the key its promoter knows); it must be new in the ctype.
+
+        Times are given as users write them (ISO text, datetime, unix seconds, "now") or, through
+        the ``*_ns`` parameters, in nanoseconds. No end means open; no tsprod means now.
+        """
         check_ctype(ctype)
-        if end is not None and end <= begin:
-            raise InvalidTime(f"end {format_time(end)} is not after begin {format_time(begin)}")
+        t0 = time_arg("begin", begin, begin_ns)
+        if t0 is None:
+            raise UsageError(f"add {ctype}: the range needs a begin (begin= or begin_ns=)")
+        t1 = time_arg("end", end, end_ns)
+        produced = time_arg("tsprod", tsprod, tsprod_ns)
+        if t1 is not None and t1 <= t0:
+            raise InvalidTime(f"end {format_time(t1)} is not after begin {format_time(t0)}")
         if isinstance(value, str):
             if "\0" in value:
                 raise InputError(f"{ctype}: text constants may not contain NUL characters")
@@ -498,18 +548,24 @@ class Transaction:
             payload = canonical_array(np.asarray(value))
         entry = VersionEntry.describe(
             payload,
-            tsprod=now_ns() if tsprod is None else tsprod,
+            tsprod=now_ns() if produced is None else produced,
             author=self.author,
             pars=_check_pars(pars or {}),
         )
         if origin:
             entry = replace(entry, origin=dict(origin))
         self._payloads[entry.obj] = payload
-        key = range_key(begin, end)
-        vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
+        key = range_key(t0, t1)
+        if version is not None:
+            vkey = check_version_key(version)
+            self._work.require_new_version(ctype, vkey)  # at once, so the error points at this call
+        else:
+            vkey = new_version_key(f"{entry.obj}{entry.tsprod}{current_host()}{os.getpid()}")
 
         def op(w: _Work) -> Located:
-            tree = w.range(ctype, key) or RangeTree(begin, end)
+            if version is not None:
+                w.require_new_version(ctype, vkey)  # again on replay: another writer may have it
+            tree = w.range(ctype, key) or RangeTree(t0, t1)
             default = tree.default
             if make_default:
                 default = vkey
@@ -721,6 +777,15 @@ class Transaction:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+
+def _check_lookup_args(ctype: object, version: object) -> None:
+    """A ctype and a version key prefix are text: anything else is the caller's mistake, said as
+    such (deep in a read it would surface as a bare TypeError)."""
+    if not isinstance(ctype, str):
+        raise UsageError(f"ctype must be a name (text), not {ctype!r}")
+    if version is not None and not isinstance(version, str):
+        raise UsageError(f"version must be a key or key prefix (text), not {version!r}")
 
 
 def _check_par_value(key: str, value: Any) -> ParValue:

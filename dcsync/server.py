@@ -58,7 +58,7 @@ from dcsync.protocol import (
 )
 from dcsync.quarantine import Header, Quarantine
 from dcsync.reach import is_ancestor, objects_for, transfer_header, walk_missing
-from dcsync.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.refs import HEAD, LogRecord, current_host
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
@@ -237,7 +237,9 @@ class Server:
             "host": args.get("host", ""),
             "software": args.get("software", ""),
         }
-        out = hello_args(f"dcsync {__version__}", current_user(), current_host())
+        # "user" is who this session acts as (the SSH login the ACL judges), so a client can record
+        # the identity the server authenticated rather than its own local name.
+        out = hello_args(f"dcsync {__version__}", self.who.user, current_host())
         out["kind"] = self.ws.kind
         out["read_only"] = self.read_only
         return out

@@ -45,7 +45,7 @@ from dcsync.repository import Repository
 from dcsync.store.base import ObjectStore, verify_payload
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
-from dcsync.times import now_ns
+from dcsync.times import TimeLike, now_ns, time_arg
 from dcsync.transport import open_channel, parse_remote_url
 from dcsync.workspace import CONFIG_DIR, Workspace
 
@@ -65,7 +65,7 @@ class RemoteConfig:
     ssh_command: str | None = None
     detectors: tuple[str, ...] = ()
     ctypes: tuple[str, ...] = ()
-    since: int | None = None
+    since_ns: int | None = None  # stored as "since" (ns) in the workspace's config
     payloads: bool = True  # False: trees and commits only (a scratch clone for promotion)
 
     def filter(self) -> dict[str, Any]:
@@ -74,15 +74,17 @@ class RemoteConfig:
             out["payloads"] = False
         if self.ctypes:
             out["ctypes"] = list(self.ctypes)
-        if self.since is not None:
-            out["since"] = self.since
+        if self.since_ns is not None:
+            out["since"] = self.since_ns
         return out
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {"url": self.url}
-        for key in ("remote_dcsync", "ssh_command", "since"):
+        for key in ("remote_dcsync", "ssh_command"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.since_ns is not None:
+            out["since"] = self.since_ns
         if self.detectors:
             out["detectors"] = list(self.detectors)
         if self.ctypes:
@@ -151,6 +153,26 @@ def get_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
         # An unnamed remote still needs a remote-tracking ref: name it after the URL.
         return RemoteConfig(f"url-{xxhash.xxh3_64_hexdigest(name_or_url.encode())[:10]}", name_or_url)
     raise UsageError(f"no remote {name_or_url!r} in {ws.root} (remotes: {', '.join(known) or 'none'})")
+
+
+def remote_for(
+    location: str,
+    here: Workspace | None,
+    *,
+    remote_dcsync: str | None = None,
+    ssh_command: str | None = None,
+) -> RemoteConfig:
+    """How to reach ``location``: a remote of ``here`` by name, with its saved options; else a URL
+    with the caller's ``--remote-dcsync``/``--ssh``, falling back to those saved with a remote of
+    that URL (commands that take ad-hoc URLs: diff, promote)."""
+    spec = get_remote(here, location) if here is not None else RemoteConfig(location, location)
+    if here is None or location not in remotes(here):
+        spec = replace(
+            spec,
+            remote_dcsync=remote_dcsync or spec.remote_dcsync,
+            ssh_command=ssh_command or spec.ssh_command,
+        )
+    return spec
 
 
 def connect(remote: RemoteConfig, *, accept_new_host_key: bool = False) -> Connection:
@@ -631,19 +653,23 @@ def clone(
     *,
     detectors: list[str] | None = None,
     ctypes: list[str] | None = None,
-    since: int | None = None,
+    since: TimeLike | None = None,
     kind: str = "local",
     remote_dcsync: str | None = None,
     ssh_command: str | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
     payloads: bool = True,
+    since_ns: int | None = None,
 ) -> tuple[Workspace, PullReport]:
     """A new workspace at ``path`` with ``origin`` = ``url``, its detectors fetched and checked out.
 
     ``detectors`` (globs), ``ctypes`` and ``since`` make a partial clone; later pulls keep them.
     ``payloads=False`` fetches trees and commits only (enough to commit on top and push).
+    ``since`` is a time as users write it (ISO text, datetime, unix seconds, "now"); ``since_ns``
+    the same in nanoseconds.
     """
+    since_t = time_arg("since", since, since_ns)
     target = Path(path)
     url = _absolute_url(url)
     resumable = _interrupted_clone(target, url)
@@ -661,7 +687,7 @@ def clone(
             ssh_command,
             tuple(detectors or ()),
             tuple(ctypes or ()),
-            since,
+            since_t,
             payloads,
         ),
     )
@@ -763,14 +789,7 @@ def snapshot(
                     snap.heads[det] = str(repo.head())
                 snap.closers.append(repo.close)
         return snap
-    spec = get_remote(here, source) if here is not None else RemoteConfig(source, source)
-    if here is None or source not in remotes(here):  # a URL: the caller's options, else its remote's
-        spec = replace(
-            spec,
-            remote_dcsync=remote_dcsync or spec.remote_dcsync,
-            ssh_command=ssh_command or spec.ssh_command,
-        )
-    conn = connect(spec)
+    conn = connect(remote_for(source, here, remote_dcsync=remote_dcsync, ssh_command=ssh_command))
     snap = Snapshot(source, {}, conn=conn)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]

@@ -37,9 +37,9 @@ def build_experiment(root: Path) -> dcsync.Workspace:
     bad[0, 1, 10:20, :] = np.nan
     with xpp.repository(DET) as repo:
         with repo.transaction("pedestals from dark run 40") as tx:
-            tx.add("pedestals", good, dcsync.parse_time("2026-11-20T08:00:00Z"), pars={"run": 40})
+            tx.add("pedestals", good, "2026-11-20T08:00:00Z", pars={"run": 40})
         with repo.transaction("pedestals from dark run 41") as tx:
-            tx.add("pedestals", bad, dcsync.parse_time("2026-11-21T08:00:00Z"), pars={"run": 41})
+            tx.add("pedestals", bad, "2026-11-21T08:00:00Z", pars={"run": 41})
     return xpp
 
 

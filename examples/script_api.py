@@ -17,14 +17,14 @@ import dcsync
 def main(root: Path) -> None:
     ws = dcsync.Workspace.init(root, kind="experiment")
     repo = ws.new_detector("jungfrau-0123", alias="XppGon.0:Jungfrau.0")
-    begin = dcsync.parse_time("2026-11-21T08:00:00Z")
+    begin = "2026-11-21T08:00:00Z"  # or a datetime, or unix seconds; nanoseconds: begin_ns=
     shape = (3, 2, 512, 1024)  # gain stages, segments, rows, columns
     with repo.transaction(message="constants from dark runs 40-42") as tx:
         tx.add("pedestals", np.full(shape, 1000.0, np.float32), begin, pars={"runs": "40-42"})
         tx.add("pixel_status", np.zeros(shape, np.uint16), begin)
-        tx.add("pixel_gain", np.ones(shape, np.float32), begin, dcsync.parse_time("2026-12-01"))
+        tx.add("pixel_gain", np.ones(shape, np.float32), begin, "2026-12-01")
 
-    constant = repo.get("pedestals", at=dcsync.parse_time("now"))
+    constant = repo.get("pedestals", at="now")
     print(f"pedestals {constant.value.shape} {constant.value.dtype} version {constant.version} "
           f"valid from {dcsync.format_time(constant.begin)}")
 

@@ -179,8 +179,8 @@ def _seed(ws: Workspace, det: str, value: float) -> str:
     ws.new_detector(det).close()
     with ws.repository(det) as repo:
         with repo.transaction(f"first pedestals of {det}") as tx:
-            tx.add("pedestals", np.full(SHAPE, value, np.float32), T0, pars={"run": 1})
-            tx.add("pixel_status", np.zeros(SHAPE, np.uint16), T0)
+            tx.add("pedestals", np.full(SHAPE, value, np.float32), begin_ns=T0, pars={"run": 1})
+            tx.add("pixel_status", np.zeros(SHAPE, np.uint16), begin_ns=T0)
         return str(repo.head())
 
 
@@ -366,7 +366,7 @@ def _clone(world: World, key: str, area: str, to: Path) -> Workspace:
 
 def _commit(ws: Workspace, det: str, value: Any, message: str = "new pedestals") -> None:
     with ws.repository(det) as repo, repo.transaction(message) as tx:
-        tx.add("pedestals", value, T0 + 3600 * 10**9, pars={"run": 2})
+        tx.add("pedestals", value, begin_ns=T0 + 3600 * 10**9, pars={"run": 2})
 
 
 def _dial(world: World, key: str, command: str) -> Connection:
@@ -425,7 +425,7 @@ def test_an_outsider_reads_central_but_cannot_write(world: World, tmp_path: Path
     ws = _clone(world, "outsider", "central", tmp_path / "central")
     assert DET_CENTRAL in ws.detectors()
     with ws.repository(DET_CENTRAL) as repo:
-        assert float(repo.get("pedestals", T0).value[0, 0]) == 5.0
+        assert float(repo.get("pedestals", at_ns=T0).value[0, 0]) == 5.0
     _commit(ws, DET_CENTRAL, np.full(SHAPE, 6.0, np.float32))
     before = _digest(world.areas["central"])
     with pytest.raises(
@@ -441,7 +441,7 @@ def test_the_admin_pushes_to_central(world: World, tmp_path: Path) -> None:
     assert sync.push(ws, "origin").pushed == [DET_CENTRAL]
     assert _served_as(world.areas["central"], DET_CENTRAL)["served_as"] == "dcsadmin"
     with Workspace(world.areas["central"]).repository(DET_CENTRAL) as repo:
-        assert float(repo.get("pedestals", T0 + 7200 * 10**9).value[0, 0]) == 7.0
+        assert float(repo.get("pedestals", at_ns=T0 + 7200 * 10**9).value[0, 0]) == 7.0
     # the same through the admin's forced-command key for central
     _commit(ws, DET_CENTRAL, np.full(SHAPE, 7.5, np.float32))
     sync.add_remote(ws, sync.RemoteConfig("forced", world.url("admin-central", world.areas["central"])))
@@ -558,7 +558,7 @@ def test_the_admin_promotes_from_an_experiment_to_central(world: World) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
     with Workspace(world.areas["xpp1"]).repository(DET) as repo:
         source_head = str(repo.head())
-        good = repo.get("pedestals", T0)
+        good = repo.get("pedestals", at_ns=T0)
     promote = ["-C", str(desk), "promote", DET, "--from", "xpp1", "--to", "central", "--ctype", "pedestals"]
     at = ["--at", "2026-01-01T00:30:00Z"]
     dry = _as_admin(*promote, *at, "--dry-run", "--json", home=home)
@@ -580,8 +580,9 @@ def test_the_admin_promotes_from_an_experiment_to_central(world: World) -> None:
         assert record.extra["pusher"] == "dcsadmin" and record.extra["served_as"] == "dcsadmin"
         assert record.extra["pusher_host"] == current_host()
         assert record.extra["promoted_from"] == [{"from": xpp1_url, "commit": source_head}]
-        promoted = repo.get("pedestals", T0)
+        promoted = repo.get("pedestals", at_ns=T0)
         assert promoted.obj == good.obj and promoted.pinned
+        assert promoted.version == good.version  # the key the promoter chose by
         assert promoted.entry.origin["location"] == xpp1_url
         assert promoted.entry.origin["commit"] == source_head
         assert promoted.entry.origin["version"] == good.version

@@ -191,7 +191,7 @@ def _seed(ws: Workspace, value: float = 1.0) -> str:
         ws.new_detector(DET).close()
         repo = ws.repository(DET)
     with repo, repo.transaction(f"pedestals {value}") as tx:
-        tx.add("pedestals", np.full((2, 3), value, np.float32), T0, pars={"run": 1})
+        tx.add("pedestals", np.full((2, 3), value, np.float32), begin_ns=T0, pars={"run": 1})
     with ws.repository(DET) as repo:
         return str(repo.head())
 
@@ -209,7 +209,7 @@ def _clone_and_commit(url: Path, to: Path, who: Identity, value: float) -> Works
     with _connect(url, who) as conn:
         ws, _ = sync.clone(str(url), to, conn=conn)
     with ws.repository(DET) as repo, repo.transaction(f"new pedestals {value}") as tx:
-        tx.add("pedestals", np.full((2, 3), value, np.float32), T0 + 10**9)
+        tx.add("pedestals", np.full((2, 3), value, np.float32), begin_ns=T0 + 10**9)
     return ws
 
 
@@ -250,7 +250,7 @@ def test_a_member_pushes_to_the_experiment_a_non_member_cannot(experiment: Works
     assert report.pushed == [DET] and not report.failed
     with experiment.repository(DET) as repo, laptop.repository(DET) as mine:
         assert repo.head() == mine.head()
-        assert float(repo.get("pedestals", T0 + 2 * 10**9).value[0, 0]) == 2.0
+        assert float(repo.get("pedestals", at_ns=T0 + 2 * 10**9).value[0, 0]) == 2.0
         record = repo.log()[-1]
         assert record.command == "push received"
         assert record.extra["served_as"] == "alice"  # the identity the server runs as decides
@@ -280,7 +280,7 @@ def test_repository_kind_everyone_reads_only_granted_users_write(tmp_path: Path)
     with _connect(central.root, CAROL) as conn:
         assert sync.push(laptop, "origin", conn=conn).pushed == [DET]
     with central.repository(DET) as repo:
-        assert float(repo.get("pedestals", T0 + 2 * 10**9).value[0, 0]) == 4.0
+        assert float(repo.get("pedestals", at_ns=T0 + 2 * 10**9).value[0, 0]) == 4.0
 
 
 def test_may_write_ignores_the_ctype_scope() -> None:
@@ -300,11 +300,11 @@ def test_a_ctype_scoped_grant_pushes_its_ctypes_only(tmp_path: Path) -> None:
     with _connect(central.root, BOB) as conn:
         laptop, _ = sync.clone(str(central.root), tmp_path / "laptop", conn=conn)
     with laptop.repository(DET) as repo, repo.transaction("status") as tx:
-        tx.add("pixel_status", np.zeros((2, 3), np.uint16), T0)
+        tx.add("pixel_status", np.zeros((2, 3), np.uint16), begin_ns=T0)
     with _connect(central.root, BOB) as conn:
         assert sync.push(laptop, "origin", conn=conn).pushed == [DET]
     with laptop.repository(DET) as repo, repo.transaction("peds") as tx:
-        tx.add("pedestals", np.zeros((2, 3), np.float32), T0)
+        tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)
     with _connect(central.root, BOB) as conn:  # refused when the ref moves, by ctype
         report = sync.push(laptop, "origin", conn=conn)
     assert report.pushed == [] and "bob may not" in report.failed[DET]
@@ -551,15 +551,15 @@ def test_local_commits_without_add_are_refused(foreign_repository: Workspace) ->
     me = current_identity().user
     before = _files(ws.root)
     with ws.repository(DET) as repo:
-        assert float(repo.get("pedestals", T0).value[0, 0]) == 1.0  # reading is fine
+        assert float(repo.get("pedestals", at_ns=T0).value[0, 0]) == 1.0  # reading is fine
         with pytest.raises(AccessDenied) as info, repo.transaction("mine") as tx:
-            tx.add("pedestals", np.zeros((2, 3), np.float32), T0, make_default=False)
+            tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0, make_default=False)
         assert f"user {me} may not add on {DET} pedestals in repository location {ws.root}" in str(info.value)
         denied = f"user {me} may not (add|set-default) on {DET} pedestals"
         with pytest.raises(AccessDenied, match=denied), repo.transaction("mine, pinned") as tx:
-            tx.add("pedestals", np.zeros((2, 3), np.float32), T0)  # pins: needs set-default too
+            tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)  # pins: needs set-default too
         with pytest.raises(AccessDenied, match="set-default"), repo.transaction("pin") as tx:
-            tx.set_default("pedestals", None, range=repo.get("pedestals", T0).range)  # unpin
+            tx.set_default("pedestals", None, range=repo.get("pedestals", at_ns=T0).range)  # unpin
     with pytest.raises(AccessDenied, match=f"{me} may not add on jungfrau-2"):
         ws.new_detector("jungfrau-2")
     with pytest.raises(AccessDenied, match="may not admin"):
@@ -574,12 +574,12 @@ def test_local_commits_follow_a_grant(foreign_repository: Workspace) -> None:
     acl_module.save(ws.root, acl, Identity("someone-else"), "grant")
     with ws.repository(DET) as repo:
         with repo.transaction("status") as tx:
-            tx.add("pixel_status", np.zeros((2, 3), np.uint16), T0, make_default=False)
+            tx.add("pixel_status", np.zeros((2, 3), np.uint16), begin_ns=T0, make_default=False)
         denied = "set-default on epix100a-1 pixel_status"  # adding pins the new version by default
         with pytest.raises(AccessDenied, match=denied), repo.transaction("pinned status") as tx:
-            tx.add("pixel_status", np.ones((2, 3), np.uint16), T0)
+            tx.add("pixel_status", np.ones((2, 3), np.uint16), begin_ns=T0)
         with pytest.raises(AccessDenied, match="pedestals"), repo.transaction("peds") as tx:
-            tx.add("pedestals", np.zeros((2, 3), np.float32), T0)
+            tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)
         assert sorted(repo.root().ctypes) == ["pedestals", "pixel_status"]
 
 
@@ -592,7 +592,7 @@ def test_the_directory_owner_is_the_default_owner(tmp_path: Path) -> None:
     try:
         assert ws.acl().owner in (None, "54321")
         with ws.repository(DET) as repo, pytest.raises(AccessDenied), repo.transaction("x") as tx:
-            tx.add("pedestals", np.zeros((2, 3), np.float32), T0)
+            tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)
     finally:
         os.chown(ws.root, 0, -1)
 
@@ -604,4 +604,4 @@ def test_commits_on_a_just_created_detector_are_judged(tmp_path: Path) -> None:
     hook.chmod(0o755)
     repo = ws.new_detector(DET)
     with repo, pytest.raises(HookRejected), repo.transaction("first") as tx:
-        tx.add("pedestals", np.zeros((2, 3), np.float32), T0)
+        tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)

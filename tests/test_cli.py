@@ -118,7 +118,7 @@ class Snapshot:
         with Repository.open(path) as repo:
             self.head = repo.head()
             self.log = len(repo.log())
-            self.values = {c: _value(repo.get(c, T0_S * 10**9 + 1).value) for c in repo.ctypes()}
+            self.values = {c: _value(repo.get(c, at_ns=T0_S * 10**9 + 1).value) for c in repo.ctypes()}
 
     def check(self) -> None:
         report = verify_path(self.path)
@@ -126,7 +126,7 @@ class Snapshot:
         with Repository.open(self.path) as repo:
             assert repo.head() == self.head
             assert len(repo.log()) == self.log
-            now = {c: _value(repo.get(c, T0_S * 10**9 + 1).value) for c in repo.ctypes()}
+            now = {c: _value(repo.get(c, at_ns=T0_S * 10**9 + 1).value) for c in repo.ctypes()}
         assert now.keys() == self.values.keys()
         for ctype, value in self.values.items():
             np.testing.assert_array_equal(now[ctype], value)
@@ -705,7 +705,7 @@ def test_unknown_ctype_range_version(ws: Path, snap: Snapshot) -> None:
 
 def test_ambiguous_version_prefix(ws: Path, repo_path: Path) -> None:
     with Repository.open(repo_path) as repo, repo.transaction("many") as tx:
-        keys = [tx.add("pixel_bkgd", np.full(2, i), T0_S * 10**9).version for i in range(17)]
+        keys = [tx.add("pixel_bkgd", np.full(2, i), begin_ns=T0_S * 10**9).version for i in range(17)]
     prefix = next(k[0] for k in keys if sum(x[0] == k[0] for x in keys) > 1)  # 17 keys, 16 digits
     s = Snapshot(repo_path)
     err = run_fails(C(ws), "get", "Cam1", "pixel_bkgd", "--version", prefix, code=2, names=(repr(prefix),))

@@ -38,9 +38,9 @@ def kinds(changes: list[Change]) -> list[tuple[str | None, str | None, str | Non
 def repo() -> Repository:
     r = Repository.create(None, "epix-1")
     with r.transaction() as tx:
-        tx.add("pedestals", arr(1), T0)
-        tx.add("gain", arr(2), T0)
-        tx.add("geometry", "line 1\nline 2\n", T0)
+        tx.add("pedestals", arr(1), begin_ns=T0)
+        tx.add("gain", arr(2), begin_ns=T0)
+        tx.add("geometry", "line 1\nline 2\n", begin_ns=T0)
     return r
 
 
@@ -54,15 +54,15 @@ def test_identical_trees_have_no_changes(repo: Repository) -> None:
 def test_added_removed_and_default_changes(repo: Repository) -> None:
     store = repo.store
     old = repo.root()
-    first = repo.locate("pedestals", T0).version
-    old_gain = repo.locate("gain", T0)
+    first = repo.locate("pedestals", at_ns=T0).version
+    old_gain = repo.locate("gain", at_ns=T0)
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), T0)  # a new version, pinned
-        tx.add("pedestals", arr(4), T1)  # a new range
+        tx.add("pedestals", arr(3), begin_ns=T0)  # a new version, pinned
+        tx.add("pedestals", arr(4), begin_ns=T1)  # a new range
         tx.remove("gain")
     new = repo.root()
-    second = repo.locate("pedestals", T0).version
-    third = repo.locate("pedestals", T1).version
+    second = repo.locate("pedestals", at_ns=T0).version
+    third = repo.locate("pedestals", at_ns=T1).version
     changes = diff_roots(store, old, store, new)
     got = kinds(changes)
     assert ("pedestals", R0, None, "default") in got
@@ -93,7 +93,7 @@ def test_added_removed_and_default_changes(repo: Repository) -> None:
 def test_pars_and_links(repo: Repository) -> None:
     store = repo.store
     old = repo.root()
-    version = repo.locate("pedestals", T0).version
+    version = repo.locate("pedestals", at_ns=T0).version
     with repo.transaction() as tx:
         tx.set_pars({"run": 42})
         tx.set_pars({"gain_mode": "high"}, ctype="pedestals")
@@ -125,7 +125,7 @@ def test_changed_version_same_key_other_payload(repo: Repository) -> None:
     """Only hand-made trees (or a bad merge) do this; the diff must still say so."""
     store = repo.store
     old = repo.root()
-    located = repo.locate("pedestals", T0)
+    located = repo.locate("pedestals", at_ns=T0)
     entry = VersionEntry.describe(arr(9, "f8"), tsprod=located.entry.tsprod, author="x", pars={})
     ct = repo.ctype_tree("pedestals")
     ref = ct.ranges[located.range]
@@ -163,8 +163,8 @@ def test_ctype_filter(repo: Repository) -> None:
     store = repo.store
     old = repo.root()
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), T1)
-        tx.add("gain", arr(3), T1)
+        tx.add("pedestals", arr(3), begin_ns=T1)
+        tx.add("gain", arr(3), begin_ns=T1)
         tx.set_pars({"k": 1})
     changes = diff_roots(store, old, store, repo.root(), ctypes={"gain"})
     assert {c.ctype for c in changes} == {"gain"}  # and no detector-level changes
@@ -186,18 +186,18 @@ def test_across_stores_short_circuits_on_equal_ids(tmp_path: Path) -> None:
     """Two copies of one detector file: shared subtrees are never opened, in either store."""
     path_a, path_b = tmp_path / "a.h5", tmp_path / "b.h5"
     with Repository.create(path_a, "epix-1") as repo, repo.transaction() as tx:
-        tx.add("pedestals", arr(1), T0)
-        tx.add("gain", arr(2), T0)
+        tx.add("pedestals", arr(1), begin_ns=T0)
+        tx.add("gain", arr(2), begin_ns=T0)
     shutil.copy(path_a, path_b)
     with Repository.open(path_b) as rb, rb.transaction() as tx:
-        tx.add("pedestals", arr(5), T1)
+        tx.add("pedestals", arr(5), begin_ns=T1)
     with Repository.open(path_a) as ra, Repository.open(path_b) as rb:
         root_a, root_b = ra.root(), rb.root()
         assert root_a.ctypes["gain"] == root_b.ctypes["gain"]
         changes = diff_roots(ra.store, root_a, rb.store, root_b)
         assert kinds(changes) == [
             ("pedestals", R1, None, "default"),
-            ("pedestals", R1, rb.locate("pedestals", T1).version, "added"),
+            ("pedestals", R1, rb.locate("pedestals", at_ns=T1).version, "added"),
         ]
     # the same trees rebuilt in counting stores: only the changed path is read
     sa, sb = CountingStore(), CountingStore()

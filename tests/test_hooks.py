@@ -78,9 +78,9 @@ def do_push(laptop: Workspace, central: Path, *, atomic: bool = True) -> PushRep
 def central(tmp_path: Path) -> Path:
     ws = Workspace.init(tmp_path / "central", kind="local")
     with ws.new_detector(DET) as repo, repo.transaction(message="constants from dark run 40") as tx:
-        tx.add("pedestals", np.full(SHAPE, 1000.0, np.float32), T0)
-        tx.add("pixel_status", np.zeros(SHAPE, np.uint16), T0)
-        tx.add("geometry", GEOMETRY, T0)
+        tx.add("pedestals", np.full(SHAPE, 1000.0, np.float32), begin_ns=T0)
+        tx.add("pixel_status", np.zeros(SHAPE, np.uint16), begin_ns=T0)
+        tx.add("geometry", GEOMETRY, begin_ns=T0)
     return ws.root
 
 
@@ -126,7 +126,7 @@ def commit(ws: Workspace, message: str, change: Callable[[Transaction], object])
 
 
 def add(ctype: str, value: Any, begin: int = T0) -> Callable[[Transaction], object]:
-    return lambda tx: tx.add(ctype, value, begin)
+    return lambda tx: tx.add(ctype, value, begin_ns=begin)
 
 
 class State:
@@ -255,8 +255,8 @@ def test_first_versions_of_a_new_ctype_must_agree(central: Path, laptop: Workspa
     install(central, "check-dtype-shape")
 
     def two(tx: Transaction) -> None:
-        tx.add("pixel_gain", np.full(SHAPE, 3.0, np.float32), T0)
-        tx.add("pixel_gain", np.ones(SHAPE, np.float64), T1)
+        tx.add("pixel_gain", np.full(SHAPE, 3.0, np.float32), begin_ns=T0)
+        tx.add("pixel_gain", np.ones(SHAPE, np.float64), begin_ns=T1)
 
     commit(laptop, GOOD_MESSAGE, two)
     with pytest.raises(HookRejected, match="pixel_gain here is float32"):
@@ -391,8 +391,8 @@ def test_log_changes_appends_one_line_per_change(
     log = central / ".dcsync" / "changes.log"
 
     def two(tx: Transaction) -> None:
-        tx.add("pedestals", np.ones(SHAPE, np.float32), T0)  # a version and a new default
-        tx.add("pixel_gain", np.full(SHAPE, 3.0, np.float32), T0)
+        tx.add("pedestals", np.ones(SHAPE, np.float32), begin_ns=T0)  # a version and a new default
+        tx.add("pixel_gain", np.full(SHAPE, 3.0, np.float32), begin_ns=T0)
 
     commit(laptop, GOOD_MESSAGE, two)
     assert do_push(laptop, central).pushed == [DET]
@@ -441,8 +441,8 @@ def test_hook_input_has_the_documented_fields(central: Path, laptop: Workspace, 
     old = head(laptop.root)
 
     def change(tx: Transaction) -> None:
-        tx.add("pedestals", np.full(SHAPE, 7.0, np.float32), T1, pars={"run": 42})
-        tx.add("geometry", GEOMETRY + "# COMMENT:01 moved\n", T1)
+        tx.add("pedestals", np.full(SHAPE, 7.0, np.float32), begin_ns=T1, pars={"run": 42})
+        tx.add("geometry", GEOMETRY + "# COMMENT:01 moved\n", begin_ns=T1)
 
     commit(laptop, GOOD_MESSAGE, change)
     if phase == "pre-receive":

@@ -54,7 +54,7 @@ def arr(value: float, dtype: str = "f4") -> np.ndarray:
 
 def first(repo: Repository, ctype: str, at: int) -> float:
     """The first element of the array a lookup returns."""
-    value = repo.get(ctype, at=at).value
+    value = repo.get(ctype, at_ns=at).value
     assert isinstance(value, np.ndarray)
     return float(value.flat[0])
 
@@ -169,8 +169,8 @@ def repo() -> Repository:
     """A memory repository with one pinned pedestal in R0 and a gain in R0 (commit "A")."""
     r = Repository.create(None, "epix-1")
     with r.transaction(message="A") as tx:
-        tx.add("pedestals", arr(1), T0)
-        tx.add("gain", arr(2), T0)
+        tx.add("pedestals", arr(1), begin_ns=T0)
+        tx.add("gain", arr(2), begin_ns=T0)
     return r
 
 
@@ -201,10 +201,10 @@ def test_merge_base_linear(repo: Repository) -> None:
     store = repo.store
     a = head(repo)
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), T1)
+        tx.add("pedestals", arr(3), begin_ns=T1)
     b = head(repo)
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(4), T1)
+        tx.add("pedestals", arr(4), begin_ns=T1)
     c = head(repo)
     assert merge_base(store, b, c) == b
     assert merge_base(store, c, b) == b
@@ -217,8 +217,8 @@ def test_merge_base_linear(repo: Repository) -> None:
 def test_merge_base_diverged_and_after_merges(repo: Repository) -> None:
     store = repo.store
     a = head(repo)
-    b = commit_at(repo, a, lambda tx: tx.add("pedestals", arr(3), T1, make_default=False))
-    c = commit_at(repo, a, lambda tx: tx.add("gain", arr(4), T1))
+    b = commit_at(repo, a, lambda tx: tx.add("pedestals", arr(3), begin_ns=T1, make_default=False))
+    c = commit_at(repo, a, lambda tx: tx.add("gain", arr(4), begin_ns=T1))
     assert merge_base(store, b, c) == a == merge_base(store, c, b)
     assert not is_ancestor(store, b, c) and not is_ancestor(store, c, b)
     move_head(repo, b)
@@ -261,10 +261,10 @@ def test_merge_base_criss_cross(repo: Repository) -> None:
 def test_unrelated_histories_have_no_base_and_still_merge() -> None:
     one = Repository.create(None, "epix-1")
     with one.transaction() as tx:
-        tx.add("pedestals", arr(1), T0)
+        tx.add("pedestals", arr(1), begin_ns=T0)
     two = Repository.create(None, "epix-1")
     with two.transaction() as tx:
-        tx.add("gain", arr(2), T0)
+        tx.add("gain", arr(2), begin_ns=T0)
     theirs = fetch(one, two)
     assert merge_base(one.store, head(one), theirs) is None
     result = merge_commit(one, theirs)
@@ -279,17 +279,17 @@ def test_copied_files_share_history_and_merge(tmp_path: Path) -> None:
     path_b.parent.mkdir()
     with Repository.create(path_a, "epix-1") as repo:
         with repo.transaction(message="first") as tx:
-            tx.add("pedestals", arr(1), T0)
+            tx.add("pedestals", arr(1), begin_ns=T0)
             tx.set_pars({"gain_mode": "high"}, ctype="pedestals")
         shared = head(repo)
     shutil.copy(path_a, path_b)
     with Repository.open(path_a) as ra, Repository.open(path_b) as rb:
         with ra.transaction(message="laptop") as tx:
-            tx.add("pedestals", arr(2), T1)
+            tx.add("pedestals", arr(2), begin_ns=T1)
             tx.set_pars({"site": "laptop"})
         with rb.transaction(message="experiment") as tx:
-            tx.add("pixel_status", np.zeros((2, 3), np.uint8), T0)
-            tx.add("pedestals", arr(3), T0, make_default=False)
+            tx.add("pixel_status", np.zeros((2, 3), np.uint8), begin_ns=T0)
+            tx.add("pedestals", arr(3), begin_ns=T0, make_default=False)
         theirs = fetch(ra, rb)
         ours = head(ra)
         assert merge_base(ra.store, ours, theirs) == shared
@@ -305,7 +305,7 @@ def test_copied_files_share_history_and_merge(tmp_path: Path) -> None:
         # lookups see both sides' work; R0's pinned default is still the first pedestal
         assert first(ra, "pedestals", T0) == 1.0
         assert first(ra, "pedestals", T1) == 2.0
-        assert ra.get("pixel_status", at=T0).entry.dtype == "|u1"
+        assert ra.get("pixel_status", at_ns=T0).entry.dtype == "|u1"
     with Repository.open(path_a) as again:  # persisted, and the merge commit has two parents
         assert again.head() == merged_head
         assert again.commit().parents == (ours, theirs)
@@ -318,8 +318,8 @@ def test_copied_files_share_history_and_merge(tmp_path: Path) -> None:
 def test_additions_in_different_ctypes_and_ranges(repo: Repository) -> None:
     result = merged(
         repo,
-        lambda tx: (tx.add("pedestals", arr(5), T1), tx.add("geometry", "a\nb\n", T0)),
-        lambda tx: (tx.add("gain", arr(6), T1), tx.add("pixel_mask", arr(1, "u1"), T0)),
+        lambda tx: (tx.add("pedestals", arr(5), begin_ns=T1), tx.add("geometry", "a\nb\n", begin_ns=T0)),
+        lambda tx: (tx.add("gain", arr(6), begin_ns=T1), tx.add("pixel_mask", arr(1, "u1"), begin_ns=T0)),
     )
     assert result.conflicts == []
     root = stored(repo.store, result)
@@ -337,11 +337,11 @@ def test_additions_in_different_ctypes_and_ranges(repo: Repository) -> None:
 def test_additions_to_the_same_range_merge(repo: Repository) -> None:
     store = repo.store
     before = versions(store, repo.root(), "pedestals", R0)
-    default = repo.locate("pedestals", T0).version
+    default = repo.locate("pedestals", at_ns=T0).version
     result = merged(
         repo,
-        lambda tx: tx.add("pedestals", arr(7), T0, make_default=False),
-        lambda tx: tx.add("pedestals", arr(8), T0, make_default=False),
+        lambda tx: tx.add("pedestals", arr(7), begin_ns=T0, make_default=False),
+        lambda tx: tx.add("pedestals", arr(8), begin_ns=T0, make_default=False),
     )
     assert result.conflicts == []
     root = stored(store, result)
@@ -354,8 +354,8 @@ def test_default_changed_on_one_side_is_taken(repo: Repository) -> None:
     store = repo.store
     result = merged(
         repo,
-        lambda tx: tx.add("pedestals", arr(7), T0),  # pins the new version
-        lambda tx: tx.add("pedestals", arr(8), T0, make_default=False),
+        lambda tx: tx.add("pedestals", arr(7), begin_ns=T0),  # pins the new version
+        lambda tx: tx.add("pedestals", arr(8), begin_ns=T0, make_default=False),
     )
     assert result.conflicts == []
     root = stored(store, result)
@@ -370,11 +370,11 @@ def object_id_of(value: np.ndarray) -> ObjectId:
 
 def test_removals_and_identical_changes(repo: Repository) -> None:
     store = repo.store
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
     result = merged(
         repo,
         lambda tx: (tx.remove("gain"), tx.set_pars({"same": 1}, ctype="pedestals")),
-        lambda tx: (tx.set_pars({"same": 1}, ctype="pedestals"), tx.add("pedestals", arr(3), T1)),
+        lambda tx: (tx.set_pars({"same": 1}, ctype="pedestals"), tx.add("pedestals", arr(3), begin_ns=T1)),
     )
     assert result.conflicts == []
     snap = snapshot(store, stored(store, result))
@@ -383,7 +383,7 @@ def test_removals_and_identical_changes(repo: Repository) -> None:
     assert set(snap["pedestals"]["ranges"][R0]["versions"]) == {ped}
     # each side removing another of the two versions: the emptied range and ctype are pruned
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), T0, make_default=False)
+        tx.add("pedestals", arr(3), begin_ns=T0, make_default=False)
     other = next(v for v in versions(store, repo.root(), "pedestals", R0) if v != ped)
     result = merged(
         repo,
@@ -397,7 +397,7 @@ def test_removals_and_identical_changes(repo: Repository) -> None:
 
 def test_pars_on_every_level_merge_per_key(repo: Repository) -> None:
     store = repo.store
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
 
     def side(name: str) -> Callable[[Any], object]:
         def change(tx: Any) -> None:
@@ -449,7 +449,7 @@ def with_entry(
 def test_same_version_different_payload_conflicts(repo: Repository) -> None:
     store = repo.store
     base = repo.root()
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
     ours = with_entry(store, base, "pedestals", R0, ped, arr(10))
     theirs = with_entry(store, base, "pedestals", R0, ped, arr(11, "f8"))
     result = merge_trees(store, base, ours, theirs)
@@ -469,8 +469,8 @@ def test_same_version_different_payload_conflicts(repo: Repository) -> None:
 
 
 def test_default_pinned_differently_conflicts_and_prefer_resolves(repo: Repository) -> None:
-    ours_change = lambda tx: tx.add("pedestals", arr(7), T0)  # noqa: E731
-    theirs_change = lambda tx: tx.add("pedestals", arr(8), T0)  # noqa: E731
+    ours_change = lambda tx: tx.add("pedestals", arr(7), begin_ns=T0)  # noqa: E731
+    theirs_change = lambda tx: tx.add("pedestals", arr(8), begin_ns=T0)  # noqa: E731
     result = merged(repo, ours_change, theirs_change)
     assert [c.path for c in result.conflicts] == [("pedestals", R0, "default")]
     a = head(repo)
@@ -490,7 +490,7 @@ def test_default_pinned_differently_conflicts_and_prefer_resolves(repo: Reposito
 
 
 def test_par_set_differently_conflicts_on_every_level(repo: Repository) -> None:
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
 
     def side(value: int) -> Callable[[Any], object]:
         def change(tx: Any) -> None:
@@ -529,7 +529,7 @@ def test_par_removed_on_one_side_set_on_other_conflicts(repo: Repository) -> Non
 
 def test_remove_vs_change_conflicts(repo: Repository) -> None:
     store = repo.store
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
     # a version removed on ours, its parameters changed on theirs
     result = merged(
         repo,
@@ -548,8 +548,8 @@ def test_remove_vs_change_conflicts(repo: Repository) -> None:
     assert snap["pedestals"]["ranges"][R0]["versions"][ped][1] == {"k": 1}
     # a ctype removed on theirs, added to on ours: merges like a deleted directory in git, so
     # the addition survives and what theirs removed (and ours left alone) is gone
-    gain = repo.locate("gain", T0).version
-    result = merged(repo, lambda tx: tx.add("gain", arr(9), T1), lambda tx: tx.remove("gain"))
+    gain = repo.locate("gain", at_ns=T0).version
+    result = merged(repo, lambda tx: tx.add("gain", arr(9), begin_ns=T1), lambda tx: tx.remove("gain"))
     assert result.conflicts == []
     snap = snapshot(store, stored(store, result))
     assert set(snap["gain"]["ranges"]) == {R1}
@@ -572,23 +572,25 @@ def test_remove_vs_change_conflicts(repo: Repository) -> None:
     result = merged(
         repo,
         lambda tx: tx.remove("gain", range=R0),
-        lambda tx: tx.add("gain", arr(9), T0, make_default=False),
+        lambda tx: tx.add("gain", arr(9), begin_ns=T0, make_default=False),
     )
     assert result.conflicts == []
     rng = snapshot(store, stored(store, result))["gain"]["ranges"][R0]
     assert set(rng["versions"]) != {gain} and len(rng["versions"]) == 1
     assert rng["default"] is None
     # a range removed on ours whose default theirs re-pinned to a new version: a default conflict
-    result = merged(repo, lambda tx: tx.remove("gain", range=R0), lambda tx: tx.add("gain", arr(9), T0))
+    result = merged(
+        repo, lambda tx: tx.remove("gain", range=R0), lambda tx: tx.add("gain", arr(9), begin_ns=T0)
+    )
     assert [c.path for c in result.conflicts] == [("gain", R0, "default")]
     assert (result.conflicts[0].base, result.conflicts[0].ours) == (gain, None)
 
 
 def test_default_pinning_a_version_the_other_side_removed(repo: Repository) -> None:
     store = repo.store
-    first = repo.locate("pedestals", T0).version
+    first = repo.locate("pedestals", at_ns=T0).version
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), T0, make_default=False)
+        tx.add("pedestals", arr(3), begin_ns=T0, make_default=False)
     second = next(v for v in versions(store, repo.root(), "pedestals", R0) if v != first)
 
     def ours(tx: Any) -> None:
@@ -625,11 +627,11 @@ def test_different_detectors_conflict() -> None:
 
 
 def test_describe_conflicts_mentions_every_path(repo: Repository) -> None:
-    ped = repo.locate("pedestals", T0).version
+    ped = repo.locate("pedestals", at_ns=T0).version
 
     def side(value: int) -> Callable[[Any], object]:
         def change(tx: Any) -> None:
-            tx.add("pedestals", arr(value), T0)
+            tx.add("pedestals", arr(value), begin_ns=T0)
             tx.set_pars({"k": value}, ctype="pedestals", version=ped)
             tx.set_links(predecessor=f"epix-{value}")
 

@@ -390,7 +390,13 @@ class Side:
         rkey = op.range if op.range is None or isinstance(op.range, str) else range_key(*op.range)
         if isinstance(op, Add):
             loc = tx.add(
-                op.ctype, op.value, *op.range, pars=op.pars, make_default=op.make_default, tsprod=op.tsprod
+                op.ctype,
+                op.value,
+                begin_ns=op.range[0],
+                end_ns=op.range[1],
+                pars=op.pars,
+                make_default=op.make_default,
+                tsprod_ns=op.tsprod,
             )
             self.key_of[op.vid] = loc.version
             self.vid_of[loc.version] = op.vid
@@ -410,7 +416,7 @@ class Side:
 
     def lookup(self, ctype: str, t: int) -> tuple[Any, ...]:
         try:
-            c = self.repo.get(ctype, t)
+            c = self.repo.get(ctype, at_ns=t)
         except DcsyncError as exc:
             return ("error", type(exc))
         assert c.ctype == ctype and c.detname == "epix-1"

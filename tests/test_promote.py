@@ -8,6 +8,7 @@ Promotion between real Unix users over SSH is in test_access_e2e.py.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sshd import SSHServer
+from test_sync import ssh_home
 from typer.testing import CliRunner
 
 from dcsync import acl as acl_module
@@ -56,15 +59,19 @@ def xpp(tmp_path: Path) -> dict[str, Any]:
     ws.new_detector(DET).close()
     with ws.repository(DET) as repo:
         with repo.transaction("dark run 10") as tx:
-            good = tx.add("pedestals", np.full((2, 3), 2.0, np.float32), T0, T1, pars={"run": 10})
+            good = tx.add(
+                "pedestals", np.full((2, 3), 2.0, np.float32), begin_ns=T0, end_ns=T1, pars={"run": 10}
+            )
             tx.set_pars({"runs": "10-12", "gain": "high"}, ctype="pedestals", range=good.range)
-            status = tx.add("pixel_status", np.zeros((2, 3), np.uint16), T0)
+            status = tx.add("pixel_status", np.zeros((2, 3), np.uint16), begin_ns=T0)
         with repo.transaction("dark run 11 (bad)") as tx:
-            bad = tx.add("pedestals", np.full((2, 3), np.nan, np.float32), T0, T1, pars={"run": 11})
+            bad = tx.add(
+                "pedestals", np.full((2, 3), np.nan, np.float32), begin_ns=T0, end_ns=T1, pars={"run": 11}
+            )
         with repo.transaction("back to run 10") as tx:
             tx.set_default("pedestals", good.version)
         with repo.transaction("dark run 20") as tx:
-            later = tx.add("pedestals", np.full((2, 3), 3.0, np.float32), T1, pars={"run": 20})
+            later = tx.add("pedestals", np.full((2, 3), 3.0, np.float32), begin_ns=T1, pars={"run": 20})
         head = str(repo.head())
     return {"ws": ws, "good": good, "bad": bad, "status": status, "later": later, "head": head}
 
@@ -82,14 +89,14 @@ def test_promote_by_time_copies_ranges_pars_provenance_and_pins(
     xpp: dict[str, Any], central: Workspace
 ) -> None:
     src: Workspace = xpp["ws"]
-    report = promote([DET], str(src.root), str(central.root), at=IN_A)
+    report = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert [(p.ctype, p.version, p.action) for p in report.picks] == [
         ("pedestals", xpp["good"].version, "promote"),  # the pinned default, not the latest
         ("pixel_status", xpp["status"].version, "promote"),
     ]
     assert list(report.commits) == [DET]
     with _target(central) as repo:
-        peds = repo.get("pedestals", IN_A)
+        peds = repo.get("pedestals", at_ns=IN_A)
         assert (peds.begin, peds.end, peds.pinned) == (T0, T1, True)
         assert peds.value.dtype == np.float32 and float(peds.value[0, 0]) == 2.0
         assert peds.obj == xpp["good"].entry.obj  # the same payload, byte for byte
@@ -102,7 +109,7 @@ def test_promote_by_time_copies_ranges_pars_provenance_and_pins(
         assert origin["version"] == xpp["good"].version
         assert origin["author"] == xpp["good"].entry.author
         assert origin["promoted_by"] == current_identity().user and origin["promoted_at"]
-        status = repo.get("pixel_status", IN_A)
+        status = repo.get("pixel_status", at_ns=IN_A)
         assert status.value.dtype == np.uint16 and status.end is None and status.pinned
         assert [len(t.versions) for _, t in repo.ranges("pedestals")] == [1]  # run 20 not chosen
         record = repo.log()[-1]
@@ -121,24 +128,24 @@ def test_promote_by_version_with_ctype_filter(xpp: dict[str, Any], central: Work
     ]
     with _target(central) as repo:
         assert repo.ctypes() == ["pedestals"]
-        later = repo.get("pedestals", IN_B)
+        later = repo.get("pedestals", at_ns=IN_B)
         assert (later.begin, later.end, float(later.value[0, 0])) == (T1, None, 3.0)
         with pytest.raises(KeyError):
-            repo.get("pedestals", IN_A)  # the other range was not asked for
+            repo.get("pedestals", at_ns=IN_A)  # the other range was not asked for
     # now the first range, by time and for pedestals only: pixel_status stays behind
-    promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], at=IN_A)
+    promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], at_ns=IN_A)
     with _target(central) as repo:
-        assert repo.ctypes() == ["pedestals"] and float(repo.get("pedestals", IN_A).value[0, 0]) == 2.0
+        assert repo.ctypes() == ["pedestals"] and float(repo.get("pedestals", at_ns=IN_A).value[0, 0]) == 2.0
     # the bad version explicitly: copied, and pinned in the target (that is what promotion does)
     promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], version=xpp["bad"].version)
     with _target(central) as repo:
-        assert np.isnan(repo.get("pedestals", IN_A).value).all()
+        assert np.isnan(repo.get("pedestals", at_ns=IN_A).value).all()
 
 
 def test_bad_choices_are_clear_errors(xpp: dict[str, Any], central: Workspace) -> None:
     src = str(xpp["ws"].root)
     with pytest.raises(UsageError, match="not both"):
-        promote([DET], src, str(central.root), version="ab", at=IN_A)
+        promote([DET], src, str(central.root), version="ab", at_ns=IN_A)
     with pytest.raises(KeyError, match="no ctype 'geometry'"):
         promote([DET], src, str(central.root), ctypes=["geometry"])
     with pytest.raises(KeyError, match="no version"):
@@ -151,32 +158,32 @@ def test_bad_choices_are_clear_errors(xpp: dict[str, Any], central: Workspace) -
 def test_dry_run_says_what_would_change_and_changes_nothing(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
     before = _files(central.root)
-    report = promote([DET], str(src.root), str(central.root), at=IN_A, dry_run=True)
+    report = promote([DET], str(src.root), str(central.root), at_ns=IN_A, dry_run=True)
     assert report.dry_run and report.commits == {}
     assert [p.action for p in report.picks] == ["promote", "promote"]
     assert _files(central.root) == before and central.detectors() == []
-    real = promote([DET], str(src.root), str(central.root), at=IN_A)
+    real = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert [p.to_json() for p in real.picks] == [p.to_json() for p in report.picks]  # it did as it said
     after = _files(central.root)
-    again = promote([DET], str(src.root), str(central.root), at=IN_A, dry_run=True)
+    again = promote([DET], str(src.root), str(central.root), at_ns=IN_A, dry_run=True)
     assert all(p.action.startswith("skip: already in the target as ") for p in again.picks)
     assert _files(central.root) == after
 
 
 def test_promotion_is_idempotent(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
-    first = promote([DET], str(src.root), str(central.root), at=IN_A)
+    first = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     after = _files(central.root)
-    second = promote([DET], str(src.root), str(central.root), at=IN_A)
+    second = promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert second.commits == {} and second.promoted == []
     with _target(central) as repo:
-        keys = {p.ctype: repo.get(p.ctype, IN_A).version for p in first.picks}
+        keys = {p.ctype: repo.get(p.ctype, at_ns=IN_A).version for p in first.picks}
     assert [p.action for p in second.picks] == [
         f"skip: already in the target as {keys[p.ctype]}" for p in second.picks
     ]
     assert _files(central.root) == after
     # a relative path to the same source is the same source
-    third = promote([DET], os.path.relpath(src.root), str(central.root), at=IN_A)
+    third = promote([DET], os.path.relpath(src.root), str(central.root), at_ns=IN_A)
     assert third.commits == {}
 
 
@@ -187,7 +194,7 @@ def test_promotion_goes_through_the_target_acl(xpp: dict[str, Any], central: Wor
     acl_module.save(central.root, acl, current_identity(), "hand over")
     before = _files(central.root)
     with pytest.raises(AccessDenied, match=f"{current_identity().user} may not add on {DET}"):
-        promote([DET], str(src.root), str(central.root), at=IN_A)  # a new detector there
+        promote([DET], str(src.root), str(central.root), at_ns=IN_A)  # a new detector there
     assert _files(central.root) == before and central.detectors() == []
     # an existing detector: created by its owner, then our promotion is refused by change
     acl.owner = current_identity().user
@@ -197,7 +204,7 @@ def test_promotion_goes_through_the_target_acl(xpp: dict[str, Any], central: Wor
     acl_module.save(central.root, acl, current_identity(), "hand over")
     before = _files(central.root)
     with pytest.raises(AccessDenied, match=f"may not (add|set-default) on {DET} pedestals"):
-        promote([DET], str(src.root), str(central.root), at=IN_A)
+        promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     assert _files(central.root) == before
 
 
@@ -247,13 +254,13 @@ def test_promotion_goes_through_the_target_hooks(xpp: dict[str, Any], guarded_ce
     added = [c for c in event["changes"] if c["change"] == "added"]
     assert [c["origin"]["version"] for c in added] == [xpp["bad"].version]
     # the good ones pass the same hook; the bad one is still refused on top of them
-    promote([DET], str(src.root), str(central.root), at=IN_A)
+    promote([DET], str(src.root), str(central.root), at_ns=IN_A)
     after = _h5_files(central.root)
     with pytest.raises(HookRejected):
         promote([DET], str(src.root), str(central.root), ctypes=["pedestals"], version=xpp["bad"].version)
     assert _h5_files(central.root) == after
     with _target(central) as repo:
-        assert float(repo.get("pedestals", IN_A).value[0, 0]) == 2.0
+        assert float(repo.get("pedestals", at_ns=IN_A).value[0, 0]) == 2.0
 
 
 # -- a remote target over the pipe transport ---------------------------------------------------------
@@ -265,13 +272,13 @@ def _url(ws: Workspace) -> str:
 
 def test_promote_to_a_remote_target(xpp: dict[str, Any], central: Workspace) -> None:
     src: Workspace = xpp["ws"]
-    dry = promote([DET], str(src.root), _url(central), at=IN_A, dry_run=True)
+    dry = promote([DET], str(src.root), _url(central), at_ns=IN_A, dry_run=True)
     assert [p.action for p in dry.picks] == ["promote", "promote"] and central.detectors() == []
-    report = promote([DET], str(src.root), _url(central), at=IN_A, message="good pedestals for run 10")
+    report = promote([DET], str(src.root), _url(central), at_ns=IN_A, message="good pedestals for run 10")
     assert list(report.commits) == [DET]
     with _target(central) as repo:
         assert repo.head() == report.commits[DET]  # the scratch clone's commit, pushed as is
-        peds = repo.get("pedestals", IN_A)
+        peds = repo.get("pedestals", at_ns=IN_A)
         assert float(peds.value[0, 0]) == 2.0 and peds.pinned and peds.end == T1
         assert peds.entry.origin["location"] == str(src.root) and peds.entry.origin["commit"] == xpp["head"]
         assert dict(repo.find_range("pedestals", peds.range)[1].pars) == {"runs": "10-12", "gain": "high"}
@@ -280,7 +287,7 @@ def test_promote_to_a_remote_target(xpp: dict[str, Any], central: Workspace) -> 
         assert record.extra["promoted_from"] == [{"from": str(src.root), "commit": xpp["head"]}]
         assert record.extra["served_as"] == current_identity().user
     after = _files(central.root)
-    again = promote([DET], str(src.root), _url(central), at=IN_A)
+    again = promote([DET], str(src.root), _url(central), at_ns=IN_A)
     assert again.commits == {} and all(p.action.startswith("skip") for p in again.picks)
     assert _files(central.root) == after
 
@@ -290,7 +297,7 @@ def test_promote_to_a_remote_target_through_its_hooks_and_acl(
 ) -> None:
     src: Workspace = xpp["ws"]
     central = guarded_central
-    promote([DET], str(src.root), _url(central), at=IN_A)
+    promote([DET], str(src.root), _url(central), at_ns=IN_A)
     before = _h5_files(central.root)
     with pytest.raises(HookRejected, match="NaN in pedestals"):
         promote([DET], str(src.root), _url(central), ctypes=["pedestals"], version=xpp["bad"].version)
@@ -300,7 +307,7 @@ def test_promote_to_a_remote_target_through_its_hooks_and_acl(
     acl.owner = "someone-else"
     acl_module.save(central.root, acl, current_identity(), "hand over")
     with pytest.raises(AccessDenied, match=f"{current_identity().user} may not"):
-        promote([DET], str(src.root), _url(central), at=IN_B)
+        promote([DET], str(src.root), _url(central), at_ns=IN_B)
     assert _h5_files(central.root) == before
 
 
@@ -390,14 +397,14 @@ def test_cli_promote_between_named_remotes_and_push_audit(
     assert audit.startswith(f"pushed by {extra['pusher']}@{extra['pusher_host']} (as {extra['served_as']})")
     assert audit.endswith(f"; promoted from {src.root} commit {short(xpp['head'])}")
     with _target(central) as repo:
-        assert repo.get("pedestals", IN_A).entry.origin["location"] == str(src.root)
+        assert repo.get("pedestals", at_ns=IN_A).entry.origin["location"] == str(src.root)
 
 
 def test_report_json_shape(xpp: dict[str, Any], central: Workspace) -> None:
-    report = promote([DET], str(xpp["ws"].root), str(central.root), at=IN_A, dry_run=True)
+    report = promote([DET], str(xpp["ws"].root), str(central.root), at_ns=IN_A, dry_run=True)
     assert isinstance(report, PromoteReport)
     doc = report.to_json()
-    assert set(doc) == {"from", "to", "dry_run", "picks", "commits"}
+    assert set(doc) == {"from", "to", "dry_run", "picks", "commits", "promoted_by"}
     assert set(doc["picks"][0]) == {
         "detector",
         "ctype",
@@ -405,6 +412,130 @@ def test_report_json_shape(xpp: dict[str, Any], central: Workspace) -> None:
         "begin",
         "end",
         "version",
+        "target_version",
         "object",
         "action",
     }
+
+
+# -- provenance: the key the promoter saw, the identity the target authenticated ---------------------
+
+
+def _claim(monkeypatch: Any, name: str) -> None:
+    """Make this process's user *name* (what getpass reports, from the environment) differ from
+    its OS identity: a client's name for itself is only a claim."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(var, name)
+    assert getpass.getuser() == name != current_identity().user
+
+
+def _check_provenance(repo: Any, xpp: dict[str, Any], who: str, claimed: str) -> None:
+    good = xpp["good"]
+    peds = repo.get("pedestals", at_ns=IN_A)
+    assert peds.version == good.version  # the key the promoter chose by
+    origin = peds.entry.origin
+    assert (origin["version"], origin["author"]) == (good.version, good.entry.author)
+    assert origin["promoted_by"] == who and origin["claimed_by"] == claimed
+    assert peds.entry.author == who and repo.commit().author == who  # not the claimed name
+
+
+def test_a_local_promotion_keeps_the_key_and_records_the_os_identity(
+    xpp: dict[str, Any], guarded_central: Workspace, monkeypatch: Any
+) -> None:
+    _claim(monkeypatch, "mallory")
+    me = current_identity().user
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    report = promote([DET], str(src.root), str(guarded_central.root), at_ns=IN_A)
+    assert report.promoted_by == me
+    peds = next(p for p in report.picks if p.ctype == "pedestals")
+    assert (peds.version, peds.target_version, peds.label) == (good.version, good.version, good.version)
+    with _target(guarded_central) as repo:
+        _check_provenance(repo, xpp, me, "mallory")
+        assert "versions" not in repo.commit().meta["promote"]  # nothing renamed
+    event = _seen(guarded_central)[-1]
+    change = next(c for c in event["changes"] if c["ctype"] == "pedestals" and c["change"] == "added")
+    assert change["version"] == change["origin"]["version"] == good.version  # the hook's message names it
+    assert event["user"] == me == change["origin"]["promoted_by"]
+
+
+def test_a_taken_key_gets_a_fresh_one_and_both_are_shown_everywhere(
+    xpp: dict[str, Any], guarded_central: Workspace, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    central = guarded_central
+    (central.root / ".dcsync" / "hooks" / "pre-commit").unlink()
+    central.new_detector(DET).close()
+    with _target(central) as repo, repo.transaction("another version, by chance the same key") as tx:
+        tx.add("pedestals", np.zeros((2, 3), np.float32), "2025-01-01", version=good.version)
+    doc = json.loads(
+        _cli(
+            "promote", DET, "--from", src.root, "--to", central.root, "--version", good.version, "--json"
+        ).stdout
+    )
+    [pick] = doc["picks"]
+    new = pick["target_version"]
+    assert pick["version"] == good.version and new not in (None, good.version) and pick["action"] == "promote"
+    with _target(central) as repo:
+        peds = repo.get("pedestals", at_ns=IN_A)
+        assert peds.version == new and peds.entry.origin["version"] == good.version
+        assert repo.commit().meta["promote"]["versions"] == {new: good.version}
+        entry = json.loads(_cli("-C", central.root, "log", DET, "--json").stdout)["entries"][0]
+        assert entry["extra"]["promote"]["versions"] == {new: good.version}
+    change = next(c for c in _seen(central)[-1]["changes"] if c.get("version") == new)
+    assert change["origin"]["version"] == good.version
+    text = _cli("promote", DET, "--from", src.root, "--to", central.root, "--version", good.version).output
+    assert f"{new}, promoted from {good.version}" in text and "skip: already in the target" in text
+
+
+def test_a_remote_promotion_records_the_identity_the_server_authenticated(
+    xpp: dict[str, Any], central: Workspace, monkeypatch: Any
+) -> None:
+    _claim(monkeypatch, "mallory")  # the client says it is mallory; the server knows better
+    me = current_identity().user
+    report = promote([DET], str(xpp["ws"].root), _url(central), at_ns=IN_A)
+    assert report.promoted_by == me
+    assert [p.target_version for p in report.picks] == [p.version for p in report.picks]
+    with _target(central) as repo:
+        _check_provenance(repo, xpp, me, "mallory")
+        record = repo.log()[-1]
+        assert (record.extra["served_as"], record.extra["pusher"]) == (me, "mallory")
+
+
+# -- ad-hoc URLs: --remote-dcsync and --ssh, over the real sshd -------------------------------------
+
+
+def test_promote_between_ssh_urls_with_remote_dcsync_and_ssh(
+    xpp: dict[str, Any], central: Workspace, sshd: SSHServer, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    src: Workspace = xpp["ws"]
+    good = xpp["good"]
+    reach = ["--remote-dcsync", sshd.remote_dcsync, "--ssh", sshd.ssh_command]
+    common = [DET, "--from", sshd.url(str(src.root)), "--to", sshd.url(str(central.root)), *reach]
+    dry = _cli("promote", *common, "--ctype", "pedestals", "--at", "2026-01-15", "--dry-run").output
+    assert f"{good.version} ({short(good.entry.obj)}): would promote" in dry
+    doc = json.loads(_cli("promote", *common, "--at", "2026-01-15", "--json").stdout)
+    assert list(doc["commits"]) == [DET] and doc["promoted_by"] == sshd.user
+    with _target(central) as repo:
+        peds = repo.get("pedestals", at_ns=IN_A)
+        assert peds.version == good.version and peds.entry.origin["promoted_by"] == sshd.user
+        assert peds.entry.origin["location"] == sshd.url(str(src.root))
+        assert repo.log()[-1].extra["served_as"] == sshd.user
+    again = json.loads(_cli("promote", *common, "--at", "2026-01-15", "--json").stdout)
+    assert again["commits"] == {} and all(p["action"].startswith("skip") for p in again["picks"])
+
+
+def test_promote_to_an_ssh_url_through_paramiko(
+    xpp: dict[str, Any], central: Workspace, sshd: SSHServer
+) -> None:
+    ssh_home(sshd)
+    url = sshd.url(str(central.root), alias=False)
+    report = promote(
+        [DET], str(xpp["ws"].root), url, version=xpp["later"].version, remote_dcsync=sshd.remote_dcsync
+    )
+    assert list(report.commits) == [DET] and report.promoted_by == sshd.user
+    with _target(central) as repo:
+        assert repo.get("pedestals", at_ns=IN_B).version == xpp["later"].version

@@ -183,8 +183,8 @@ def served(tmp_path: Path) -> Path:
     root = tmp_path / "served"
     ws = Workspace.init(root, kind="repository")
     with ws.new_detector(DET) as repo, repo.transaction("first constants") as tx:
-        tx.add("pedestals", np.arange(24, dtype="<f4").reshape(4, 6), 100)
-        tx.add("geometry", "geometry ✓ text", 100)
+        tx.add("pedestals", np.arange(24, dtype="<f4").reshape(4, 6), begin_ns=100)
+        tx.add("geometry", "geometry ✓ text", begin_ns=100)
     return root
 
 
@@ -229,7 +229,7 @@ def descendant(served: Path, work: Path, *, diverge: bool = False) -> tuple[Path
             with repo.store.writing():
                 repo.store.set_ref("HEAD", old, parent, _record(old, parent))
         with repo.transaction("more constants") as tx:
-            tx.add("pedestals", np.full((4, 6), 7.5, dtype="<f4"), 200)
+            tx.add("pedestals", np.full((4, 6), 7.5, dtype="<f4"), begin_ns=200)
         new = repo.head()
         assert new is not None
     return path, old, new
@@ -713,7 +713,7 @@ def test_a_new_detector_can_be_pushed(
     work.mkdir()
     with Repository.create(work / "cspad-7.h5", "cspad-7") as repo:
         with repo.transaction("x") as tx:
-            tx.add("gain", np.ones((2, 2), dtype="<f8"), 5)
+            tx.add("gain", np.ones((2, 2), dtype="<f8"), begin_ns=5)
         new = repo.head()
     assert new is not None
     raw = session()

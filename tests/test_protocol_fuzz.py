@@ -139,8 +139,8 @@ class Served:
         ws = Workspace.init(self.root, kind="repository")
         with ws.new_detector(DET) as repo:
             with repo.transaction("constants") as tx:
-                tx.add("pedestals", np.arange(6, dtype="<i2").reshape(2, 3), 100, 5000)
-                tx.add("geometry", "a geometry", 100)
+                tx.add("pedestals", np.arange(6, dtype="<i2").reshape(2, 3), begin_ns=100, end_ns=5000)
+                tx.add("geometry", "a geometry", begin_ns=100)
             self.head = repo.head()
             assert self.head is not None
             self.items: list[dict[str, Any]] = []  # every object as put_objects stream items

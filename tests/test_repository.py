@@ -51,7 +51,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]
 
 
 def marker(repo: Repository, ctype: str, at: int) -> float:
-    value = repo.get(ctype, at).value
+    value = repo.get(ctype, at_ns=at).value
     assert isinstance(value, np.ndarray)
     return float(value[0])
 
@@ -62,12 +62,12 @@ def marker(repo: Repository, ctype: str, at: int) -> float:
 def test_lookup_rule(repo: Repository) -> None:
     """Latest begin wins; on equal begins the narrower range; ends are exclusive; open end is widest."""
     with repo.transaction("ranges") as tx:
-        tx.add("pedestals", arr(1), t(10), None)  # A  [10, end)
-        tx.add("pedestals", arr(2), t(20), t(50))  # B  [20, 50)
-        tx.add("pedestals", arr(3), t(20), t(30))  # C  [20, 30)
-        tx.add("pedestals", arr(4), t(40), t(45))  # D  [40, 45)
-        tx.add("pedestals", arr(5), t(60), None)  # E  [60, end)
-        tx.add("pedestals", arr(6), t(60), t(70))  # F  [60, 70)
+        tx.add("pedestals", arr(1), begin_ns=t(10), end_ns=None)  # A  [10, end)
+        tx.add("pedestals", arr(2), begin_ns=t(20), end_ns=t(50))  # B  [20, 50)
+        tx.add("pedestals", arr(3), begin_ns=t(20), end_ns=t(30))  # C  [20, 30)
+        tx.add("pedestals", arr(4), begin_ns=t(40), end_ns=t(45))  # D  [40, 45)
+        tx.add("pedestals", arr(5), begin_ns=t(60), end_ns=None)  # E  [60, end)
+        tx.add("pedestals", arr(6), begin_ns=t(60), end_ns=t(70))  # F  [60, 70)
     expected = {
         10: 1,
         19.999: 1,
@@ -90,23 +90,23 @@ def test_lookup_rule(repo: Repository) -> None:
         assert marker(repo, "pedestals", t(at)) == want, at
     for before in (0, 9.999999999, -(10**6)):
         with pytest.raises(NoValidConstant):
-            repo.get("pedestals", t(before))
+            repo.get("pedestals", at_ns=t(before))
 
 
 def test_end_is_exclusive_to_the_nanosecond(repo: Repository) -> None:
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), t(1))
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=t(1))
     assert marker(repo, "pedestals", t(1) - 1) == 1
     with pytest.raises(NoValidConstant):
-        repo.get("pedestals", t(1))
+        repo.get("pedestals", at_ns=t(1))
     with pytest.raises(NoValidConstant):
-        repo.get("pedestals", t(0) - 1)
+        repo.get("pedestals", at_ns=t(0) - 1)
 
 
 def test_get_returns_where_it_came_from(repo: Repository) -> None:
     with repo.transaction() as tx:
-        loc = tx.add("pedestals", arr(7), t(0), t(100), pars={"run": 3})
-    c = repo.get("pedestals", t(5))
+        loc = tx.add("pedestals", arr(7), begin_ns=t(0), end_ns=t(100), pars={"run": 3})
+    c = repo.get("pedestals", at_ns=t(5))
     assert c.version == loc.version
     assert c.range == range_key(t(0), t(100)) == loc.range
     assert (c.begin, c.end) == (t(0), t(100))
@@ -114,20 +114,20 @@ def test_get_returns_where_it_came_from(repo: Repository) -> None:
     assert c.entry.dtype == "<f8" and c.entry.shape == (4,)
     assert c.detname == "epix-1"
     assert c.pinned  # a fresh add pins itself by default
-    assert repo.locate("pedestals", t(5)).version == loc.version
+    assert repo.locate("pedestals", at_ns=t(5)).version == loc.version
 
 
 def test_unknown_ctype_and_no_constant(repo: Repository) -> None:
     with pytest.raises(CtypeNotFound):
-        repo.get("pedestals", t(0))
+        repo.get("pedestals", at_ns=t(0))
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(10), t(20))
+        tx.add("pedestals", arr(1), begin_ns=t(10), end_ns=t(20))
     with pytest.raises(NoValidConstant):
-        repo.get("pedestals", t(25))
+        repo.get("pedestals", at_ns=t(25))
     with pytest.raises(CtypeNotFound):
-        repo.get("pixel_gain", t(15))
+        repo.get("pixel_gain", at_ns=t(15))
     with pytest.raises(KeyError):  # NotFound subclasses the builtin
-        repo.get("pixel_gain", t(15))
+        repo.get("pixel_gain", at_ns=t(15))
 
 
 # -- defaults ------------------------------------------------------------------------------------
@@ -135,22 +135,22 @@ def test_unknown_ctype_and_no_constant(repo: Repository) -> None:
 
 def test_default_pin_and_unpin(repo: Repository) -> None:
     with repo.transaction() as tx:
-        v1 = tx.add("pedestals", arr(1), t(0), None, tsprod=t(1)).version
+        v1 = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, tsprod_ns=t(1)).version
     with repo.transaction() as tx:
-        v2 = tx.add("pedestals", arr(2), t(0), None, tsprod=t(2)).version
+        v2 = tx.add("pedestals", arr(2), begin_ns=t(0), end_ns=None, tsprod_ns=t(2)).version
     rk = range_key(t(0), None)
-    assert repo.get("pedestals", t(5)).version == v2
+    assert repo.get("pedestals", at_ns=t(5)).version == v2
     with repo.transaction("roll back to v1") as tx:
         tx.set_default("pedestals", v1)
-    c = repo.get("pedestals", t(5))
+    c = repo.get("pedestals", at_ns=t(5))
     assert (c.version, c.pinned) == (v1, True)
     # a version produced *earlier* than the newest, added unpinned, does not change the answer
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(0), t(0), None, tsprod=t(0.5), make_default=False)
-    assert repo.get("pedestals", t(5)).version == v1
+        tx.add("pedestals", arr(0), begin_ns=t(0), end_ns=None, tsprod_ns=t(0.5), make_default=False)
+    assert repo.get("pedestals", at_ns=t(5)).version == v1
     with repo.transaction("unpin") as tx:
         tx.set_default("pedestals", None, range=rk)
-    c = repo.get("pedestals", t(5))
+    c = repo.get("pedestals", at_ns=t(5))
     assert (c.version, c.pinned) == (v2, False)  # the most recently produced counts again
     assert dict(repo.ranges("pedestals"))[rk].default is None
     with pytest.raises(RangeNotFound), repo.transaction() as tx:
@@ -159,22 +159,26 @@ def test_default_pin_and_unpin(repo: Repository) -> None:
 
 def test_make_default_false_keeps_the_old_effective_version(repo: Repository) -> None:
     with repo.transaction() as tx:
-        v1 = tx.add("pedestals", arr(1), t(0), None, tsprod=t(1), make_default=False).version
-    assert repo.get("pedestals", t(5)).version == v1  # the only version counts
+        v1 = tx.add(
+            "pedestals", arr(1), begin_ns=t(0), end_ns=None, tsprod_ns=t(1), make_default=False
+        ).version
+    assert repo.get("pedestals", at_ns=t(5)).version == v1  # the only version counts
     with repo.transaction() as tx:
-        v2 = tx.add("pedestals", arr(2), t(0), None, tsprod=t(2), make_default=False).version
-    assert repo.get("pedestals", t(5)).version == v1
-    assert repo.get("pedestals", t(5), version=v2).version == v2  # but it is there
+        v2 = tx.add(
+            "pedestals", arr(2), begin_ns=t(0), end_ns=None, tsprod_ns=t(2), make_default=False
+        ).version
+    assert repo.get("pedestals", at_ns=t(5)).version == v1
+    assert repo.get("pedestals", at_ns=t(5), version=v2).version == v2  # but it is there
     with repo.transaction() as tx:
         tx.set_default("pedestals", v2)
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(3), t(0), None, tsprod=t(3), make_default=False)
-    assert repo.get("pedestals", t(5)).version == v2  # a pinned default stays pinned
+        tx.add("pedestals", arr(3), begin_ns=t(0), end_ns=None, tsprod_ns=t(3), make_default=False)
+    assert repo.get("pedestals", at_ns=t(5)).version == v2  # a pinned default stays pinned
 
 
 def test_set_default_of_unknown_version(repo: Repository) -> None:
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
     with pytest.raises(VersionNotFound), repo.transaction() as tx:
         tx.set_default("pedestals", "fffffffffffff")
 
@@ -185,7 +189,9 @@ def test_set_default_of_unknown_version(repo: Repository) -> None:
 def test_version_prefix_resolution(repo: Repository) -> None:
     with repo.transaction("many") as tx:
         # 17 keys over 16 first hex digits: at least two share a first digit
-        keys = [tx.add("pedestals", arr(i), t(0), None, tsprod=t(i)).version for i in range(17)]
+        keys = [
+            tx.add("pedestals", arr(i), begin_ns=t(0), end_ns=None, tsprod_ns=t(i)).version for i in range(17)
+        ]
     by_first = {d: [k for k in keys if k[0] == d] for d in "0123456789abcdef"}
     shared = next(d for d, ks in by_first.items() if len(ks) > 1)
     with pytest.raises(AmbiguousName, match="ambiguous"):
@@ -221,8 +227,8 @@ def test_version_prefix_resolution(repo: Repository) -> None:
 
 def test_version_lookup_in_a_range(repo: Repository) -> None:
     with repo.transaction() as tx:
-        a = tx.add("pedestals", arr(1), t(0), t(10)).version
-        b = tx.add("pedestals", arr(2), t(10), t(20)).version
+        a = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=t(10)).version
+        b = tx.add("pedestals", arr(2), begin_ns=t(10), end_ns=t(20)).version
     assert repo.find_version("pedestals", a).range == range_key(t(0), t(10))
     assert repo.find_version("pedestals", b, range=range_key(t(10), t(20))).version == b
     with pytest.raises(VersionNotFound):
@@ -230,9 +236,9 @@ def test_version_lookup_in_a_range(repo: Repository) -> None:
     with pytest.raises(RangeNotFound):
         repo.find_range("pedestals", "999")
     # get(at, version): the version must be in the range valid at that time
-    assert repo.get("pedestals", t(5), version=a).version == a
+    assert repo.get("pedestals", at_ns=t(5), version=a).version == a
     with pytest.raises(VersionNotFound):
-        repo.get("pedestals", t(15), version=a)
+        repo.get("pedestals", at_ns=t(15), version=a)
 
 
 # -- removal -------------------------------------------------------------------------------------
@@ -240,17 +246,17 @@ def test_version_lookup_in_a_range(repo: Repository) -> None:
 
 def test_remove_version_range_and_ctype_keeps_history(repo: Repository) -> None:
     with repo.transaction("add") as tx:
-        v1 = tx.add("pedestals", arr(1), t(0), None, tsprod=t(1)).version
-        v2 = tx.add("pedestals", arr(2), t(0), None, tsprod=t(2)).version
-        r2 = tx.add("pedestals", arr(3), t(100), t(200)).version
-        tx.add("geometry", "geo", t(0), None)
+        v1 = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, tsprod_ns=t(1)).version
+        v2 = tx.add("pedestals", arr(2), begin_ns=t(0), end_ns=None, tsprod_ns=t(2)).version
+        r2 = tx.add("pedestals", arr(3), begin_ns=t(100), end_ns=t(200)).version
+        tx.add("geometry", "geo", begin_ns=t(0), end_ns=None)
     added = repo.head()
     assert added is not None
-    assert repo.get("pedestals", t(5)).version == v2
+    assert repo.get("pedestals", at_ns=t(5)).version == v2
 
     with repo.transaction("rm v2") as tx:
         assert tx.remove("pedestals", version=v2) == [f"pedestals {range_key(t(0), None)} {v2}"]
-    assert repo.get("pedestals", t(5)).version == v1  # the pinned default went with it
+    assert repo.get("pedestals", at_ns=t(5)).version == v1  # the pinned default went with it
     with pytest.raises(VersionNotFound):
         repo.get("pedestals", version=v2)
 
@@ -263,7 +269,7 @@ def test_remove_version_range_and_ctype_keeps_history(repo: Repository) -> None:
         tx.remove("geometry")
     assert repo.ctypes() == ["pedestals"]
     with pytest.raises(CtypeNotFound):
-        repo.get("geometry", t(5))
+        repo.get("geometry", at_ns=t(5))
 
     with repo.transaction("rm last version") as tx:
         tx.remove("pedestals", version=v1)
@@ -287,7 +293,7 @@ def test_remove_version_range_and_ctype_keeps_history(repo: Repository) -> None:
 
 def test_remove_what_does_not_exist(repo: Repository) -> None:
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
     with pytest.raises(CtypeNotFound), repo.transaction() as tx:
         tx.remove("pixel_gain")
     with pytest.raises(RangeNotFound), repo.transaction() as tx:
@@ -300,7 +306,7 @@ def test_remove_what_does_not_exist(repo: Repository) -> None:
 def test_failed_operation_commits_nothing(repo: Repository) -> None:
     head = repo.head()
     with pytest.raises(VersionNotFound), repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
         tx.remove("pedestals", version="000000000000")
     assert repo.head() == head
     assert repo.ctypes() == []
@@ -309,7 +315,7 @@ def test_failed_operation_commits_nothing(repo: Repository) -> None:
 def test_error_inside_the_with_block_commits_nothing(repo: Repository) -> None:
     head = repo.head()
     with pytest.raises(ZeroDivisionError), repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
         _ = 1 / 0
     assert repo.head() == head
     assert len(repo.log()) == 1
@@ -321,7 +327,7 @@ def test_error_inside_the_with_block_commits_nothing(repo: Repository) -> None:
 def test_parameters_on_every_level(repo: Repository) -> None:
     rk = range_key(t(0), None)
     with repo.transaction() as tx:
-        v = tx.add("pedestals", arr(1), t(0), None, pars={"run": 12, "gain": 1.5}).version
+        v = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, pars={"run": 12, "gain": 1.5}).version
     with repo.transaction("pars") as tx:
         tx.set_pars({"site": "xpp", "n": 3})
         tx.set_pars({"units": "adu", "ok": True}, ctype="pedestals")
@@ -330,12 +336,12 @@ def test_parameters_on_every_level(repo: Repository) -> None:
     assert repo.root().pars == {"site": "xpp", "n": 3}
     assert repo.ctype_tree("pedestals").pars == {"units": "adu", "ok": True}
     assert dict(repo.ranges("pedestals"))[rk].pars == {"quality": "good"}
-    assert repo.get("pedestals", t(1)).entry.pars == {"run": 13, "gain": 1.5, "comment": "re-run"}
+    assert repo.get("pedestals", at_ns=t(1)).entry.pars == {"run": 13, "gain": 1.5, "comment": "re-run"}
     with repo.transaction("delete some") as tx:
         tx.set_pars({"n": None})
         tx.set_pars({"gain": None}, ctype="pedestals", version=v)
     assert repo.root().pars == {"site": "xpp"}
-    assert repo.get("pedestals", t(1)).entry.pars == {"run": 13, "comment": "re-run"}
+    assert repo.get("pedestals", at_ns=t(1)).entry.pars == {"run": 13, "comment": "re-run"}
     # a ctype may carry parameters before it has constants
     with repo.transaction() as tx:
         tx.set_pars({"note": "coming soon"}, ctype="pixel_gain")
@@ -345,7 +351,7 @@ def test_parameters_on_every_level(repo: Repository) -> None:
 @pytest.mark.parametrize("bad", [[1, 2], {"a": 1}, None, b"bytes", np.float64(1.0).tobytes()])
 def test_bad_parameter_values(repo: Repository, bad: object) -> None:
     with pytest.raises((InputError, TypeError)), repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None, pars={"x": bad})  # type: ignore[dict-item]
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, pars={"x": bad})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("key", ["", "a b", "a/b", "1abc", "x\n"])
@@ -379,7 +385,7 @@ def test_predecessor_and_successor(tmp_path: Path) -> None:
 )
 def test_invalid_ctype_names(repo: Repository, ctype: str) -> None:
     with pytest.raises(InvalidName), repo.transaction() as tx:
-        tx.add(ctype, arr(1), t(0), None)
+        tx.add(ctype, arr(1), begin_ns=t(0), end_ns=None)
     with pytest.raises(InvalidName), repo.transaction() as tx:
         tx.set_pars({"a": 1}, ctype=ctype)
     assert repo.ctypes() == []
@@ -400,17 +406,17 @@ def test_invalid_detector_names(tmp_path: Path, detname: str) -> None:
 def test_end_not_after_begin_is_invalid_time(repo: Repository) -> None:
     for end in (t(0), t(-1)):
         with pytest.raises(InvalidTime), repo.transaction() as tx:
-            tx.add("pedestals", arr(1), t(0), end)
+            tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=end)
     assert repo.ctypes() == []
 
 
 def test_bad_payloads(repo: Repository) -> None:
     with pytest.raises(InputError), repo.transaction() as tx:
-        tx.add("pedestals", np.array(["a", "b"]), t(0), None)
+        tx.add("pedestals", np.array(["a", "b"]), begin_ns=t(0), end_ns=None)
     with pytest.raises(InputError), repo.transaction() as tx:
-        tx.add("pedestals", np.array([object()]), t(0), None)
+        tx.add("pedestals", np.array([object()]), begin_ns=t(0), end_ns=None)
     with pytest.raises(InputError), repo.transaction() as tx:
-        tx.add("geometry", "nul\0inside", t(0), None)
+        tx.add("geometry", "nul\0inside", begin_ns=t(0), end_ns=None)
     assert repo.ctypes() == []
 
 
@@ -425,7 +431,7 @@ def test_nothing_changed_returns_none(repo: Repository) -> None:
     assert tx.commit_id is None
     assert repo.transaction("empty").commit() is None
     with repo.transaction() as tx:
-        v = tx.add("pedestals", arr(1), t(0), None, pars={"a": 1}).version
+        v = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, pars={"a": 1}).version
     head = repo.head()
     log = len(repo.log())
     for change in (
@@ -444,8 +450,8 @@ def test_nothing_changed_returns_none(repo: Repository) -> None:
 def test_a_transaction_is_one_commit(repo: Repository) -> None:
     before = len(list(repo.commits()))
     with repo.transaction("three things", author="alice") as tx:
-        tx.add("pedestals", arr(1), t(0), None)
-        tx.add("pixel_gain", arr(2), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
+        tx.add("pixel_gain", arr(2), begin_ns=t(0), end_ns=None)
         tx.set_pars({"x": 1})
     cid = tx.commit_id
     assert cid is not None and repo.head() == cid
@@ -460,7 +466,7 @@ def test_a_transaction_is_one_commit(repo: Repository) -> None:
 
 def test_default_message_summarises(repo: Repository) -> None:
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
     assert repo.commit().message.startswith("add pedestals")
 
 
@@ -469,16 +475,16 @@ def test_replay_over_another_writers_commit(tmp_path: Path) -> None:
     Repository.create(path, "epix-1").close()
     one, two = Repository.open(path), Repository.open(path)
     with one.transaction("base") as tx:
-        base_v = tx.add("pedestals", arr(1), t(0), None, tsprod=t(1)).version
+        base_v = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None, tsprod_ns=t(1)).version
 
     slow = two.transaction("slow writer")  # started on the base commit
-    slow_v = slow.add("pixel_gain", arr(10), t(0), None).version
+    slow_v = slow.add("pixel_gain", arr(10), begin_ns=t(0), end_ns=None).version
     slow.set_default("pedestals", base_v)
     slow.set_pars({"from": "slow"}, ctype="pedestals")
 
     with one.transaction("fast writer") as tx:  # commits in between
-        fast_v = tx.add("pedestals", arr(2), t(0), None, tsprod=t(2)).version
-        tx.add("geometry", "fast geometry", t(0), None)
+        fast_v = tx.add("pedestals", arr(2), begin_ns=t(0), end_ns=None, tsprod_ns=t(2)).version
+        tx.add("geometry", "fast geometry", begin_ns=t(0), end_ns=None)
     fast_head = one.head()
 
     cid = slow.commit()
@@ -487,11 +493,11 @@ def test_replay_over_another_writers_commit(tmp_path: Path) -> None:
         assert repo.head() == cid
         assert repo.commit().parents == (fast_head,)  # replayed on top, nothing lost
         assert set(repo.ctypes()) == {"pedestals", "pixel_gain", "geometry"}
-        assert repo.get("pixel_gain", t(1)).version == slow_v
-        assert repo.get("geometry", t(1)).value == "fast geometry"
+        assert repo.get("pixel_gain", at_ns=t(1)).version == slow_v
+        assert repo.get("geometry", at_ns=t(1)).value == "fast geometry"
         # both versions exist; the slow writer's explicit pin (replayed last) wins
         assert set(dict(repo.ranges("pedestals"))[range_key(t(0), None)].versions) == {base_v, fast_v}
-        assert repo.get("pedestals", t(1)).version == base_v
+        assert repo.get("pedestals", at_ns=t(1)).version == base_v
         assert repo.ctype_tree("pedestals").pars == {"from": "slow"}
     messages = [c.message for _, c in one.commits()]
     assert messages[:3] == ["slow writer", "fast writer", "base"]
@@ -503,8 +509,8 @@ def test_replay_over_another_writers_commit(tmp_path: Path) -> None:
 def test_replay_that_no_longer_applies_fails_cleanly(tmp_path: Path) -> None:
     path = tmp_path / "epix-1.h5"
     with Repository.create(path, "epix-1") as repo, repo.transaction() as tx:
-        v = tx.add("pedestals", arr(1), t(0), None).version
-        tx.add("pedestals", arr(2), t(0), None)
+        v = tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None).version
+        tx.add("pedestals", arr(2), begin_ns=t(0), end_ns=None)
     one, two = Repository.open(path), Repository.open(path)
     slow = two.transaction("pin v")
     slow.set_default("pedestals", v)
@@ -526,19 +532,19 @@ def test_two_handles_see_each_others_commits(tmp_path: Path) -> None:
     for i in range(5):
         writer, reader = (one, two) if i % 2 else (two, one)
         with writer.transaction(f"commit {i}") as tx:
-            tx.add("pedestals", arr(i), t(i), None)
+            tx.add("pedestals", arr(i), begin_ns=t(i), end_ns=None)
         assert reader.head() == writer.head()
         assert marker(reader, "pedestals", t(i)) == i
-        assert reader.store.has(writer.get("pedestals", t(i)).obj)
+        assert reader.store.has(writer.get("pedestals", at_ns=t(i)).obj)
     one.close()
     two.close()
 
 
 def test_log_records_every_move(repo: Repository) -> None:
     with repo.transaction("a") as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
     with repo.transaction("b") as tx:
-        tx.add("pedestals", arr(2), t(0), None)
+        tx.add("pedestals", arr(2), begin_ns=t(0), end_ns=None)
     log = repo.log()
     assert [r.command for r in log] == ["create", "commit", "commit"]
     assert [r.message for r in log[1:]] == ["a", "b"]

@@ -77,10 +77,10 @@ def run_helper(script: str, *args: object, timeout: float = 60) -> subprocess.Co
 def small_repo(path: Path) -> Repository:
     repo = Repository.create(path, "epix-1")
     with repo.transaction("first") as tx:
-        tx.add("pedestals", np.arange(1000, dtype=np.float32), T0, None)
-        tx.add("geometry", "geometry text é", T0, None)
+        tx.add("pedestals", np.arange(1000, dtype=np.float32), begin_ns=T0, end_ns=None)
+        tx.add("geometry", "geometry text é", begin_ns=T0, end_ns=None)
     with repo.transaction("second") as tx:
-        tx.add("pixel_status", np.arange(2000, dtype=np.int16).reshape(40, 50), T0, None)
+        tx.add("pixel_status", np.arange(2000, dtype=np.int16).reshape(40, 50), begin_ns=T0, end_ns=None)
     return repo
 
 
@@ -241,6 +241,27 @@ def test_flipped_payload_byte_is_caught(tmp_path: Path) -> None:
         assert report.objects == len(list(repo.store.object_ids()))
 
 
+def test_a_damaged_object_header_is_corrupt_not_missing_nor_a_usage_error(tmp_path: Path) -> None:
+    """h5py reports an unreadable object header as a KeyError: still damage, said as such."""
+    path = tmp_path / "epix-1.h5"
+    repo = small_repo(path)
+    bad = repo.get("pedestals").obj
+    repo.close()
+    with h5py.File(path, "r") as f:
+        header = h5py.h5o.get_info(f[f"/.dcsync/objects/{bad[:2]}/{bad[2:]}"].id).addr
+    flip_byte(path, header + 16)  # inside the header: its checksum no longer matches
+
+    with Repository.open(path) as repo:
+        with pytest.raises(CorruptObject, match=f"{bad} in .* is damaged") as err:
+            repo.get("pedestals", at="2026-01-01")
+        assert err.value.exit_code == 5
+        assert repo.get("geometry", at="2026-01-01").value == "geometry text é"  # the rest reads
+    store = HDF5Store(path)
+    with pytest.raises(CorruptObject, match=bad):
+        store.read_payload(bad)
+    store.close()
+
+
 def test_flipped_tree_byte_is_caught(tmp_path: Path) -> None:
     path = tmp_path / "epix-1.h5"
     repo = small_repo(path)
@@ -260,7 +281,7 @@ def test_truncated_file_keeps_intact_objects_readable(tmp_path: Path) -> None:
     path = tmp_path / "epix-1.h5"
     repo = small_repo(path)
     with repo.transaction("big") as tx:
-        tx.add("pixel_gain", np.arange(250_000, dtype=np.float64), T0, None)
+        tx.add("pixel_gain", np.arange(250_000, dtype=np.float64), begin_ns=T0, end_ns=None)
     expected = {c: repo.get(c).value for c in ("pedestals", "geometry", "pixel_status")}
     ids = sorted(repo.store.object_ids())
     repo.close()
@@ -308,7 +329,7 @@ def test_file_size_limit_during_commit_is_storage_full(tmp_path: Path) -> None:
     with Repository.open(path) as repo:
         assert state(repo) == before_state
         with repo.transaction("fits") as tx:  # and it takes the next commit
-            tx.add("pixel_gain", np.ones(10), T0, None)
+            tx.add("pixel_gain", np.ones(10), begin_ns=T0, end_ns=None)
     assert verify_path(path).ok
 
 
@@ -343,7 +364,7 @@ def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path) -> None:
     before_state = state(repo)
     before = sha(path)
     with pytest.raises(StorageFull) as info, repo.transaction("does not fit") as tx:
-        tx.add("pixel_gain", np.ones(3 * 2**20 // 8), T0, None)
+        tx.add("pixel_gain", np.ones(3 * 2**20 // 8), begin_ns=T0, end_ns=None)
     assert info.value.exit_code == 8
     assert isinstance(info.value, OSError)
     assert sha(path) == before
@@ -351,7 +372,7 @@ def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path) -> None:
     assert state(repo) == before_state
     assert verify_path(path).ok
     with repo.transaction("fits") as tx:
-        tx.add("pixel_gain", np.ones(1000), T0, None)
+        tx.add("pixel_gain", np.ones(1000), begin_ns=T0, end_ns=None)
     assert verify_path(path).ok
     repo.close()
 
@@ -377,7 +398,7 @@ def test_writer_killed_before_the_commit_point(tmp_path: Path) -> None:
     # The next writer recovers and commits.
     with Repository.open(path) as repo:
         with repo.transaction("after the crash") as tx:
-            tx.add("pedestals", np.full(1000, 7.0), T0, None)
+            tx.add("pedestals", np.full(1000, 7.0), begin_ns=T0, end_ns=None)
         np.testing.assert_array_equal(repo.get("pedestals").value, np.full(1000, 7.0))
         assert len(list(repo.commits())) == 4
     assert not has_hot_journal(path)

@@ -202,21 +202,29 @@ def build_central(root: Path) -> Workspace:
     r = rng(1)
     with ws.new_detector(EPIX) as repo:
         with repo.transaction("dark run 1") as tx:
-            tx.add("pedestals", r.normal(1000, 5, (352, 384)).astype(np.float32), T0, pars={"run": 1})
-            tx.add("pixel_status", r.integers(0, 4, (352, 384), dtype=np.uint16), T0)
-            tx.add("pixel_mask", r.integers(0, 2, (352, 384)).astype(bool), T0)
-            tx.add("common_mode", np.array([1, 25, 25, 100], np.int32), T0)
+            tx.add(
+                "pedestals", r.normal(1000, 5, (352, 384)).astype(np.float32), begin_ns=T0, pars={"run": 1}
+            )
+            tx.add("pixel_status", r.integers(0, 4, (352, 384), dtype=np.uint16), begin_ns=T0)
+            tx.add("pixel_mask", r.integers(0, 2, (352, 384)).astype(bool), begin_ns=T0)
+            tx.add("common_mode", np.array([1, 25, 25, 100], np.int32), begin_ns=T0)
         with repo.transaction("dark run 2") as tx:
-            tx.add("pedestals", r.normal(1001, 5, (352, 384)).astype(np.float32), T1, pars={"run": 2})
+            tx.add(
+                "pedestals", r.normal(1001, 5, (352, 384)).astype(np.float32), begin_ns=T1, pars={"run": 2}
+            )
     with ws.new_detector(CSPAD) as repo, repo.transaction("geometry and pedestals") as tx:
-        tx.add("geometry", GEOMETRY, T0)
-        tx.add("pedestals", r.integers(-2000, 2000, (32, 185, 388), dtype=np.int16), T0)  # 4.6 MB
+        tx.add("geometry", GEOMETRY, begin_ns=T0)
+        tx.add("pedestals", r.integers(-2000, 2000, (32, 185, 388), dtype=np.int16), begin_ns=T0)  # 4.6 MB
     with ws.new_detector(JUNGFRAU) as repo, repo.transaction("constants") as tx:
-        tx.add("pedestals", r.normal(3000, 9, (2, 64, 128)).astype(np.float32), T_OLD, T0)
-        tx.add("pedestals", r.normal(3010, 9, (2, 64, 128)).astype(np.float32), T0)
-        tx.add("pixel_gain", r.normal(1, 0.01, (2, 64, 128)), T0)  # float64
-        tx.add("pixel_rms", (r.normal(size=(8, 8)) + 1j * r.normal(size=(8, 8))).astype(np.complex64), T0)
-        tx.add("pixel_status", r.integers(0, 255, (2, 64, 128), dtype=np.uint8), T0)
+        tx.add("pedestals", r.normal(3000, 9, (2, 64, 128)).astype(np.float32), begin_ns=T_OLD, end_ns=T0)
+        tx.add("pedestals", r.normal(3010, 9, (2, 64, 128)).astype(np.float32), begin_ns=T0)
+        tx.add("pixel_gain", r.normal(1, 0.01, (2, 64, 128)), begin_ns=T0)  # float64
+        tx.add(
+            "pixel_rms",
+            (r.normal(size=(8, 8)) + 1j * r.normal(size=(8, 8))).astype(np.complex64),
+            begin_ns=T0,
+        )
+        tx.add("pixel_status", r.integers(0, 255, (2, 64, 128), dtype=np.uint8), begin_ns=T0)
     return ws
 
 
@@ -265,7 +273,7 @@ def add(
     ws: Workspace, det: str, ctype: str, value: Any, begin: int, end: int | None = None, **kw: Any
 ) -> Located:
     with ws.repository(det) as repo, repo.transaction(f"add {ctype}") as tx:
-        return tx.add(ctype, value, begin, end, **kw)
+        return tx.add(ctype, value, begin_ns=begin, end_ns=end, **kw)
 
 
 def head(ws: Workspace, det: str) -> ObjectId | None:
@@ -289,7 +297,7 @@ def log(ws: Workspace, det: str) -> list[LogRecord]:
 
 def get(ws: Workspace, det: str, ctype: str, at: int) -> Any:
     with ws.repository(det) as repo:
-        return repo.get(ctype, at).value
+        return repo.get(ctype, at_ns=at).value
 
 
 def assert_verifies(*workspaces: Workspace) -> None:
@@ -374,7 +382,7 @@ def test_pull_fast_forwards_after_the_central_side_commits(world: World) -> None
     assert np.array_equal(get(laptop, EPIX, "pedestals", T2 + 1), np.full((352, 384), 7, np.float32))
     assert get(laptop, EPIX, "pedestals", T2 + 1).dtype == np.float32
     with laptop.repository(EPIX) as repo:
-        assert repo.get("pedestals", T2 + 1).version == new.version
+        assert repo.get("pedestals", at_ns=T2 + 1).version == new.version
         assert repo.log()[-1].command == "pull"
     assert_verifies(laptop)
 
@@ -420,7 +428,7 @@ def test_push_to_the_experiment_area_then_pull_into_a_second_clone(world: World)
     pulled = world.t.pull(bob)
     assert pulled.fast_forwarded == [EPIX]
     with bob.repository(EPIX) as repo:
-        got = repo.get("pedestals", T2)
+        got = repo.get("pedestals", at_ns=T2)
         assert got.version == new.version and got.entry.pars == {"run": 42}
         assert got.value.dtype == np.float32 and np.array_equal(got.value, dark)
     assert heads(bob) == heads(experiment)
@@ -445,8 +453,8 @@ def test_push_is_refused_when_not_a_fast_forward_and_the_remote_is_unchanged(wor
 def test_a_new_local_detector_is_pushed_and_created_remotely(world: World) -> None:
     laptop = world.laptop()
     with laptop.new_detector("rayonix-0042") as repo, repo.transaction("first constants") as tx:
-        tx.add("pedestals", np.arange(64 * 64, dtype=np.float32).reshape(64, 64), T0)
-        tx.add("geometry", GEOMETRY, T0)
+        tx.add("pedestals", np.arange(64 * 64, dtype=np.float32).reshape(64, 64), begin_ns=T0)
+        tx.add("geometry", GEOMETRY, begin_ns=T0)
     report = world.t.push(laptop)
     assert report.pushed == ["rayonix-0042"] and report.planned["rayonix-0042"][0] is None
     assert "rayonix-0042" in world.central.detectors()
@@ -528,8 +536,8 @@ def test_diverged_histories_merge_cleanly(world: World) -> None:
     with laptop.repository(EPIX) as repo:
         merge = repo.commit()
         assert merge.parents == (our_head, their_head)
-        assert repo.get("pixel_gain", T1).version == ours.version
-        assert repo.get("pixel_rms", T1).version == theirs.version
+        assert repo.get("pixel_gain", at_ns=T1).version == ours.version
+        assert repo.get("pixel_rms", at_ns=T1).version == theirs.version
         assert repo.ctype_tree("pedestals").pars == {"operator": "alice", "quality": "good"}
         assert repo.log()[-1].command == "pull"
     assert_verifies(laptop)
@@ -546,7 +554,7 @@ def _pin_a_new_default(ws: Workspace, side: str) -> str:
 def _set_a_range_par(ws: Workspace, side: str) -> str:
     value = "fixed" if side == "ours" else "auto"
     with ws.repository(EPIX) as repo, repo.transaction("gain mode") as tx:
-        tx.set_pars({"gain_mode": value}, ctype="pedestals", range=repo.locate("pedestals", T1).range)
+        tx.set_pars({"gain_mode": value}, ctype="pedestals", range=repo.locate("pedestals", at_ns=T1).range)
     return value
 
 
@@ -576,7 +584,7 @@ def test_a_conflict_stops_the_pull_and_prefer_resolves_it(
     winner = ours if prefer == "ours" else theirs
     with laptop.repository(EPIX) as repo:
         assert len(repo.commit().parents) == 2
-        tree = repo.locate("pedestals", T1).tree
+        tree = repo.locate("pedestals", at_ns=T1).tree
         assert (tree.default if what == "default" else tree.pars["gain_mode"]) == winner
     assert_verifies(laptop)
 
@@ -592,11 +600,11 @@ def test_a_partial_clone_holds_only_matching_payloads_and_later_pulls_keep_the_f
         tmp_path / "partial",
         detectors=["epix*", "jungfrau-*"],
         ctypes=["pedestals", "pixel_status"],
-        since=T0 + 1,
+        since_ns=T0 + 1,
     )
     assert ws.detectors() == [EPIX, JUNGFRAU]  # cspad: not matched
     spec = sync.remotes(ws)["origin"]
-    assert (spec.detectors, spec.ctypes, spec.since) == (
+    assert (spec.detectors, spec.ctypes, spec.since_ns) == (
         ("epix*", "jungfrau-*"),
         ("pedestals", "pixel_status"),
         T0 + 1,
@@ -610,11 +618,11 @@ def test_a_partial_clone_holds_only_matching_payloads_and_later_pulls_keep_the_f
     for det, what in not_fetched:
         ctype, _, old = what.partition("@")
         with ws.repository(det) as repo:
-            entry = repo.locate(ctype, T_OLD if old else T1).entry  # the tree knows the version...
+            entry = repo.locate(ctype, at_ns=T_OLD if old else T1).entry  # the tree knows the version...
             assert not repo.store.has(entry.obj)  # ...but its payload was not fetched
     for det, ctype, at in [(EPIX, "pixel_mask", T1), (JUNGFRAU, "pedestals", T_OLD)]:
         with ws.repository(det) as repo, pytest.raises((ObjectNotFound, CorruptObject)):
-            repo.get(ctype, at)
+            repo.get(ctype, at_ns=at)
     assert heads(ws) == {det: head(world.central, det) for det in (EPIX, JUNGFRAU)}
 
     wanted = add(world.central, EPIX, "pedestals", np.full((352, 384), 3, np.float32), T2)
@@ -624,8 +632,8 @@ def test_a_partial_clone_holds_only_matching_payloads_and_later_pulls_keep_the_f
     assert report.fast_forwarded == [EPIX]
     assert ws.detectors() == [EPIX, JUNGFRAU]
     with ws.repository(EPIX) as repo:
-        assert repo.get("pedestals", T2).version == wanted.version
-        assert repo.locate("pixel_mask", T2).version == unwanted.version
+        assert repo.get("pedestals", at_ns=T2).version == wanted.version
+        assert repo.locate("pixel_mask", at_ns=T2).version == unwanted.version
         assert not repo.store.has(unwanted.entry.obj)
 
 
@@ -639,7 +647,7 @@ def commit_other_payload(
     with ws.repository(det) as repo:
         store, old_head, root = repo.store, repo.head(), repo.root()
         assert old_head is not None
-        loc = repo.locate(ctype, at)
+        loc = repo.locate(ctype, at_ns=at)
         entry = VersionEntry.describe(
             value, tsprod=loc.entry.tsprod, author="tester", pars=dict(loc.entry.pars)
         )
@@ -661,7 +669,7 @@ def _laptop_with_changes(world: World) -> tuple[Workspace, dict[str, Any]]:
     laptop = world.laptop()
     added = add(laptop, EPIX, "pedestals", np.full((352, 384), 9, np.float32), T1)
     with laptop.repository(JUNGFRAU) as repo, repo.transaction("drop the old range") as tx:
-        removed = repo.locate("pedestals", T_OLD)
+        removed = repo.locate("pedestals", at_ns=T_OLD)
         tx.remove("pedestals", range=removed.range)
     old_cspad = get(laptop, CSPAD, "pedestals", T0)
     changed = commit_other_payload(laptop, CSPAD, "pedestals", T0, (old_cspad + 3).astype(np.int16))

@@ -94,7 +94,7 @@ def arrays(count: int, shape: tuple[int, ...], seed: int) -> list[np.ndarray]:
 def commit_arrays(ws: Workspace, values: list[np.ndarray], begin: int) -> ObjectId:
     with ws.repository(DET) as repo, repo.transaction(f"{len(values)} constants") as tx:
         for i, value in enumerate(values):
-            tx.add(f"pixel_c{i:02d}", value, begin)
+            tx.add(f"pixel_c{i:02d}", value, begin_ns=begin)
     assert tx.commit_id is not None
     return tx.commit_id
 
@@ -169,7 +169,7 @@ class Sides:
 def build_sides(root: Path, added: list[np.ndarray]) -> Sides:
     central = Workspace.init(root / "central0", kind="experiment")
     with central.new_detector(DET) as repo, repo.transaction("first") as tx:
-        tx.add("pedestals", np.zeros((4, 4), np.float32), T0)
+        tx.add("pedestals", np.zeros((4, 4), np.float32), begin_ns=T0)
     with in_process(central.root) as conn:
         laptop, _ = sync.clone(str(central.root), root / "laptop0", conn=conn)
     with laptop.repository(DET) as repo:

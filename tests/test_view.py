@@ -51,9 +51,22 @@ def repo_path(tmp_path: Path) -> Path:
     path = tmp_path / "epix100a-3925868555.h5"
     repo = Repository.create(path, "epix100a-3925868555", predecessor="epix100a-1")
     with repo.transaction("pedestals from run 12") as tx:
-        tx.add("pedestals", np.arange(12, dtype=np.float32).reshape(3, 4), T1, None, tsprod=T1 + 1)
-        tx.add("pedestals", np.full((3, 4), 5.0, dtype=np.float32), T2, T3, pars={"run": 12}, tsprod=T2 + 1)
-        tx.add("geometry", "detector geometry é\n", T1, None, tsprod=T1 + 2)
+        tx.add(
+            "pedestals",
+            np.arange(12, dtype=np.float32).reshape(3, 4),
+            begin_ns=T1,
+            end_ns=None,
+            tsprod_ns=T1 + 1,
+        )
+        tx.add(
+            "pedestals",
+            np.full((3, 4), 5.0, dtype=np.float32),
+            begin_ns=T2,
+            end_ns=T3,
+            pars={"run": 12},
+            tsprod_ns=T2 + 1,
+        )
+        tx.add("geometry", "detector geometry é\n", begin_ns=T1, end_ns=None, tsprod_ns=T1 + 2)
     with repo.transaction("pars and links") as tx:
         tx.set_pars({"site": "xpp"})
         tx.set_pars({"units": "adu"}, ctype="pedestals")
@@ -61,7 +74,12 @@ def repo_path(tmp_path: Path) -> Path:
         tx.set_links(successor="epix100a-2")
     with repo.transaction("a second version") as tx:
         tx.add(
-            "pedestals", np.full((3, 4), 9.0, dtype=np.float32), T1, None, make_default=False, tsprod=T1 + 5
+            "pedestals",
+            np.full((3, 4), 9.0, dtype=np.float32),
+            begin_ns=T1,
+            end_ns=None,
+            make_default=False,
+            tsprod_ns=T1 + 5,
         )
     repo.close()
     return path
@@ -231,7 +249,7 @@ def test_view_follows_removals_and_default_changes(repo_path: Path) -> None:
     assert "drop geometry" in [h["message"] for h in view["root"]["history"]]
 
     with repo.transaction("new ctype") as tx:
-        tx.add("pixel_gain", np.ones(4, dtype=np.float64), T1, None)
+        tx.add("pixel_gain", np.ones(4, dtype=np.float64), begin_ns=T1, end_ns=None)
     assert set(read_view(str(repo_path))["ctypes"]) == {"pedestals", "pixel_gain"}
     repo.close()
     assert verify_path(repo_path).ok

@@ -47,8 +47,8 @@ def central(tmp_path: Path) -> Workspace:
         with ws.new_detector(det) as repo:
             for k in range(3):
                 with repo.transaction(f"constants {k}") as tx:
-                    tx.add("pedestals", rng.random((64, 32), dtype=np.float32), T0 + k)
-                    tx.add("geometry", f"geometry {k}", T0)
+                    tx.add("pedestals", rng.random((64, 32), dtype=np.float32), begin_ns=T0 + k)
+                    tx.add("geometry", f"geometry {k}", begin_ns=T0)
             head = repo.head()
             assert head is not None
             with repo.store.writing():  # a ref only the server has
@@ -81,7 +81,7 @@ def assert_same_constants(a: Workspace, b: Workspace, det: str) -> None:
     with Repository.open(a.detector_path(det)) as left, Repository.open(b.detector_path(det)) as right:
         assert left.head() == right.head()
         for name in ("pedestals", "geometry"):
-            x, y = left.get(name, T0 + 5), right.get(name, T0 + 5)
+            x, y = left.get(name, at_ns=T0 + 5), right.get(name, at_ns=T0 + 5)
             assert x.obj == y.obj and np.array_equal(np.asarray(x.value), np.asarray(y.value))
 
 
@@ -144,7 +144,7 @@ def test_whole_files_can_be_switched_off(
 def test_a_pull_of_an_existing_detector_goes_object_by_object(central: Workspace, tmp_path: Path) -> None:
     laptop, _, _ = recorded_clone(central, tmp_path / "laptop")
     with central.repository(DETS[0]) as repo, repo.transaction("more") as tx:
-        tx.add("pedestals", np.ones((64, 32), np.float32), T0 + 10)
+        tx.add("pedestals", np.ones((64, 32), np.float32), begin_ns=T0 + 10)
     channels: list[RecordingChannel] = []
     with in_process(central.root, recorder(channels)) as conn:
         report = sync.pull(laptop, conn=conn)

@@ -66,7 +66,7 @@ def add(
     with state(ctx).repository(det) as repo:
         value = load_constant(file, ctype)
         with repo.transaction(message or "", command="add") as tx:
-            loc = tx.add(ctype, value, t0, t1, pars=pars, make_default=not no_default)
+            loc = tx.add(ctype, value, begin_ns=t0, end_ns=t1, pars=pars, make_default=not no_default)
         detname = repo.detname
     doc = {
         **constant_json(detname, ctype, loc.range, loc.tree, loc.version, loc.entry),
@@ -132,7 +132,7 @@ def get(
     """Show (or with -o, write) the constant valid at a time, or a named version."""
     t = None if at is None else parse_time(at)
     with state(ctx).repository(det) as repo:
-        c = repo.get(ctype, t, version)
+        c = repo.get(ctype, version=version, at_ns=t)
         _, tree = repo.find_range(ctype, c.range)
     doc = _summary(c, tree, requested=version is not None)
     if output is not None:

@@ -8,8 +8,8 @@ import typer
 
 from dcsync.cli.context import state
 from dcsync.cli.output import emit_json, say, short
+from dcsync.cli.sync import RemoteDcsyncOpt, SshOpt
 from dcsync.promote import promote as run_promote
-from dcsync.times import parse_time
 
 app = typer.Typer()
 
@@ -29,6 +29,8 @@ def promote(
     ] = None,
     message: Annotated[str, typer.Option("-m", "--message", help="The target commit's message.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would change.")] = False,
+    remote_dcsync: RemoteDcsyncOpt = None,
+    ssh: SshOpt = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Copy chosen versions (ranges, parameters, provenance) through the target's ACL and hooks.
@@ -44,18 +46,20 @@ def promote(
         target,
         ctypes=ctype,
         version=version,
-        at=parse_time(at) if at else None,
+        at=at,
         message=message,
         dry_run=dry_run,
         here=here,
+        remote_dcsync=remote_dcsync,
+        ssh_command=ssh,
     )
     if json:
         emit_json(report.to_json())
         return
     for p in report.picks:
         verb = ("would promote" if dry_run else "promoted") if p.action == "promote" else p.action
-        say(f"{p.detector} {p.ctype} {p.range} {p.version} ({short(p.obj)}): {verb}")
+        say(f"{p.detector} {p.ctype} {p.range} {p.label} ({short(p.obj)}): {verb}")
     for det, cid in report.commits.items():
-        say(f"{det}: commit {short(cid)} in {target}")
+        say(f"{det}: commit {short(cid)} in {target}, promoted as {report.promoted_by}")
     if not report.picks:
         say("nothing to promote")

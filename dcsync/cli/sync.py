@@ -15,7 +15,6 @@ from dcsync import sync
 from dcsync.cli.context import state
 from dcsync.cli.output import console, emit_json, say, short
 from dcsync.server import run_stdio
-from dcsync.times import parse_time
 
 app = typer.Typer()
 remote_app = typer.Typer(no_args_is_help=True)
@@ -139,7 +138,7 @@ def clone(
             target,
             detectors=detector,
             ctypes=ctype,
-            since=parse_time(since) if since else None,
+            since=since or None,
             kind=kind,
             remote_dcsync=remote_dcsync,
             ssh_command=ssh,

@@ -20,13 +20,14 @@ a commit is in flight, and retry when a commit raced them (every read is hash-ch
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import h5py
 import numpy as np
@@ -64,8 +65,30 @@ LOG = "/.dcsync/log"
 LIBVER = ("latest", "latest")  # metadata checksums; readers need HDF5 >= 1.10
 _SUPERBLOCK_SIG = b"\x89HDF\r\n\x1a\n"
 T = TypeVar("T")
+P = ParamSpec("P")
 _FORMAT_CHECKED: set[tuple[Path, int]] = set()  # (path, inode) whose format this process accepted
-_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, CorruptObject, ObjectNotFound)
+# What h5py raises when a file's bytes are not what HDF5 expects: damage, or a commit that moved
+# the file under a reader. Caught only around the calls into h5py (see _storage_read), so a
+# caller's TypeError or ValueError is never mistaken for a damaged file.
+_H5_FAILURES = (OSError, KeyError, RuntimeError, ValueError, TypeError)
+
+
+def _storage_read(
+    method: Callable[Concatenate[HDF5Store, P], T],
+) -> Callable[Concatenate[HDF5Store, P], T]:
+    """The seam where h5py's errors on reading become ours: :class:`CorruptObject` naming the file
+    (which :meth:`HDF5Store.consistent` retries when a writer moved the file meanwhile)."""
+
+    def read(self: HDF5Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except DcsyncError:
+            raise
+        except _H5_FAILURES as exc:
+            raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
+
+    functools.update_wrapper(read, method)
+    return read
 
 
 def _object_path(oid: ObjectId) -> str:
@@ -245,17 +268,15 @@ class HDF5Store(ObjectStore):
                 self._refresh(force=attempt > 0)
                 self._in_read = True
                 return read()
-            except _READ_ERRORS as exc:
-                if isinstance(exc, NotFetched) or (
-                    isinstance(exc, DcsyncError) and not isinstance(exc, CorruptObject | ObjectNotFound)
-                ):
-                    raise  # an answer (no such ctype, ambiguous prefix...), not a torn read
+            except (CorruptObject, ObjectNotFound) as exc:
+                # Only what the file said can be torn by a writer; every other error (no such
+                # ctype, a caller's bad argument) is an answer and passes through untouched.
+                if isinstance(exc, NotFetched):
+                    raise
                 seen = self._r_stamp
                 quiet = seen is not None and not seen[3] and self._stamp() == seen  # no writer moved it
                 if attempt == attempts - 1 or quiet:
-                    if isinstance(exc, CorruptObject | ObjectNotFound | RepositoryError):
-                        raise
-                    raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
+                    raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
             finally:
@@ -263,9 +284,11 @@ class HDF5Store(ObjectStore):
         raise AssertionError("unreachable")
 
     # -- ObjectStore reads ------------------------------------------------------------------------
+    @_storage_read
     def has(self, oid: ObjectId) -> bool:
         return is_object_id(oid) and _object_path(oid) in self._file()
 
+    @_storage_read
     def _dataset(self, oid: ObjectId) -> h5py.Dataset:
         if not is_object_id(oid):
             raise ObjectNotFound(f"{oid!r} is not an object id")
@@ -277,9 +300,21 @@ class HDF5Store(ObjectStore):
                 self._recent = (oid, ds, None)
                 return ds
             return self._file()[_object_path(oid)]
-        except KeyError:
+        except KeyError as exc:
+            # h5py says KeyError both for a missing name and for an object it cannot open: a
+            # link that is there but leads nowhere readable is damage, not absence.
+            if self._linked(oid):
+                raise CorruptObject(f"object {oid} in {self.path} is damaged: {exc}") from exc
             raise ObjectNotFound(f"object {oid} not found in {self.path}") from None
 
+    def _linked(self, oid: ObjectId) -> bool:
+        """Whether the file names ``oid`` (without opening it)."""
+        try:
+            return self._file().get(_object_path(oid), getlink=True) is not None
+        except _H5_FAILURES:
+            return False
+
+    @_storage_read
     def _kind_attr(self, oid: ObjectId) -> str:
         ds = self._dataset(oid)
         recent = self._recent
@@ -295,6 +330,7 @@ class HDF5Store(ObjectStore):
             raise CorruptObject(f"object {oid} in {self.path} has unknown kind {kind!r}")
         return kind  # type: ignore[return-value]
 
+    @_storage_read
     def _load_payload(self, oid: ObjectId) -> Payload:
         ds = self._dataset(oid)
         dtype = ds.dtype
@@ -309,6 +345,7 @@ class HDF5Store(ObjectStore):
             ds.read_direct(arr)
         return arr
 
+    @_storage_read
     def _load_body(self, oid: ObjectId) -> tuple[ObjectKind, bytes]:
         ds = self._dataset(oid)
         kind = self._kind_attr(oid)
@@ -322,6 +359,7 @@ class HDF5Store(ObjectStore):
             for rest in group:
                 yield ObjectId(fan + rest)
 
+    @_storage_read
     def refs(self) -> dict[str, ObjectId]:
         if self._w is None:
             if not self._in_read:
@@ -338,6 +376,7 @@ class HDF5Store(ObjectStore):
             self._refs = refs
         return dict(refs)
 
+    @_storage_read
     def log(self, last: int | None = None) -> list[LogRecord]:
         ds = self._file()[LOG]
         n = ds.shape[0]
@@ -345,6 +384,7 @@ class HDF5Store(ObjectStore):
         rows = ds[start:n] if n > start else []
         return [LogRecord.from_json(r.decode() if isinstance(r, bytes) else r) for r in rows]
 
+    @_storage_read
     def view_commit(self) -> str:
         return str(self._file()[META].attrs.get("view", ""))
 
@@ -463,6 +503,7 @@ class HDF5Store(ObjectStore):
             raise CorruptObject(f"object {oid} arrived incomplete or corrupt; nothing was committed")
         ds.attrs["k"] = "array"
 
+    @_storage_read
     def payload_info(self, oid: ObjectId) -> tuple[np.dtype | None, tuple[int, ...]]:
         ds = self._dataset(oid)
         return (None, ()) if ds.dtype.kind == "S" else (ds.dtype, tuple(ds.shape))

@@ -226,6 +226,12 @@ def range_bounds(i: int) -> tuple[int, int]:
     return T0 + i * RANGE_NS, T0 + (i + 1) * RANGE_NS
 
 
+def range_ns(i: int) -> dict[str, int]:
+    """``range_bounds(i)`` as the keyword arguments of ``Transaction.add`` (times in ns)."""
+    begin, end = range_bounds(i)
+    return {"begin_ns": begin, "end_ns": end}
+
+
 class CountingJournaledFile(JournaledFile):
     """Records each commit's dirty page count and durability time (benchmark-only instrumentation)."""
 
@@ -266,13 +272,13 @@ def build_get_file(path: Path, n_versions: int) -> tuple[int, str, str, np.ndarr
                 for j in range(start, min(start + per_tx, small)):
                     arr = np.full(256, j, dtype=np.float32)  # 1 KB, distinct
                     arr[0] = -1.0
-                    tx.add(CTYPE, arr, *range_bounds(j // VERSIONS_PER_RANGE))
+                    tx.add(CTYPE, arr, **range_ns(j // VERSIONS_PER_RANGE))
         value = distinct_array(1 * MB, seed=n_versions)
         target_range = n_ranges // 2
         with repo.transaction("the 1 MB constant") as tx:
-            loc = tx.add(CTYPE, value, *range_bounds(target_range))
+            loc = tx.add(CTYPE, value, **range_ns(target_range))
         at = range_bounds(target_range)[0] + RANGE_NS // 2
-        got = repo.get(CTYPE, at)
+        got = repo.get(CTYPE, at_ns=at)
         assert got.version == loc.version and np.array_equal(got.value, value)
     finally:
         repo.close()
@@ -295,12 +301,12 @@ def time_gets(path: Path, at: int, view_path: str, sizes: Sizes) -> dict[str, li
 
     def get_cold() -> None:
         with Repository.open(path) as r:
-            r.get(CTYPE, at)
+            r.get(CTYPE, at_ns=at)
 
     # warm: one open Repository and one open h5py.File, repeated reads
     with Repository.open(path) as repo, h5py.File(path, "r", locking=False) as f:
         ours, floor = interleaved(
-            [lambda: repo.get(CTYPE, at), lambda: f[view_path][()]], sizes.get_warm_samples
+            [lambda: repo.get(CTYPE, at_ns=at), lambda: f[view_path][()]], sizes.get_warm_samples
         )
     # cold: open + read + close each time (no handle stays open: HDF5 would share it with the opens)
     cold = interleaved(
@@ -406,7 +412,7 @@ def build_big_file(path: Path, nbytes: int) -> float:
         for start in range(0, count, per_tx):
             with repo.transaction(f"bulk {start}") as tx:
                 for k in range(start, min(start + per_tx, count)):
-                    tx.add("bulk", base + np.float32(k + 1), *range_bounds(k))
+                    tx.add("bulk", base + np.float32(k + 1), **range_ns(k))
     finally:
         repo.close()
     return time.perf_counter() - t
@@ -420,7 +426,7 @@ def bench_commit(sizes: Sizes, work: Path) -> Benchmark:
     warm_up = work / "commit-warm-up.h5"  # so the first file measured pays no first-use costs
     build_big_file(warm_up, 1 * MB)
     with Repository.open(warm_up) as repo, repo.transaction("warm up") as tx:
-        tx.add(CTYPE, distinct_array(1 * MB, seed=999), T0)
+        tx.add(CTYPE, distinct_array(1 * MB, seed=999), begin_ns=T0)
     warm_up.unlink()
 
     files: dict[int, Path] = {}
@@ -445,7 +451,7 @@ def bench_commit(sizes: Sizes, work: Path) -> Benchmark:
                 del journal_log[:]
                 t = time.perf_counter()
                 with repo.transaction(f"add {i}") as tx:
-                    tx.add(CTYPE, value, T0)
+                    tx.add(CTYPE, value, begin_ns=T0)
                 times[n].append(time.perf_counter() - t)
                 journal[n].extend(journal_log)
 
@@ -574,7 +580,7 @@ def memory_child(nbytes: int, work: Path) -> dict[str, int]:
     path = work / f"memory-{os.getpid()}.h5"
     repo = Repository.create(path, "jungfrau-1")
     with repo.transaction("warm up") as tx:  # load every code path before measuring
-        tx.add(CTYPE, np.zeros(16, dtype=np.float32), T0 - RANGE_NS, T0)
+        tx.add(CTYPE, np.zeros(16, dtype=np.float32), begin_ns=T0 - RANGE_NS, end_ns=T0)
     gc.collect()
     reset = reset_peak_rss()
     before = rss()
@@ -582,7 +588,7 @@ def memory_child(nbytes: int, work: Path) -> dict[str, int]:
     with_array = rss()
     peak_before_commit = peak_rss()
     with repo.transaction("the big one") as tx:
-        tx.add(CTYPE, arr, T0)
+        tx.add(CTYPE, arr, begin_ns=T0)
     peak = peak_rss()
     repo.close()
     path.unlink()

@@ -151,6 +151,12 @@ def range_bounds(i: int) -> tuple[int, int]:
     return T0 + i * RANGE_NS, T0 + (i + 1) * RANGE_NS
 
 
+def range_ns(i: int) -> dict[str, int]:
+    """``range_bounds(i)`` as the keyword arguments of ``Transaction.add`` (times in ns)."""
+    begin, end = range_bounds(i)
+    return {"begin_ns": begin, "end_ns": end}
+
+
 def folder_bytes(path: Path) -> tuple[int, int]:
     """Total size and count of the regular files under ``path``."""
     total = count = 0
@@ -338,12 +344,12 @@ def build_workspace(root: Path, sizes: Sizes) -> None:
             for k in range(per_detector):
                 value = array(sizes.big_array_bytes, 100 * d + k, sizes.row_shape)
                 with repo.transaction(f"constant {k}") as tx:
-                    tx.add(BIG_CTYPES[k % len(BIG_CTYPES)], value, *range_bounds(k))
+                    tx.add(BIG_CTYPES[k % len(BIG_CTYPES)], value, **range_ns(k))
     rng = np.random.default_rng(7)
     for s in range(sizes.small_detectors):
         with ws.new_detector(f"epix100-{s + 1}") as repo, repo.transaction("calibrate") as tx:
             for ctype in SMALL_CTYPES:
-                tx.add(ctype, rng.random(sizes.small_constant_shape, dtype=np.float32), T0)
+                tx.add(ctype, rng.random(sizes.small_constant_shape, dtype=np.float32), begin_ns=T0)
 
 
 SINGLE = "jungfrau-100"
@@ -356,7 +362,7 @@ def build_single(root: Path, sizes: Sizes) -> Path:
         for k in range(sizes.single_file_bytes // sizes.single_array_bytes):
             value = array(sizes.single_array_bytes, 5000 + k, sizes.row_shape)
             with repo.transaction(f"constant {k}") as tx:
-                tx.add(BIG_CTYPES[k % len(BIG_CTYPES)], value, *range_bounds(k))
+                tx.add(BIG_CTYPES[k % len(BIG_CTYPES)], value, **range_ns(k))
     return ws.detector_path(SINGLE)
 
 
@@ -564,7 +570,7 @@ def bench_incremental(sizes: Sizes, state: State) -> Benchmark:
     for i in range(sizes.incremental_samples):
         value = array(sizes.increment_bytes, 9000 + i, sizes.row_shape)
         with Repository.open(src_file) as repo, repo.transaction(f"new version {i}") as tx:
-            tx.add("pedestals", value, *range_bounds(1000 + i))
+            tx.add("pedestals", value, **range_ns(1000 + i))
         del value
         with metered() as meter:
             t = time.perf_counter()

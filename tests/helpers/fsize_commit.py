@@ -23,7 +23,7 @@ def main(path: Path, limit: int, nbytes: int) -> int:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
         with Repository.open(path) as repo, repo.transaction("too big for the disk") as tx:
-            tx.add("pixel_gain", np.ones(nbytes // 8), 10**18, None)
+            tx.add("pixel_gain", np.ones(nbytes // 8), begin_ns=10**18, end_ns=None)
     except DcsyncError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -40,7 +40,7 @@ def main() -> int:
                 time.sleep(0.01)
                 continue
             ctype = ctypes[int(rng.integers(len(ctypes)))]
-            current = repo.get(ctype, writer.T0 + 10 * writer.S)
+            current = repo.get(ctype, at_ns=writer.T0 + 10 * writer.S)
             writer.check(current.value, dict(current.entry.pars), current.entry.shape)
             ranges = repo.ranges(ctype)
             _, tree = ranges[int(rng.integers(len(ranges)))]

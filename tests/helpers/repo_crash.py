@@ -35,7 +35,7 @@ def main(path: Path) -> None:
     dcsync.store.hdf5.JournaledFile = DyingJournal  # type: ignore[misc]
     repo = Repository.open(path)
     with repo.transaction("never lands") as tx:
-        tx.add("pedestals", np.full(1000, 99.0), 10**18, None)
+        tx.add("pedestals", np.full(1000, 99.0), begin_ns=10**18, end_ns=None)
     raise SystemExit("survived the commit point")
 
 
