@@ -257,6 +257,8 @@ def status(ctx: typer.Context, remote: RemoteArg = "origin", json: JsonOpt = Fal
         return
     for r in rows:
         where = "up to date" if not r.ahead and not r.behind else f"ahead {r.ahead}, behind {r.behind}"
+        if not r.checked_out:
+            where += f" (fetched, not checked out: dcsync pull {remote} --detector {r.detector})"
         say(f"{r.detector}: {short(r.head)} {where}" + ("" if r.remote_head else " (not on the remote)"))
 
 
