@@ -22,7 +22,7 @@ import numpy as np
 
 from dcsync import wholefile
 from dcsync.client import Connection
-from dcsync.diff import Change, diff_roots, summarize, value_stats
+from dcsync.diff import Change, Scope, diff_roots, in_scope, summarize, value_stats
 
 __all__ = ["summarize"]
 from dcsync.errors import (
@@ -791,6 +791,7 @@ class Snapshot:
     heads: dict[str, str] = field(default_factory=dict)
     conn: Connection | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    scope: Scope | None = None  # a partial clone's filter: what this side can be compared on
 
     def payload(self, det: str, oid: ObjectId) -> Any:
         store = self.roots[det][0]
@@ -826,7 +827,7 @@ def snapshot(
         )
     if path.is_dir() and (path / CONFIG_DIR).is_dir():
         ws = Workspace(path)
-        snap = Snapshot(source, {})
+        snap = Snapshot(source, {}, scope=_scope(source, ws, remotes(ws).get("origin")))
         for det in ws.detectors():
             if _in_scope(det, detectors):
                 repo = Repository.open(ws.detector_path(det))
@@ -843,7 +844,8 @@ def snapshot(
             ssh_command=ssh_command or spec.ssh_command,
         )
     conn = connect(spec)
-    snap = Snapshot(source, {}, conn=conn)
+    named = here is not None and source in remotes(here)
+    snap = Snapshot(source, {}, conn=conn, scope=_scope(source, here, spec) if named and here else None)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]
         wants = [
@@ -869,12 +871,51 @@ def snapshot(
     return snap
 
 
+def _scope(source: str, ws: Workspace, remote: RemoteConfig | None) -> Scope | None:
+    """What a diff side can be compared on when ``remote`` carries a partial-clone filter (the
+    ``origin`` of a partial workspace, or such a remote named as a side): its detectors (and those
+    ``ws`` holds), ctypes and ``since``."""
+    if remote is None or not (remote.detectors or remote.ctypes or remote.since is not None):
+        return None
+    return Scope(source, remote.detectors, remote.ctypes, remote.since, frozenset(ws.detectors()))
+
+
+@dataclass
+class LeftOut:
+    """What a diff did not compare because a side is a partial clone (see :class:`Scope`)."""
+
+    scopes: list[Scope]
+    detectors: list[str] = field(default_factory=list)  # not compared at all
+    changes: int = 0  # differences in compared detectors outside the filters
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filters": [s.to_json() for s in self.scopes],
+            "detectors": self.detectors,
+            "changes": self.changes,
+        }
+
+    def describe(self) -> str:
+        """One line for the human output, or "" when nothing was left out."""
+        if not self.detectors and not self.changes:
+            return ""
+        what = []
+        if self.detectors:
+            names = ", ".join(self.detectors[:5]) + (", ..." if len(self.detectors) > 5 else "")
+            what.append(f"{len(self.detectors)} detector(s) ({names})")
+        if self.changes:
+            what.append(f"{self.changes} change(s) in other ctypes or ranges")
+        filters = "; ".join(s.describe() for s in self.scopes)
+        return f"left out, outside the partial-clone filter of {filters}: {' and '.join(what)}"
+
+
 @dataclass
 class DiffReport:
     a: str
     b: str
     changes: list[Change]
     values: dict[int, dict[str, Any]] = field(default_factory=dict)  # index in changes -> stats
+    left_out: LeftOut | None = None  # None: neither side is a partial clone
 
     def to_json(self) -> dict[str, Any]:
         def entry(value: Any) -> Any:
@@ -891,6 +932,7 @@ class DiffReport:
         return {
             "a": self.a,
             "b": self.b,
+            "left_out": None if self.left_out is None else self.left_out.to_json(),
             "summary": summarize(self.changes),
             "changes": [
                 {
@@ -960,13 +1002,24 @@ def diff_sources(
         right = snapshot(b, here=here, detectors=detectors, **remote)
         try:
             changes: list[Change] = []
+            scopes = [s for s in (left.scope, right.scope) if s is not None]
+            if len(scopes) == 2 and replace(scopes[1], source=scopes[0].source) == scopes[0]:
+                scopes = scopes[:1]  # "diff origin ." in the clone: one filter, said once
+            left_out = LeftOut(scopes) if scopes else None
             for det in sorted(set(left.roots) | set(right.roots)):
                 if not _in_scope(det, detectors):
                     continue
+                if left_out is not None and not all(s.covers_detector(det) for s in scopes):
+                    left_out.detectors.append(det)
+                    continue
                 sa, ra = left.roots.get(det, (MemoryStore(), None))
                 sb, rb = right.roots.get(det, (MemoryStore(), None))
-                changes.extend(diff_roots(sa, ra, sb, rb, ctypes=set(ctypes) if ctypes else None))
-            report = DiffReport(a, b, changes)
+                for c in diff_roots(sa, ra, sb, rb, ctypes=set(ctypes) if ctypes else None):
+                    if left_out is None or all(in_scope(s, c, sa, ra, sb, rb) for s in scopes):
+                        changes.append(c)
+                    else:
+                        left_out.changes += 1
+            report = DiffReport(a, b, changes, left_out=left_out)
             if values:
                 for i, c in enumerate(changes):
                     pair = _compared_entries(left, right, c)

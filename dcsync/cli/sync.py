@@ -294,8 +294,11 @@ def diff(
         emit_json(report.to_json())
         return
     summary = sync.summarize(report.changes)
+    left_out = report.left_out.describe() if report.left_out is not None else ""
     if stat:
         say(" ".join(f"{k} {n}" for k, n in summary.items() if n) or "no differences")
+        if left_out:
+            say(left_out)
         return
     for i, c in enumerate(report.changes):
         where = " ".join(x for x in (c.detname, c.ctype, c.range, c.version) if x)
@@ -310,3 +313,5 @@ def diff(
             say("         " + ", ".join(f"{k}={val}" for k, val in v.items()))
     if not report.changes:
         say("no differences")
+    if left_out:
+        say(left_out)
