@@ -389,8 +389,8 @@ def _import_and_move(
     store = HDF5Store(path)
     try:
         with store.writing():
-            needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter())]
-            q.import_into(store, needed)
+            missing = list(walk_missing(store, q, new, spec.filter()))
+            q.import_into(store, [oid for oid, _, _ in missing])
             old = store.refs().get(ref)
             source = {"source": spec.url}
             if old != new:  # equal: a detector fetched earlier, now only checked out
@@ -402,6 +402,9 @@ def _import_and_move(
                 message = f"check out {ref}" if head is None else f"fast-forward to {ref}"
                 store.set_ref(HEAD, head, new, LogRecord(HEAD, head, new, "pull", message, extra=source))
             checked_out = moved or head is not None
+            payloads = {oid for oid, kind, _ in missing if kind in ("array", "text")}
+            if checked_out and payloads and spec.filter():  # only a partial clone's view lacks any
+                store.link_view_payloads(payloads)
     finally:
         store.close()
     q.clear()
