@@ -230,6 +230,9 @@ class Workspace:
             path = self.detector_path(target)
             if path.is_file():
                 return path
+            fetched = self.fetched(target)
+            if fetched is not None:
+                raise DetectorNotFound(f"alias {name!r} points to {fetched.hint()}")
             raise DetectorNotFound(f"alias {name!r} points to {target}, which is not in {self.root}")
         try:
             candidate: Path | None = self.detector_path(name)
