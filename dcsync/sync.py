@@ -30,6 +30,7 @@ from dcsync.errors import (
     DetectorNotFound,
     MergeConflict,
     NotFastForward,
+    ObjectNotFound,
     ProtocolError,
     RefConflict,
     UsageError,
@@ -1026,10 +1027,16 @@ def diff_sources(
             if values:
                 for i, c in enumerate(changes):
                     pair = _compared_entries(left, right, c)
-                    if pair is not None:
+                    if pair is None:
+                        continue
+                    try:
                         report.values[i] = value_stats(
                             left.payload(c.detname, pair[0].obj), right.payload(c.detname, pair[1].obj)
                         )
+                    except ObjectNotFound:  # a partial clone's side: that payload stayed behind
+                        if not (left.scope or right.scope):
+                            raise
+                        report.values[i] = {"comparable": False, "not_fetched": True}
             return report
         finally:
             right.close()

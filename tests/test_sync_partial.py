@@ -182,6 +182,18 @@ def test_a_diff_against_a_partial_clone_compares_only_what_its_filter_covers(
         assert report.left_out.detectors == [CSPAD]
         # pixel_mask: added and default; the two ranges before T1: added, default each
         assert report.left_out.changes == 6
+    # --values where the clone's side is a version it never fetched: one a pinned default hid
+    # when it came, pinned here by hand afterwards
+    hidden = add(world.central, EPIX, "pedestals", np.full((352, 384), 8, np.float32), T1, make_default=False)
+    world.t.pull(ws)
+    with ws.repository(EPIX) as repo:
+        assert not repo.store.has(hidden.entry.obj)
+        with repo.transaction("pin the hidden one") as tx:
+            tx.set_default("pedestals", hidden.version)
+    valued = sync.diff_sources("origin", str(ws.root), here=ws, values=True)
+    [i] = [i for i, c in enumerate(valued.changes) if c.kind == "default" and c.range == hidden.range]
+    assert valued.values[i] == {"comparable": False, "not_fetched": True}
+
     # a remote with no filter, compared with another: nothing left out, everything shown
     full = sync.diff_sources(str(world.central.root), str(world.central.root))
     assert full.left_out is None and full.to_json()["left_out"] is None
