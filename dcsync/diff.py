@@ -11,7 +11,9 @@ an added range also reports its pinned default and parameters, and a removed one
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -20,8 +22,9 @@ from dcsync.hashing import ObjectId, dtype_string
 from dcsync.names import RangeKey, VersionKey
 from dcsync.objects import CtypeTree, ParValue, Payload, RangeRef, RangeTree, RootTree, VersionEntry
 from dcsync.store.base import ObjectStore
+from dcsync.times import format_time
 
-__all__ = ["KINDS", "Change", "ChangeKind", "diff_roots", "summarize", "value_stats"]
+__all__ = ["KINDS", "Change", "ChangeKind", "Scope", "diff_roots", "in_scope", "summarize", "value_stats"]
 
 ChangeKind = Literal["added", "removed", "changed", "default", "pars", "links"]
 KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed", "default", "pars", "links")
@@ -173,6 +176,71 @@ def _same_but_pars(x: VersionEntry, y: VersionEntry) -> bool:
         y.nbytes,
         y.author,
         dict(y.origin),
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a partial clone holds, so that a diff against it compares only that.
+
+    A partial clone has the detectors its globs match (and any it holds anyway), and of those the
+    payloads of its ctypes that lookups at or after ``since`` return. Outside that it either has
+    nothing (other detectors: every one would read as "removed") or what it has is not what it
+    follows, so a diff leaves it out and says how much it left out.
+    """
+
+    source: str  # whose filter: "origin" (a remote), "." (a workspace cloned with it)
+    detectors: tuple[str, ...] = ()
+    ctypes: tuple[str, ...] = ()
+    since: int | None = None
+    held: frozenset[str] = frozenset()  # detectors the partial workspace holds: always compared
+
+    def covers_detector(self, det: str) -> bool:
+        return (
+            not self.detectors
+            or det in self.held
+            or any(fnmatch.fnmatchcase(det, glob) for glob in self.detectors)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "detectors": list(self.detectors),
+            "ctypes": list(self.ctypes),
+            "since": None if self.since is None else format_time(self.since),
+        }
+
+    def describe(self) -> str:
+        parts = [
+            *([f"detectors {' '.join(self.detectors)}"] if self.detectors else []),
+            *([f"ctypes {' '.join(self.ctypes)}"] if self.ctypes else []),
+            *([f"since {format_time(self.since)}"] if self.since is not None else []),
+        ]
+        return f"{self.source} ({', '.join(parts)})"
+
+
+def in_scope(
+    scope: Scope,
+    change: Change,
+    store_a: ObjectStore,
+    root_a: RootTree | None,
+    store_b: ObjectStore,
+    root_b: RootTree | None,
+) -> bool:
+    """Whether ``scope`` covers ``change``: the detector level always (its detector is covered),
+    a ctype of the filter, and with ``since`` a range that wins a lookup at or after it on
+    either side (a range no such lookup reaches is one the partial clone never fetches)."""
+    if change.ctype is None:
+        return True
+    if scope.ctypes and change.ctype not in scope.ctypes:
+        return False
+    if scope.since is None or change.range is None:
+        return True
+    return any(
+        root is not None
+        and change.ctype in root.ctypes
+        and change.range in _Side(store).ctype(root.ctypes[change.ctype]).winners_from(scope.since)
+        for store, root in ((store_a, root_a), (store_b, root_b))
     )
 
 

@@ -191,6 +191,17 @@ class CtypeTree:
                 return keys[i]
         return None
 
+    def winners_from(self, t: int) -> set[RangeKey]:
+        """The ranges :meth:`lookup` returns at some time at or after ``t``.
+
+        Which ranges contain a time changes only where one begins or ends, so the lookups at ``t``
+        and at every begin and end after it meet every winner (and only winners).
+        """
+        times = {t}
+        for ref in self.ranges.values():
+            times.update(x for x in (ref.begin, ref.end) if x is not None and x > t)
+        return {key for key in map(self.lookup, times) if key is not None}
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "p": _sorted(self.pars),

@@ -63,22 +63,56 @@ def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> boo
     return False
 
 
-def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool:
+def _wanted_payload(
+    ctype: str, oid: ObjectId, flt: Mapping[str, Any], reachable: set[ObjectId] | None
+) -> bool:
     if flt.get("payloads") is False:
         return False
     ctypes = flt.get("ctypes")
     if ctypes and ctype not in ctypes:
         return False
+    return reachable is None or oid in reachable
+
+
+def reachable_payloads(store: _Reader, root_id: ObjectId, flt: Mapping[str, Any]) -> set[ObjectId] | None:
+    """With a ``since`` filter: the payloads some lookup at or after it returns in this tree, else
+    None (no limit). That is, in every range that wins at such a time, its pinned default or else
+    its newest version; the other versions no lookup returns (a pinned default hides them all), and
+    a range superseded from ``since`` on (``[Oct 1, end)`` under ``[Nov 1, end)``) none of them.
+    The history of ``since`` clones is trees and commits: a read ``--as-of`` an older commit or of
+    a ``--version`` outside this set finds its payload not fetched."""
     since = flt.get("since")
-    return since is None or tree.end is None or tree.end > int(since)
+    if since is None:
+        return None
+    root = store.read_object(root_id)
+    if not isinstance(root, RootTree):
+        raise CorruptObject(f"{root_id} is not a root tree")
+    out: set[ObjectId] = set()
+    for ctid in root.ctypes.values():
+        ct = store.read_object(ctid)
+        if not isinstance(ct, CtypeTree):
+            raise CorruptObject(f"{ctid} is not a ctype tree")
+        for key in ct.winners_from(int(since)):
+            rng = store.read_object(ct.ranges[key].tree)
+            if not isinstance(rng, RangeTree):
+                raise CorruptObject(f"{ct.ranges[key].tree} is not a range tree")
+            version = rng.effective()
+            if version is not None:
+                out.add(rng.versions[version].obj)
+    return out
 
 
 def tree_closure(
-    store: _Reader, root_id: ObjectId, flt: Mapping[str, Any], skip: set[ObjectId]
+    store: _Reader,
+    root_id: ObjectId,
+    flt: Mapping[str, Any],
+    skip: set[ObjectId],
+    reachable: set[ObjectId] | None = None,
 ) -> Iterator[tuple[ObjectId, ObjectKind | None]]:
     """The root tree and everything below it, skipping ids in ``skip`` (and their subtrees).
 
-    Payloads are yielded with kind None (the caller looks up kind and size).
+    Payloads are yielded with kind None (the caller looks up kind and size); with a filter, only
+    those it wants (``reachable``: :func:`reachable_payloads` of the commit being transferred).
     """
     if root_id in skip:
         return
@@ -101,13 +135,15 @@ def tree_closure(
             rng = store.read_object(ref.tree)
             assert isinstance(rng, RangeTree)
             for entry in rng.versions.values():
-                if entry.obj not in skip and _wanted_payload(ctype, rng, flt):
+                if entry.obj not in skip and _wanted_payload(ctype, entry.obj, flt, reachable):
                     skip.add(entry.obj)
                     yield entry.obj, None
 
 
-def _all_ids(store: _Reader, root_id: ObjectId) -> set[ObjectId]:
-    return {oid for oid, _ in tree_closure(store, root_id, {}, set())}
+def _held_ids(store: _Reader, root_id: ObjectId, flt: Mapping[str, Any]) -> set[ObjectId]:
+    """What a receiver that fetched ``root_id``'s commit through ``flt`` holds of its tree."""
+    reachable = reachable_payloads(store, root_id, flt)
+    return {oid for oid, _ in tree_closure(store, root_id, flt, set(), reachable)}
 
 
 def objects_for(
@@ -115,13 +151,17 @@ def objects_for(
 ) -> Iterator[tuple[ObjectId, str, int]]:
     """(id, kind, size) of what a peer holding the commits ``have`` needs to have ``want``.
 
-    ``flt``: ``ctypes`` and ``since`` leave out payloads (partial clones), ``payloads: False`` all
-    of them, ``history: False`` every commit but ``want`` (a snapshot, for ``diff``).
+    ``flt``: ``ctypes`` and ``since`` leave out payloads (partial clones; ``since`` keeps what
+    :func:`reachable_payloads` of ``want`` names), ``payloads: False`` all of them, ``history:
+    False`` every commit but ``want`` (a snapshot, for ``diff``). What the peer holds of ``have``
+    is judged through the same filter: a payload it could not have fetched then (a version a
+    rollback pins again) is offered now.
     """
     known = ancestors(store, have) if have else set()
     skip: set[ObjectId] = set()
     for tip in have:
-        skip |= _all_ids(store, store.read_commit(tip).tree)
+        skip |= _held_ids(store, store.read_commit(tip).tree, flt)
+    reachable = reachable_payloads(store, store.read_commit(want).tree, flt)
     queue = deque([want])
     seen: set[ObjectId] = set()
     while queue:
@@ -134,7 +174,7 @@ def objects_for(
         yield cid, "commit", len(body)
         if flt.get("history", True):
             queue.extend(commit.parents)
-        for oid, kind in tree_closure(store, commit.tree, flt, skip):
+        for oid, kind in tree_closure(store, commit.tree, flt, skip, reachable):
             if kind is None:
                 kind = store.kind_of(oid)
                 yield oid, kind, payload_size(store, oid)
@@ -162,6 +202,12 @@ class _Union:
             return self.store.read_object(oid)
         return self.quarantine.read_object(oid)
 
+    def read_commit_tree(self, cid: ObjectId) -> ObjectId:
+        commit = self.read_object(cid)
+        if not isinstance(commit, Commit):
+            raise CorruptObject(f"{cid} is not a commit")
+        return commit.tree
+
 
 def walk_missing(
     store: ObjectStore, quarantine: Quarantine, new: ObjectId, flt: Mapping[str, Any] | None = None
@@ -172,6 +218,10 @@ def walk_missing(
     """
     union = _Union(store, quarantine)
     held = quarantine.ids()
+    flt = flt or {}
+    if not store.has(new) and new not in held:
+        raise CorruptObject(f"commit {new} is needed but was never received")
+    reachable = reachable_payloads(union, union.read_commit_tree(new), flt)
     queue = deque([new])
     seen: set[ObjectId] = set()
     skip: set[ObjectId] = set()
@@ -187,7 +237,7 @@ def walk_missing(
             raise CorruptObject(f"{cid} is not a commit")
         yield cid, "commit", 0
         queue.extend(commit.parents)
-        for oid, _ in tree_closure(union, commit.tree, flt or {}, skip):
+        for oid, _ in tree_closure(union, commit.tree, flt, skip, reachable):
             if store.has(oid):
                 continue
             if oid not in held:

@@ -19,18 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import xxhash
 
 from dcsync import wholefile
 from dcsync.client import Connection
-from dcsync.diff import Change, diff_roots, summarize, value_stats
+from dcsync.diff import Change, Scope, diff_roots, in_scope, summarize, value_stats
 
 __all__ = ["summarize"]
 from dcsync.errors import (
+    DcsyncError,
     DetectorNotFound,
     MergeConflict,
     NotFastForward,
+    ObjectNotFound,
     ProtocolError,
+    RefConflict,
     UsageError,
 )
 from dcsync.hashing import ObjectId
@@ -142,17 +144,39 @@ def remove_remote(ws: Workspace, name: str) -> None:
 
 
 def get_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
-    """A configured remote by name, or an ad-hoc one for a URL or path."""
+    """A configured remote by name or URL, or an ad-hoc one for any other URL or path: for
+    ``diff`` and ``promote``, which keep no remote-tracking refs."""
+    try:
+        return tracking_remote(ws, name_or_url)
+    except UsageError:
+        if "/" in name_or_url or ":" in name_or_url or os.path.isdir(name_or_url):
+            return RemoteConfig(name_or_url, name_or_url)
+        raise
+
+
+def tracking_remote(ws: Workspace, name_or_url: str) -> RemoteConfig:
+    """The configured remote that ``fetch``, ``pull``, ``push`` and ``status`` keep
+    ``remotes/<name>`` refs for: given by name, or by its URL (a relative path as well).
+
+    Anything else is a usage error: a remote-tracking ref needs a name the user knows and can give
+    to ``status`` and ``diff`` again (refs named after a hashed URL were invisible, and ``./x``,
+    ``x`` and ``/abs/x`` got three of them).
+    """
     known = remotes(ws)
     if name_or_url in known:
         return known[name_or_url]
+    try:
+        absolute = _absolute_url(name_or_url)
+    except DcsyncError:
+        absolute = name_or_url
     for remote in known.values():
-        if remote.url == name_or_url:
+        if remote.url in (name_or_url, absolute):
             return remote
-    if "/" in name_or_url or ":" in name_or_url or os.path.isdir(name_or_url):
-        # An unnamed remote still needs a remote-tracking ref: name it after the URL.
-        return RemoteConfig(f"url-{xxhash.xxh3_64_hexdigest(name_or_url.encode())[:10]}", name_or_url)
-    raise UsageError(f"no remote {name_or_url!r} in {ws.root} (remotes: {', '.join(known) or 'none'})")
+    raise UsageError(
+        f"{name_or_url!r} is not a remote of {ws.root} (remotes: {', '.join(known) or 'none'}); "
+        f"fetch, pull, push and status need a remote name: add one with "
+        f"'dcsync remote add NAME {name_or_url}' (or compare without one: 'dcsync diff {name_or_url} .')"
+    )
 
 
 def remote_for(
@@ -280,7 +304,7 @@ def fetch(
     ``fast_forward`` also moves HEAD where that is a fast-forward (a new detector, or HEAD an
     ancestor of the remote's), in the same commit (pull and clone).
     """
-    spec = get_remote(ws, remote)
+    spec = tracking_remote(ws, remote)
     globs = detectors or list(spec.detectors) or None
     own = conn is None
     conn = conn or connect(spec)
@@ -289,16 +313,20 @@ def fetch(
         heads: dict[str, str | None] = conn.call("heads", detectors=globs)["heads"]
         wants = []
         lacking = []  # detectors this workspace has no file of: candidates for whole files
+        checkouts = []  # fetched earlier, nothing new to download: only HEAD moves (and the file)
         for det, rhead in sorted(heads.items()):
             if rhead is None:
                 continue
-            path = ws.detector_path(det)
-            if path.is_file():
+            path = _repository_file(ws, det)
+            if path is not None:
                 store = HDF5Store(path)
                 try:
                     refs = store.refs()
                     if refs.get(remote_ref(spec.name)) == rhead:
-                        if refs.get(HEAD) == rhead:
+                        if path != ws.detector_path(det):
+                            if fast_forward or HEAD in refs:  # HEAD in refs: a check-out cut short
+                                checkouts.append(det)
+                        elif refs.get(HEAD) == rhead:
                             report.settled.add(det)
                         continue
                     have = sorted({c for c in refs.values() if store.has(c)})
@@ -308,6 +336,11 @@ def fetch(
                 have = []
                 lacking.append(det)
             wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
+        for det in checkouts:
+            _, moved = _import_and_move(ws, det, remote_ref(spec.name), ObjectId(str(heads[det])), spec, True)
+            if moved:
+                report.fast_forwarded.append(det)
+            report.settled.add(det)
         if fast_forward and lacking and _whole_files_apply(conn, spec):
             incoming = ws.root / CONFIG_DIR / "incoming"
             adopted, report.bytes = wholefile.fetch_files(
@@ -325,8 +358,8 @@ def fetch(
         missing: list[tuple[str, ObjectId, int]] = []
         for det, objects in sorted(offered.items()):
             q = _quarantine(ws, det)
-            path = ws.detector_path(det)
-            local = HDF5Store(path) if path.is_file() else None
+            path = _repository_file(ws, det)
+            local = HDF5Store(path) if path is not None else None
             try:
                 for oid, _kind, size in objects:
                     if not q.has(oid) and not (local and local.has(oid)):
@@ -351,34 +384,71 @@ def fetch(
     return report
 
 
+def _repository_file(ws: Workspace, det: str) -> Path | None:
+    """The file a fetch of ``det`` updates: the checked-out one, else the copy waiting in
+    ``.dcsync/fetched/`` for a pull (a copy beside a checked-out file is stale and goes), else None."""
+    path, waiting = ws.detector_path(det), ws.fetched_path(det)
+    if path.is_file():
+        waiting.unlink(missing_ok=True)
+        return path
+    return waiting if waiting.is_file() else None
+
+
 def _import_and_move(
     ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool
 ) -> tuple[str | None, bool]:
     """Import what ``new`` needs from the quarantine and move ``ref`` (and, with ``fast_forward``,
-    HEAD where that is a fast-forward) in one commit; (the ref's old value, whether HEAD moved)."""
-    path = ws.detector_path(det)
-    if not path.is_file():
+    HEAD where that is a fast-forward) in one commit; (the ref's old value, whether HEAD moved).
+
+    A detector new here is built in ``.dcsync/fetched/`` and linked into the workspace only once
+    it has a HEAD, so no reader ever finds a repository file with nothing checked out.
+    """
+    path = _repository_file(ws, det)
+    if path is None:
+        path = ws.fetched_path(det)
         path.parent.mkdir(parents=True, exist_ok=True)
         HDF5Store.create(path).close()
     q = _quarantine(ws, det)
     store = HDF5Store(path)
     try:
         with store.writing():
-            needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter())]
-            q.import_into(store, needed)
+            missing = list(walk_missing(store, q, new, spec.filter()))
+            q.import_into(store, [oid for oid, _, _ in missing])
             old = store.refs().get(ref)
             source = {"source": spec.url}
-            fetched = LogRecord(ref, old, new, "fetch", f"fetch from {spec.url}", extra=source)
-            store.set_ref(ref, old, new, fetched)
+            if old != new:  # equal: a detector fetched earlier, now only checked out
+                fetched = LogRecord(ref, old, new, "fetch", f"fetch from {spec.url}", extra=source)
+                store.set_ref(ref, old, new, fetched)
             head = store.head()
             moved = fast_forward and head != new and (head is None or is_ancestor(store, head, new))
             if moved:  # one commit for the pull, not a second one for HEAD
                 message = f"check out {ref}" if head is None else f"fast-forward to {ref}"
                 store.set_ref(HEAD, head, new, LogRecord(HEAD, head, new, "pull", message, extra=source))
+            checked_out = moved or head is not None
+            payloads = {oid for oid, kind, _ in missing if kind in ("array", "text")}
+            if checked_out and payloads and spec.filter():  # only a partial clone's view lacks any
+                store.link_view_payloads(payloads)
     finally:
         store.close()
     q.clear()
+    if checked_out and path != ws.detector_path(det):
+        _place(ws, det, path)
     return old, moved
+
+
+def _place(ws: Workspace, det: str, fetched: Path) -> None:
+    """Link a checked-out copy from ``.dcsync/fetched/`` into the workspace, never over a file."""
+    final = ws.detector_path(det)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(fetched, final)
+    except FileExistsError:
+        fetched.unlink(missing_ok=True)
+        raise RefConflict(
+            f"{det} was created in {ws.root} while a pull checked it out: nothing of the remote's was "
+            "checked out; pull again to merge it"
+        ) from None
+    fetched.unlink()
 
 
 # -- pull ----------------------------------------------------------------------------------------------
@@ -412,7 +482,7 @@ def pull(
     Conflicts change nothing and raise :class:`MergeConflict` with every conflicting entry,
     unless ``prefer`` resolves them toward one side.
     """
-    spec = get_remote(ws, remote)
+    spec = tracking_remote(ws, remote)
     report = PullReport(
         fetch(ws, remote, detectors=detectors, progress=progress, conn=conn, fast_forward=True)
     )
@@ -520,7 +590,7 @@ def push(
     ``conn`` (here and in fetch, pull, clone) uses an open connection instead of dialling the
     remote's URL: an in-process server, for embedding and tests. The caller closes it.
     """
-    spec = get_remote(ws, remote)
+    spec = tracking_remote(ws, remote)
     report = PushReport(spec.name, dry_run=dry_run)
     with contextlib.nullcontext(conn) if conn is not None else connect(spec) as conn:
         heads: dict[str, str | None] = conn.call("heads", detectors=detectors)["heads"]
@@ -623,6 +693,7 @@ class StatusRow:
     remote_head: str | None
     ahead: int
     behind: int
+    checked_out: bool = True  # False: fetched into .dcsync/fetched/, waiting for a pull
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -631,19 +702,24 @@ class StatusRow:
             "remote_head": self.remote_head,
             "ahead": self.ahead,
             "behind": self.behind,
+            "checked_out": self.checked_out,
         }
 
 
 def status(ws: Workspace, remote: str = "origin") -> list[StatusRow]:
-    """Ahead/behind of each detector against ``remotes/<remote>`` as last fetched (no network)."""
-    ref = remote_ref(get_remote(ws, remote).name)
+    """Ahead/behind of each detector against ``remotes/<remote>`` as last fetched (no network);
+    detectors fetched from it but not checked out are rows too."""
+    spec = tracking_remote(ws, remote)
+    ref = remote_ref(spec.name)
+    files = [(det, ws.detector_path(det), True) for det in ws.detectors()]
+    files += [(f.detname, f.path, False) for f in ws.fetched_detectors() if spec.name in f.remotes]
     rows = []
-    for det in ws.detectors():
-        with Repository.open(ws.detector_path(det)) as repo:
+    for det, path, checked_out in sorted(files):
+        with Repository.open(path) as repo:
             head, theirs = repo.head(), repo.store.refs().get(ref)
             mine = ancestors(repo.store, [head]) if head else set()
             other = ancestors(repo.store, [theirs]) if theirs and repo.store.has(theirs) else set()
-            rows.append(StatusRow(det, head, theirs, len(mine - other), len(other - mine)))
+            rows.append(StatusRow(det, head, theirs, len(mine - other), len(other - mine), checked_out))
     return rows
 
 
@@ -745,6 +821,7 @@ class Snapshot:
     heads: dict[str, str] = field(default_factory=dict)
     conn: Connection | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    scope: Scope | None = None  # a partial clone's filter: what this side can be compared on
 
     def payload(self, det: str, oid: ObjectId) -> Any:
         store = self.roots[det][0]
@@ -780,7 +857,7 @@ def snapshot(
         )
     if path.is_dir() and (path / CONFIG_DIR).is_dir():
         ws = Workspace(path)
-        snap = Snapshot(source, {})
+        snap = Snapshot(source, {}, scope=_scope(source, ws, remotes(ws).get("origin")))
         for det in ws.detectors():
             if _in_scope(det, detectors):
                 repo = Repository.open(ws.detector_path(det))
@@ -789,8 +866,10 @@ def snapshot(
                     snap.heads[det] = str(repo.head())
                 snap.closers.append(repo.close)
         return snap
-    conn = connect(remote_for(source, here, remote_dcsync=remote_dcsync, ssh_command=ssh_command))
-    snap = Snapshot(source, {}, conn=conn)
+    spec = remote_for(source, here, remote_dcsync=remote_dcsync, ssh_command=ssh_command)
+    conn = connect(spec)
+    named = here is not None and source in remotes(here)
+    snap = Snapshot(source, {}, conn=conn, scope=_scope(source, here, spec) if named and here else None)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]
         wants = [
@@ -816,12 +895,51 @@ def snapshot(
     return snap
 
 
+def _scope(source: str, ws: Workspace, remote: RemoteConfig | None) -> Scope | None:
+    """What a diff side can be compared on when ``remote`` carries a partial-clone filter (the
+    ``origin`` of a partial workspace, or such a remote named as a side): its detectors (and those
+    ``ws`` holds), ctypes and ``since``."""
+    if remote is None or not (remote.detectors or remote.ctypes or remote.since_ns is not None):
+        return None
+    return Scope(source, remote.detectors, remote.ctypes, remote.since_ns, frozenset(ws.detectors()))
+
+
+@dataclass
+class LeftOut:
+    """What a diff did not compare because a side is a partial clone (see :class:`Scope`)."""
+
+    scopes: list[Scope]
+    detectors: list[str] = field(default_factory=list)  # not compared at all
+    changes: int = 0  # differences in compared detectors outside the filters
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filters": [s.to_json() for s in self.scopes],
+            "detectors": self.detectors,
+            "changes": self.changes,
+        }
+
+    def describe(self) -> str:
+        """One line for the human output, or "" when nothing was left out."""
+        if not self.detectors and not self.changes:
+            return ""
+        what = []
+        if self.detectors:
+            names = ", ".join(self.detectors[:5]) + (", ..." if len(self.detectors) > 5 else "")
+            what.append(f"{len(self.detectors)} detector(s) ({names})")
+        if self.changes:
+            what.append(f"{self.changes} change(s) in other ctypes or ranges")
+        filters = "; ".join(s.describe() for s in self.scopes)
+        return f"left out, outside the partial-clone filter of {filters}: {' and '.join(what)}"
+
+
 @dataclass
 class DiffReport:
     a: str
     b: str
     changes: list[Change]
     values: dict[int, dict[str, Any]] = field(default_factory=dict)  # index in changes -> stats
+    left_out: LeftOut | None = None  # None: neither side is a partial clone
 
     def to_json(self) -> dict[str, Any]:
         def entry(value: Any) -> Any:
@@ -838,6 +956,7 @@ class DiffReport:
         return {
             "a": self.a,
             "b": self.b,
+            "left_out": None if self.left_out is None else self.left_out.to_json(),
             "summary": summarize(self.changes),
             "changes": [
                 {
@@ -907,20 +1026,37 @@ def diff_sources(
         right = snapshot(b, here=here, detectors=detectors, **remote)
         try:
             changes: list[Change] = []
+            scopes = [s for s in (left.scope, right.scope) if s is not None]
+            if len(scopes) == 2 and replace(scopes[1], source=scopes[0].source) == scopes[0]:
+                scopes = scopes[:1]  # "diff origin ." in the clone: one filter, said once
+            left_out = LeftOut(scopes) if scopes else None
             for det in sorted(set(left.roots) | set(right.roots)):
                 if not _in_scope(det, detectors):
                     continue
+                if left_out is not None and not all(s.covers_detector(det) for s in scopes):
+                    left_out.detectors.append(det)
+                    continue
                 sa, ra = left.roots.get(det, (MemoryStore(), None))
                 sb, rb = right.roots.get(det, (MemoryStore(), None))
-                changes.extend(diff_roots(sa, ra, sb, rb, ctypes=set(ctypes) if ctypes else None))
-            report = DiffReport(a, b, changes)
+                for c in diff_roots(sa, ra, sb, rb, ctypes=set(ctypes) if ctypes else None):
+                    if left_out is None or all(in_scope(s, c, sa, ra, sb, rb) for s in scopes):
+                        changes.append(c)
+                    else:
+                        left_out.changes += 1
+            report = DiffReport(a, b, changes, left_out=left_out)
             if values:
                 for i, c in enumerate(changes):
                     pair = _compared_entries(left, right, c)
-                    if pair is not None:
+                    if pair is None:
+                        continue
+                    try:
                         report.values[i] = value_stats(
                             left.payload(c.detname, pair[0].obj), right.payload(c.detname, pair[1].obj)
                         )
+                    except ObjectNotFound:  # a partial clone's side: that payload stayed behind
+                        if not (left.scope or right.scope):
+                            raise
+                        report.values[i] = {"comparable": False, "not_fetched": True}
             return report
         finally:
             right.close()

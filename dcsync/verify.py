@@ -31,6 +31,7 @@ class VerifyReport:
     commits: int = 0
     not_fetched: int = 0  # payloads a partial clone left out on purpose
     problems: list[str] = field(default_factory=list)
+    checked_out: bool = True  # False: a fetched copy waiting for a pull (it has no HEAD yet)
 
     @property
     def ok(self) -> bool:
@@ -43,15 +44,21 @@ class VerifyReport:
             "objects": self.objects,
             "commits": self.commits,
             "not_fetched": self.not_fetched,
+            "checked_out": self.checked_out,
             "problems": list(self.problems),
         }
 
 
 def verify_store(
-    store: ObjectStore, progress: Callable[[int], None] | None = None, *, partial: bool = False
+    store: ObjectStore,
+    progress: Callable[[int], None] | None = None,
+    *,
+    partial: bool = False,
+    checked_out: bool = True,
 ) -> VerifyReport:
-    """Check every object and reference; ``partial`` (a partial clone) allows unfetched payloads."""
-    report = VerifyReport(store.where)
+    """Check every object and reference; ``partial`` (a partial clone) allows unfetched payloads,
+    ``checked_out=False`` (a fetched copy not checked out yet) a missing HEAD and an empty view."""
+    report = VerifyReport(store.where, checked_out=checked_out)
     kinds: dict[ObjectId, str] = {}
     kind: str
     try:
@@ -109,7 +116,7 @@ def verify_store(
         refs = {}
     for name, cid in refs.items():
         need(cid, ("commit",), f"ref {name}")
-    if "HEAD" not in refs:
+    if "HEAD" not in refs and checked_out:
         report.problems.append("no HEAD")
     try:
         store.log()
@@ -130,7 +137,8 @@ def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> Ve
     except RepositoryError as exc:  # not a repository, too new, unreadable
         return VerifyReport(str(path), problems=[str(exc)])
     try:
-        report = verify_store(store, progress, partial=_is_partial_clone(path))
+        partial, waiting = _context(path)
+        report = verify_store(store, progress, partial=partial, checked_out=not waiting)
         if store.truncated:
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
         holder = lock_status(path)
@@ -141,13 +149,14 @@ def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> Ve
         store.close()
 
 
-def _is_partial_clone(path: Path) -> bool:
-    """Whether the workspace holding ``path`` fetches with a filter (so payloads may be absent)."""
+def _context(path: Path) -> tuple[bool, bool]:
+    """Whether the workspace holding ``path`` fetches with a filter (so payloads may be absent), and
+    whether ``path`` is a fetched copy waiting for a pull (so it has no HEAD yet)."""
     from dcsync.sync import is_partial_clone  # verify sits below sync; only this question needs it
-    from dcsync.workspace import Workspace
+    from dcsync.workspace import Workspace, is_fetched_copy
 
     try:
         ws = Workspace.containing(path)
-        return ws is not None and is_partial_clone(ws)
+        return ws is not None and is_partial_clone(ws), is_fetched_copy(path)
     except DcsyncError:
-        return False
+        return False, is_fetched_copy(path)

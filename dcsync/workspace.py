@@ -5,10 +5,14 @@ Layout::
     <root>/.dcsync/acl.toml            the location kind and access rules (dcsync.acl)
     <root>/.dcsync/config.toml         [remotes.*], [hooks] timeout
     <root>/.dcsync/hooks/              server-side and local hooks
+    <root>/.dcsync/fetched/<detname>.h5  a detector fetched but not checked out yet (no HEAD)
     <root>/<dettype>/<dettype>-<detid>.h5   one repository per detector
     <root>/<dettype>/*.als             aliases, one per line: ``<alias> <detname>`` ('#' comments)
 
 Anywhere a detector is named, its name, an alias, or a path to an ``.h5`` file works.
+A file under ``<dettype>/`` always has a HEAD and its view: ``fetch`` keeps a detector the workspace
+lacks in ``.dcsync/fetched/`` until a ``pull`` checks it out, so readers (dcsync's and plain HDF5
+tools walking the calib directory) never meet a repository with nothing checked out.
 Commands find the workspace from the current directory upwards.
 """
 
@@ -26,6 +30,7 @@ import tomli_w
 from dcsync.acl import ACL, current_identity
 from dcsync.errors import (
     AlreadyExists,
+    DcsyncError,
     DetectorNotFound,
     InputError,
     UsageError,
@@ -35,6 +40,7 @@ from dcsync.hooks import DEFAULT_TIMEOUT
 from dcsync.names import check_alias, check_detname, split_detname
 from dcsync.policy import Policy
 from dcsync.repository import Repository
+from dcsync.store.hdf5 import HDF5Store
 
 if TYPE_CHECKING:
     from dcsync import sync
@@ -42,12 +48,37 @@ if TYPE_CHECKING:
 KINDS = ("local", "experiment", "repository")
 CONFIG_DIR = ".dcsync"
 ALIAS_FILE = "aliases.als"
+FETCHED_DIR = "fetched"
+REMOTES = "remotes/"
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def is_fetched_copy(path: Path) -> bool:
+    """Whether ``path`` is a fetched copy in ``<root>/.dcsync/fetched/`` (not checked out)."""
+    parent = Path(path).resolve().parent
+    return parent.name == FETCHED_DIR and parent.parent.name == CONFIG_DIR
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A detector fetched from remotes but not checked out in this workspace (no HEAD yet)."""
+
+    detname: str
+    path: Path
+    remotes: tuple[str, ...]  # the remotes it was fetched from
+
+    def hint(self) -> str:
+        source = f" from {', '.join(self.remotes)}" if self.remotes else ""
+        remote = self.remotes[0] + " " if len(self.remotes) == 1 else ""
+        return (
+            f"{self.detname} was fetched{source} but is not checked out: "
+            f"run 'dcsync pull {remote}--detector {self.detname}'"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,8 +155,10 @@ class Workspace:
 
     @classmethod
     def containing(cls, repository_file: Path) -> Workspace | None:
-        """The workspace a repository file sits in (``<root>/<dettype>/<file>.h5``), if any."""
-        root = Path(repository_file).resolve().parent.parent
+        """The workspace a repository file sits in (``<root>/<dettype>/<file>.h5``, or a fetched
+        copy ``<root>/.dcsync/fetched/<file>.h5``), if any."""
+        path = Path(repository_file).resolve()
+        root = path.parent.parent.parent if is_fetched_copy(path) else path.parent.parent
         return cls(root) if (root / CONFIG_DIR).is_dir() else None
 
     # -- detectors -------------------------------------------------------------------------------
@@ -146,6 +179,42 @@ class Workspace:
                 names.append(name)
         return sorted(names)
 
+    def fetched_path(self, detname: str) -> Path:
+        """Where a detector fetched but not checked out waits for ``pull`` (see the module doc)."""
+        check_detname(detname)
+        return self.root / CONFIG_DIR / FETCHED_DIR / f"{detname}.h5"
+
+    def fetched_detectors(self) -> list[Fetched]:
+        """Detectors fetched from a remote but not checked out here, by name."""
+        found = []
+        for path in sorted((self.root / CONFIG_DIR / FETCHED_DIR).glob("*.h5")):
+            fetched = self.fetched(path.stem)
+            if fetched is not None:
+                found.append(fetched)
+        return found
+
+    def fetched(self, name: str) -> Fetched | None:
+        """The fetched copy of ``name`` (a detector name or alias) when nothing of it is checked
+        out here, else None: lets readers say "run pull" rather than "no such detector"."""
+        alias = self.aliases().get(name)
+        detname = alias.detname if alias is not None else name
+        try:
+            path = self.fetched_path(detname)
+        except UsageError:
+            return None
+        if not path.is_file() or self.detector_path(detname).is_file():
+            return None
+        try:
+            store = HDF5Store(path)
+            try:
+                refs = store.refs()
+            finally:
+                store.close()
+        except DcsyncError:  # damaged: still shown as fetched; verify names the damage
+            refs = {}
+        names = tuple(sorted(r.removeprefix(REMOTES) for r in refs if r.startswith(REMOTES)))
+        return Fetched(detname, path, names)
+
     def resolve(self, name: str) -> Path:
         """A detector's file from its name, an alias, or a path to an ``.h5`` file."""
         if name.endswith(".h5") or os.sep in name:
@@ -161,6 +230,9 @@ class Workspace:
             path = self.detector_path(target)
             if path.is_file():
                 return path
+            fetched = self.fetched(target)
+            if fetched is not None:
+                raise DetectorNotFound(f"alias {name!r} points to {fetched.hint()}")
             raise DetectorNotFound(f"alias {name!r} points to {target}, which is not in {self.root}")
         try:
             candidate: Path | None = self.detector_path(name)
@@ -168,6 +240,9 @@ class Workspace:
             candidate = None
         if candidate is not None and candidate.is_file():
             return candidate
+        fetched = self.fetched(name)
+        if fetched is not None:
+            raise DetectorNotFound(fetched.hint())
         known = ", ".join(self.detectors()[:10]) or "none yet ('dcsync new DETNAME')"
         raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
 

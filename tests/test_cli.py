@@ -420,6 +420,7 @@ def test_ls_workspace(ws: Path) -> None:
             "path": str(ws.resolve() / "epix100a" / f"{DET}.h5"),
             "aliases": ["Cam1"],
             "ctypes": 2,
+            "checked_out": True,
         }
     ]
     out = run(C(ws), "ls").stdout

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from dcsync.cli.context import State, state
-from dcsync.cli.output import console, emit_json, entry_json, pars_text, range_json, short
+from dcsync.cli.context import State, looks_like_path, state
+from dcsync.cli.output import console, emit_json, entry_json, pars_text, range_json, say, short
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.repository import Repository
 from dcsync.times import format_time
@@ -63,6 +63,21 @@ def _ls_workspace(st: State, json: bool) -> None:
             row["ctypes"], row["error"] = None, exc.message
             failed.append(exc)
         rows.append(row)
+    for row in rows:
+        row["checked_out"] = True
+    for fetched in ws.fetched_detectors():  # shown as what they are, never as damaged files
+        rows.append(
+            {
+                "detector": fetched.detname,
+                "path": str(fetched.path),
+                "aliases": sorted(aliases.get(fetched.detname, [])),
+                "ctypes": None,
+                "checked_out": False,
+                "fetched_from": list(fetched.remotes),
+                "note": fetched.hint(),
+            }
+        )
+    rows.sort(key=lambda r: r["detector"])
     if json:
         emit_json({"workspace": str(ws.root), "kind": ws.kind, "detectors": rows})
     else:
@@ -70,7 +85,10 @@ def _ls_workspace(st: State, json: bool) -> None:
         for col in ("detector", "aliases", "ctypes"):
             table.add_column(col, justify="right" if col == "ctypes" else "left", no_wrap=col == "detector")
         for row in rows:
-            count = str(row["ctypes"]) if row["ctypes"] is not None else f"error: {row['error']}"
+            if not row["checked_out"]:
+                count = "fetched, not checked out (dcsync pull)"
+            else:
+                count = str(row["ctypes"]) if row["ctypes"] is not None else f"error: {row['error']}"
             table.add_row(row["detector"], ", ".join(row["aliases"]), count)
         console().print(table)
     if failed:
@@ -219,6 +237,13 @@ def log(
     entries: list[dict[str, Any]] = []
     failed: list[DcsyncError] = []
     if det is not None:
+        fetched = st.workspace().fetched(det) if not looks_like_path(det) else None
+        if fetched is not None:  # nothing checked out: no history of HEAD to show yet
+            if json:
+                emit_json({"entries": [], "checked_out": False, "note": fetched.hint()})
+            else:
+                say(fetched.hint())
+            return
         paths = [st.resolve(det)]
     else:
         ws = st.workspace()

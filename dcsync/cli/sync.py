@@ -256,6 +256,8 @@ def status(ctx: typer.Context, remote: RemoteArg = "origin", json: JsonOpt = Fal
         return
     for r in rows:
         where = "up to date" if not r.ahead and not r.behind else f"ahead {r.ahead}, behind {r.behind}"
+        if not r.checked_out:
+            where += f" (fetched, not checked out: dcsync pull {remote} --detector {r.detector})"
         say(f"{r.detector}: {short(r.head)} {where}" + ("" if r.remote_head else " (not on the remote)"))
 
 
@@ -291,8 +293,11 @@ def diff(
         emit_json(report.to_json())
         return
     summary = sync.summarize(report.changes)
+    left_out = report.left_out.describe() if report.left_out is not None else ""
     if stat:
         say(" ".join(f"{k} {n}" for k, n in summary.items() if n) or "no differences")
+        if left_out:
+            say(left_out)
         return
     for i, c in enumerate(report.changes):
         where = " ".join(x for x in (c.detname, c.ctype, c.range, c.version) if x)
@@ -307,3 +312,5 @@ def diff(
             say("         " + ", ".join(f"{k}={val}" for k, val in v.items()))
     if not report.changes:
         say("no differences")
+    if left_out:
+        say(left_out)

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dcsync.cli.context import State, state
+from dcsync.cli.context import State, looks_like_path, state
 from dcsync.cli.output import console, emit_json, say
-from dcsync.errors import DcsyncError, RepositoryError
+from dcsync.errors import DcsyncError, DetectorNotFound, RepositoryError
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.verify import VerifyReport, verify_path
 
@@ -22,10 +22,21 @@ PROGRESS_MIN_OBJECTS = 200  # below this a check is instant and a bar is only no
 
 
 def _targets(st: State, dets: list[str]) -> list[Path]:
+    """The files to check: checked-out detectors and fetched copies waiting for a pull."""
     if dets:
-        return [st.resolve(d) for d in dets]
+        return [_target(st, d) for d in dets]
     ws = st.workspace()
-    return [ws.detector_path(name) for name in ws.detectors()]
+    return [ws.detector_path(name) for name in ws.detectors()] + [f.path for f in ws.fetched_detectors()]
+
+
+def _target(st: State, det: str) -> Path:
+    try:
+        return st.resolve(det)
+    except DetectorNotFound:
+        fetched = st.workspace().fetched(det) if not looks_like_path(det) else None
+        if fetched is None:
+            raise
+        return fetched.path
 
 
 def _count(path: Path) -> int:
@@ -78,7 +89,8 @@ def verify(
     else:
         for r in reports:
             if r.ok:
-                say(f"ok      {r.where} ({r.objects} objects, {r.commits} commits)")
+                waiting = "" if r.checked_out else "; fetched, not checked out"
+                say(f"ok      {r.where} ({r.objects} objects, {r.commits} commits{waiting})")
             else:
                 say(f"FAILED  {r.where}")
                 for problem in r.problems:

@@ -529,6 +529,11 @@ class HDF5Store(ObjectStore):
         ds = group.create_dataset(oid[2:], data=np.frombuffer(body, dtype=np.uint8))
         ds.attrs["k"] = kind
 
+    def link_view_payloads(self, oids: set[ObjectId]) -> None:
+        """Link payloads received after HEAD's view was written into it (see
+        :func:`dcsync.store.view.link_payloads`); inside a transaction."""
+        view.link_payloads(self._writer(), self, oids)
+
     def replace_refs_and_log(self, refs: dict[str, ObjectId], records: list[LogRecord]) -> None:
         """Replace every ref and the whole log at once, keeping objects and view (a file copied
         from a peer carries the peer's refs and log, not ours); inside a transaction. The view

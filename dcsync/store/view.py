@@ -243,3 +243,29 @@ def check(f: h5py.File, store: ObjectStore, head: ObjectId | None) -> list[str]:
                 if link is None or target is None or link.id != target.id:
                     problems.append(f"view entry {path} does not link to object {version.obj}")
     return problems
+
+
+def link_payloads(f: h5py.File, store: ObjectStore, oids: set[ObjectId]) -> None:
+    """Link payloads that arrived after the view showed their versions unfetched.
+
+    A partial clone's ``--since`` keeps only what lookups return, and that set moves: a rollback
+    that pins an older version again brings its payload later, while the version's entry in the
+    view (unchanged, so never rewritten) still has no ``calib``. Walks HEAD's trees once.
+    """
+    root = _root_of(store, ObjectId(str(f[META_GROUP].attrs.get("view", ""))) or None)
+    if root is None or not oids:
+        return
+    for name, tid in root.ctypes.items():
+        ctype = store.read_object(tid)
+        assert isinstance(ctype, CtypeTree)
+        for key, ref in ctype.ranges.items():
+            rng = store.read_object(ref.tree)
+            assert isinstance(rng, RangeTree)
+            for vkey, version in rng.versions.items():
+                group = f.get(f"/{name}/{key}/{vkey}") if version.obj in oids else None
+                if group is None or "calib" in group:
+                    continue
+                target = f.get(f"/{META_GROUP}/objects/{version.obj[:2]}/{version.obj[2:]}")
+                if target is not None:
+                    group["calib"] = target
+                    group.attrs["fetched"] = True
