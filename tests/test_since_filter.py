@@ -67,7 +67,7 @@ def build(ranges: list[tuple[int, int | None]], versions: list[Version], unpinne
     with repo.transaction("history") as tx:
         for i, v in enumerate(versions):
             begin, end = ranges[v.range]
-            tx.add(v.ctype, np.array([i], np.int32), begin, end, tsprod=v.tsprod, make_default=v.pin)
+            tx.add(v.ctype, np.array([i], np.int32), begin_ns=begin, end_ns=end, tsprod_ns=v.tsprod, make_default=v.pin)
     unpin = [
         (ctype, key)
         for ctype in repo.ctypes()
@@ -93,7 +93,7 @@ def answers(repo: Repository, since: int) -> set[ObjectId]:
     for ctype in repo.ctypes():
         for t in sorted(times):
             with contextlib.suppress(NoValidConstant):  # no range holds t
-                out.add(repo.locate(ctype, t).entry.obj)
+                out.add(repo.locate(ctype, at_ns=t).entry.obj)
     return out
 
 

@@ -45,7 +45,7 @@ NEW = "epix10ka-0009"
 
 def new_on_central(central: World) -> None:
     with central.central.new_detector(NEW) as repo, repo.transaction("first") as tx:
-        tx.add("pedestals", np.full((4, 6), 7, np.float32), T0)
+        tx.add("pedestals", np.full((4, 6), 7, np.float32), begin_ns=T0)
 
 
 # -- fetch of a detector the workspace lacks -------------------------------------------------------
@@ -122,11 +122,11 @@ def test_since_fetches_only_what_lookups_from_then_on_return_and_a_rollback_brin
     # EPIX pedestals: [T0, end) run 1, [T1, end) run 2, then a newer version of [T1, end)
     newer = add(world.central, EPIX, "pedestals", np.full((352, 384), 5, np.float32), T1)
     with world.central.repository(EPIX) as repo:
-        run1 = repo.locate("pedestals", T0)
+        run1 = repo.locate("pedestals", at_ns=T0)
         run2 = next(
             (key, e) for key, e in repo.ranges("pedestals")[-1][1].versions.items() if key != newer.version
         )
-    ws, _ = world.t.clone(world.central.root, tmp_path / "partial", detectors=["epix*"], since=T1)
+    ws, _ = world.t.clone(world.central.root, tmp_path / "partial", detectors=["epix*"], since_ns=T1)
     with ws.repository(EPIX) as repo:
         assert repo.store.has(newer.entry.obj)
         assert not repo.store.has(run1.entry.obj)  # [T0, end) never wins from T1 on
@@ -141,7 +141,7 @@ def test_since_fetches_only_what_lookups_from_then_on_return_and_a_rollback_brin
     world.t.pull(ws)
     assert np.array_equal(get(ws, EPIX, "pedestals", T2), get(world.central, EPIX, "pedestals", T2))
     with ws.repository(EPIX) as repo:
-        assert repo.locate("pedestals", T2).version == run2[0]
+        assert repo.locate("pedestals", at_ns=T2).version == run2[0]
         assert not repo.store.has(run1.entry.obj)
     assert_verifies(ws)
 
@@ -159,7 +159,7 @@ def test_a_diff_against_a_partial_clone_compares_only_what_its_filter_covers(
         tmp_path / "partial",
         detectors=["epix*", "jungfrau-*"],
         ctypes=["pedestals"],
-        since=T1,
+        since_ns=T1,
     )
     world.t.dial_in_process(monkeypatch)
     plain = sync.diff_sources(str(world.central.root), str(ws.root))
