@@ -140,7 +140,8 @@ def set_(
         acl.kind = kind
     acl.group = group if group is not None else acl.group
     acl.owner = owner if owner is not None else acl.owner
-    acl_module.save(ws.root, acl, who, f"set {_kind_line(acl)}")
+    fields = {"kind": acl.kind, "group": acl.group, "owner": acl.owner}
+    acl_module.save(ws.root, acl, who, "set " + " ".join(f"{k}={v}" for k, v in fields.items() if v))
     say(_kind_line(acl))
 
 
