@@ -44,18 +44,25 @@ Library errors (h5py, OSError, msgpack) are translated at the seam where they ha
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 class DcsyncError(Exception):
-    """Base of every error dcsync raises on purpose."""
+    """Base of every error dcsync raises on purpose.
+
+    ``details`` carries what a script needs to act on the error without parsing the message (the
+    conflicting entries of a merge, the refused detectors of a push); ``--json`` prints it. It is
+    plain JSON data and stays on this side: the wire carries the code and the message only.
+    """
 
     exit_code: ClassVar[int] = 1
     wire_code: ClassVar[str] = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.details: dict[str, Any] = dict(details or {})
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.message

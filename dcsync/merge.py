@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from dcsync.hashing import ObjectId
 from dcsync.names import RangeKey, VersionKey
@@ -48,6 +48,7 @@ __all__ = [
     "Conflict",
     "MergeResult",
     "Side",
+    "conflicts_json",
     "describe_conflicts",
     "is_ancestor",
     "merge_base",
@@ -461,8 +462,13 @@ def _show(path: tuple[str, ...], value: Printable) -> str:
     return str(value) or "(none)"
 
 
-def describe_conflicts(detname: str, conflicts: list[Conflict]) -> str:
-    """A report for users: each conflicting entry with its three values, and the way out."""
+def describe_conflicts(detname: str, conflicts: list[Conflict], *, remote: str = "origin") -> str:
+    """A report for users: each conflicting entry with its three values, and the ways out.
+
+    A default pinned differently on both sides can also be settled entry by entry: pinning the
+    remote's version here (``dcsync default DET CTYPE REMOTE:VERSION``, which takes that version
+    from ``remotes/REMOTE`` into HEAD) makes both sides agree, and the next pull merges.
+    """
     if not conflicts:
         return f"{detname}: no conflicts"
     resolved = {c.resolved for c in conflicts} - {None}
@@ -481,4 +487,31 @@ def describe_conflicts(detname: str, conflicts: list[Conflict]) -> str:
     if not resolved:
         lines.append("Nothing was changed. To go on, use --ours or --theirs (each conflict goes to that")
         lines.append("side, everything else still merges), or fix one side and pull again.")
+        takes = [
+            f"  dcsync default {detname} {c.path[0]} {remote}:{c.theirs} --range {c.path[1]}"
+            for c in sorted(conflicts, key=lambda c: c.path)
+            if len(c.path) == 3 and c.path[2] == "default" and c.path[0] != ROOT and c.theirs is not None
+        ]
+        if takes:
+            lines.append(f"To keep {remote}'s default of a range, pin its version here, then pull again:")
+            lines.extend(takes)
     return "\n".join(lines)
+
+
+def conflicts_json(conflicts: list[Conflict]) -> list[dict[str, Any]]:
+    """Conflicts as scripts see them (``--json`` errors): the path and the three values as data."""
+
+    def value(v: Printable) -> Printable:
+        return repr(v) if isinstance(v, float) and not math.isfinite(v) else v  # NaN is not JSON
+
+    return [
+        {
+            "path": list(c.path),
+            "what": c.what,
+            "base": value(c.base),
+            "ours": value(c.ours),
+            "theirs": value(c.theirs),
+            **({"resolved": c.resolved} if c.resolved else {}),
+        }
+        for c in sorted(conflicts, key=lambda c: c.path)
+    ]

@@ -9,6 +9,7 @@ them on the newest HEAD under the lock, so two writers never lose each other's c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from dcsync.errors import (
     InputError,
     InvalidTime,
     NotFetched,
+    NotFound,
     NoValidConstant,
     ObjectNotFound,
     RangeNotFound,
@@ -253,6 +255,16 @@ class Repository:
         if range is not None:
             range = self.find_range(ctype, range)[0]
         return self._consistent(read)  # type: ignore[no-any-return]
+
+    def fetched_version(self, ctype: str, prefix: str) -> dict[str, Located]:
+        """The remote-tracking refs (``remotes/<name>``) whose tree has exactly one version of
+        ``ctype`` matching ``prefix``, with it: where a version missing from HEAD can be taken from."""
+        found: dict[str, Located] = {}
+        for ref, commit in sorted(self.store.refs().items()):
+            if ref.startswith("remotes/") and self.store.has(commit):
+                with contextlib.suppress(CtypeNotFound, RangeNotFound, VersionNotFound, UsageError):
+                    found[ref] = _Work(self, commit).find_version(ctype, prefix, None)
+        return found
 
     def locate(
         self,
@@ -599,6 +611,46 @@ class Transaction:
         self.summary.append(f"default {ctype} {rkey} {vkey or '(latest)'}")
         self._do(op)
         return loc
+
+    def take_version(
+        self, ctype: str, prefix: str, *, ref: str, range: str | None = None, make_default: bool = True
+    ) -> Located:
+        """Bring a version from another ref's tree (a fetched ``remotes/<name>``) into HEAD.
+
+        The entry keeps its key and everything else, in a range of the same bounds, so a later
+        merge with that side sees one version both sides added alike, not a conflict: after a pull
+        stopped on two pinned defaults, taking and pinning the remote's version lets the pull go
+        through. Like :meth:`add`, it becomes the pinned default unless ``make_default`` is false.
+        Its payload must be in this file (a partial clone may have left it out).
+        """
+        commit = self.repo.store.refs().get(ref)
+        detname = self._work.root.detname
+        if commit is None:
+            raise NotFound(f"{detname} has no {ref}: fetch from that remote first")
+        try:
+            loc = _Work(self.repo, commit).find_version(ctype, prefix, range)
+        except (CtypeNotFound, RangeNotFound, VersionNotFound) as exc:
+            raise type(exc)(f"{ref}: {exc.message}") from exc
+        if not self.repo.store.has(loc.entry.obj):
+            raise NotFetched(
+                f"{detname} {ctype} {loc.range} {loc.version} of {ref}: its payload {loc.entry.obj} was "
+                "not fetched (a partial clone); widen the clone's filter and fetch again"
+            )
+        theirs = loc.tree
+
+        def op(w: _Work) -> Located:
+            tree = w.range(ctype, loc.range) or RangeTree(theirs.begin, theirs.end, pars=dict(theirs.pars))
+            default = tree.default
+            if make_default:
+                default = loc.version
+            elif default is None and tree.versions:
+                default = tree.effective()  # keep lookups returning what they returned
+            tree = replace(tree, default=default, versions={**tree.versions, loc.version: loc.entry})
+            w.set_range(ctype, loc.range, tree)
+            return replace(loc, tree=tree)
+
+        self.summary.append(f"take {ctype} {loc.range} {loc.version} from {ref}")
+        return self._do(op)  # type: ignore[no-any-return]
 
     def remove(self, ctype: str, *, range: str | None = None, version: str | None = None) -> list[str]:
         """Remove a version, a whole range, or (neither given) the whole ctype; payloads stay in history."""

@@ -36,7 +36,7 @@ from dcsync.errors import (
     UsageError,
 )
 from dcsync.hashing import ObjectId
-from dcsync.merge import describe_conflicts, merge_base, merge_trees
+from dcsync.merge import conflicts_json, describe_conflicts, merge_base, merge_trees
 from dcsync.names import RangeKey
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 from dcsync.protocol import chunk_size
@@ -501,6 +501,7 @@ def pull(
             continue
         plans.append((det, repo, ours, theirs))
     merges = {}
+    conflicts: dict[str, list[dict[str, Any]]] = {}
     for det, repo, ours, theirs in plans:
         if ours is None or is_ancestor(repo.store, ours, theirs):
             continue
@@ -509,12 +510,13 @@ def pull(
             repo.store, repo.root(base) if base else None, repo.root(ours), repo.root(theirs), prefer=prefer
         )
         if result.conflicts and prefer is None:
-            reports.append(describe_conflicts(det, result.conflicts))
+            reports.append(describe_conflicts(det, result.conflicts, remote=spec.name))
+            conflicts[det] = conflicts_json(result.conflicts)
         merges[det] = result
     if reports:
         for _, repo, _, _ in plans:
             repo.close()
-        raise MergeConflict("\n".join(reports))
+        raise MergeConflict("\n".join(reports), details={"remote": spec.name, "conflicts": conflicts})
     for det, repo, ours, theirs in plans:
         try:
             store = repo.store
@@ -623,7 +625,7 @@ def push(
             # Like git: a refused detector stops an atomic push (or one with nothing else to send);
             # otherwise the others go and the report names the refused ones.
             if rejected and (atomic or not plan):
-                raise NotFastForward("\n".join(rejected.values()))
+                raise NotFastForward("\n".join(rejected.values()), details={"refused": rejected})
             report.failed.update(rejected)
             if dry_run or not plan:
                 report.objects = sum(len(p[4]) for p in plan)

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from dcsync.errors import MergeConflict
+from dcsync.errors import MergeConflict, NotFound, VersionNotFound
 from dcsync.hashing import ObjectId
 from dcsync.merge import (
     ROOT,
     Conflict,
     MergeResult,
     Side,
+    conflicts_json,
     describe_conflicts,
     is_ancestor,
     merge_base,
@@ -650,6 +651,62 @@ def test_describe_conflicts_mentions_every_path(repo: Repository) -> None:
     assert describe_conflicts("epix-1", []) == "epix-1: no conflicts"
     one = describe_conflicts("epix-1", [Conflict((ROOT, "pars", "k"), "x", None, 1, "a")])
     assert "1 conflict;" in one and "(absent)" in one
+
+
+def _pinned(store: ObjectStore, cid: ObjectId, rk: str) -> VersionKey:
+    ct = store.read_object(root_of(store, cid).ctypes["pedestals"])
+    assert isinstance(ct, CtypeTree)
+    tree = store.read_object(ct.ranges[RangeKey(rk)].tree)
+    assert isinstance(tree, RangeTree) and tree.default is not None
+    return tree.default
+
+
+def test_taking_the_remotes_pinned_version_settles_a_default_conflict(repo: Repository) -> None:
+    """The way out the conflict report names: take theirs' version (fetched, under
+    ``remotes/origin``) into HEAD and pin it; the merge then has nothing to decide there."""
+    store = repo.store
+    _, b, c = three(
+        repo,
+        lambda tx: tx.add("pedestals", arr(5), T0),
+        lambda tx: (tx.add("pedestals", arr(6), T0), tx.add("pedestals", arr(7), T1)),
+    )
+    ours_key, theirs_key = _pinned(store, b, R0), _pinned(store, c, R0)
+    conflicts = merged(
+        repo, lambda tx: tx.add("pedestals", arr(5), T0), lambda tx: tx.add("pedestals", arr(6), T0)
+    )
+    text = describe_conflicts("epix-1", conflicts.conflicts, remote="central")
+    assert "dcsync default epix-1 pedestals central:" in text and f"--range {R0}" in text
+    (doc,) = conflicts_json(conflicts.conflicts)
+    assert doc["path"] == ["pedestals", R0, "default"] and set(doc) == {
+        "path",
+        "what",
+        "base",
+        "ours",
+        "theirs",
+    }
+    move_head(repo, b)
+    with store.writing():
+        store.set_ref("remotes/origin", None, c, LogRecord("remotes/origin", None, c, "fetch", "test"))
+
+    with repo.transaction("keep theirs, unpinned") as tx:  # make_default=False: lookups unchanged
+        tx.take_version("pedestals", theirs_key[:5], ref="remotes/origin", make_default=False)
+    assert first(repo, "pedestals", T0) == 5.0 and _pinned(store, head(repo), R0) == ours_key
+    with pytest.raises(MergeConflict):
+        merge_commit(repo, c)
+
+    with repo.transaction("pin theirs") as tx:
+        loc = tx.take_version("pedestals", theirs_key[:5], ref="remotes/origin")
+    assert (loc.version, loc.tree.default, loc.range) == (theirs_key, theirs_key, R0)
+    assert loc.entry == repo.find_version("pedestals", theirs_key).entry  # the same entry, same key
+    result = merge_commit(repo, c)
+    assert result.conflicts == []
+    assert first(repo, "pedestals", T0) == 6.0 and first(repo, "pedestals", T1) == 7.0
+    assert versions(store, repo.root(), "pedestals", R0) >= {ours_key, theirs_key}
+
+    with pytest.raises(VersionNotFound, match=r"remotes/origin: .*'ffff'"):
+        repo.transaction().take_version("pedestals", "ffff", ref="remotes/origin")
+    with pytest.raises(NotFound, match="remotes/upstream"):
+        repo.transaction().take_version("pedestals", theirs_key, ref="remotes/upstream")
 
 
 # -- properties ------------------------------------------------------------------------------------

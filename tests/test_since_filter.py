@@ -67,7 +67,14 @@ def build(ranges: list[tuple[int, int | None]], versions: list[Version], unpinne
     with repo.transaction("history") as tx:
         for i, v in enumerate(versions):
             begin, end = ranges[v.range]
-            tx.add(v.ctype, np.array([i], np.int32), begin_ns=begin, end_ns=end, tsprod_ns=v.tsprod, make_default=v.pin)
+            tx.add(
+                v.ctype,
+                np.array([i], np.int32),
+                begin_ns=begin,
+                end_ns=end,
+                tsprod_ns=v.tsprod,
+                make_default=v.pin,
+            )
     unpin = [
         (ctype, key)
         for ctype in repo.ctypes()

@@ -7,13 +7,12 @@ from typing import Annotated
 import typer
 
 from dcsync import acl as acl_module
-from dcsync.acl import PERMISSIONS, Identity, Rule, current_identity
+from dcsync.acl import ACL, PERMISSIONS, Identity, Rule, current_identity
 from dcsync.cli.context import state
-from dcsync.cli.output import emit_json, say
+from dcsync.cli.output import JsonOpt, emit_json, say
 from dcsync.errors import UsageError
 
 app = typer.Typer(no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 @app.command()
@@ -23,7 +22,7 @@ def show(ctx: typer.Context, json: JsonOpt = False) -> None:
     if json:
         emit_json(acl.summary())
         return
-    say(f"kind: {acl.kind}" + (f"  group: {acl.group}" if acl.group else "") + f"  owner: {acl.owner or '?'}")
+    say(_kind_line(acl))
     for i, rule in enumerate(acl.rules, 1):
         scope = ""
         if rule.detectors:
@@ -39,7 +38,7 @@ def check(
     user: Annotated[str, typer.Argument(help="A user name (its groups come from the OS).")],
     permission: Annotated[str, typer.Argument(help=f"One of {', '.join(PERMISSIONS)}.")],
     det: Annotated[str | None, typer.Argument(help="A detector (default: the workspace).")] = None,
-    ctype: Annotated[str | None, typer.Option("--ctype", help="A ctype.")] = None,
+    ctype: Annotated[str | None, typer.Option("--ctype", help="A ctype.", metavar="CTYPE")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Whether USER may PERMISSION (exit 10 when not)."""
@@ -85,8 +84,10 @@ def _edit(
     say(f"{'granted' if grant else 'revoked'}: {principal} {','.join(perms)}")
 
 
-DetsOpt = Annotated[list[str] | None, typer.Option("--detector", help="Only detectors matching this glob.")]
-CtypesOpt = Annotated[list[str] | None, typer.Option("--ctype", help="Only these ctypes.")]
+DetsOpt = Annotated[
+    list[str] | None, typer.Option("--detector", help="Only detectors matching this glob.", metavar="GLOB")
+]
+CtypesOpt = Annotated[list[str] | None, typer.Option("--ctype", help="Only these ctypes.", metavar="CTYPE")]
 PrincipalArg = Annotated[str, typer.Argument(help="user:NAME, group:NAME or *.")]
 PermsArg = Annotated[list[str], typer.Argument(help=f"Permissions: {', '.join(PERMISSIONS)}.")]
 
@@ -118,10 +119,14 @@ def revoke(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    kind: Annotated[str | None, typer.Option("--kind", help="repository, experiment or local.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="The experiment's Unix group.")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="repository, experiment or local.", metavar="KIND")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="The experiment's Unix group.", metavar="GROUP")
+    ] = None,
     owner: Annotated[
-        str | None, typer.Option("--owner", help="The owner (local kind; admin everywhere).")
+        str | None, typer.Option("--owner", help="The owner (local kind; admin everywhere).", metavar="USER")
     ] = None,
 ) -> None:
     """Set the location kind, experiment group or owner (needs admin; logged)."""
@@ -135,5 +140,13 @@ def set_(
         acl.kind = kind
     acl.group = group if group is not None else acl.group
     acl.owner = owner if owner is not None else acl.owner
-    acl_module.save(ws.root, acl, who, f"set kind={acl.kind} group={acl.group} owner={acl.owner}")
-    say(f"kind: {acl.kind}  group: {acl.group}  owner: {acl.owner}")
+    fields = {"kind": acl.kind, "group": acl.group, "owner": acl.owner}
+    acl_module.save(ws.root, acl, who, "set " + " ".join(f"{k}={v}" for k, v in fields.items() if v))
+    say(_kind_line(acl))
+
+
+def _kind_line(acl: ACL) -> str:
+    """The location kind, its group (experiments) and owner; an unset owner shows as ``?``."""
+    return (
+        f"kind: {acl.kind}" + (f"  group: {acl.group}" if acl.group else "") + f"  owner: {acl.owner or '?'}"
+    )

@@ -8,11 +8,9 @@ import typer
 from rich.table import Table
 
 from dcsync.cli.context import state
-from dcsync.cli.output import console, emit_json, say
+from dcsync.cli.output import JsonOpt, console, emit_json, say
 
 app = typer.Typer(no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 @app.command("add")

@@ -10,16 +10,15 @@ from rich.table import Table
 from rich.tree import Tree
 
 from dcsync.cli.context import State, looks_like_path, state
-from dcsync.cli.output import console, emit_json, entry_json, pars_text, range_json, say, short
+from dcsync.cli.output import JsonOpt, console, emit_json, entry_json, pars_text, range_json, say, short
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.repository import Repository
 from dcsync.times import format_time
 
 app = typer.Typer()
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 OptDet = Annotated[
-    str | None, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="[DET]")
+    str | None, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="DET")
 ]
 
 
@@ -31,7 +30,7 @@ def _end(text: str | None) -> str:
 def ls(
     ctx: typer.Context,
     det: OptDet = None,
-    ctype: Annotated[str | None, typer.Argument(help="Calibration type.", metavar="[CTYPE]")] = None,
+    ctype: Annotated[str | None, typer.Argument(help="Calibration type.", metavar="CTYPE")] = None,
     json: JsonOpt = False,
 ) -> None:
     """List detectors; with DET its ctypes; with DET CTYPE its ranges and versions."""
@@ -229,7 +228,9 @@ def _print_tree(doc: dict[str, Any]) -> None:
 def log(
     ctx: typer.Context,
     det: OptDet = None,
-    number: Annotated[int | None, typer.Option("-n", "--max-count", min=1, help="Show the N latest.")] = None,
+    number: Annotated[
+        int | None, typer.Option("-n", "--max-count", min=1, help="Show the N latest.", metavar="N")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """The log of ref moves, newest first; without DET all detectors merged by time."""
@@ -327,7 +328,7 @@ def _audit(extra: Any) -> str:
     if isinstance(extra.get("promote"), dict):
         promotions.append(extra["promote"])
     for p in promotions:
-        parts.append(f"promoted from {p.get('from')} commit {short(p.get('commit'))}")
+        parts.append(f"promoted from {p.get('from') or '?'} commit {short(p.get('commit'))}")
     if extra.get("source") and not parts:
         parts.append(f"from {extra['source']}")
     return "; ".join(parts)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dcsync.cli.context import state
 from dcsync.cli.output import (
+    JsonOpt,
     console,
     constant_json,
     emit_json,
@@ -20,20 +21,21 @@ from dcsync.cli.output import (
     say,
     shape_text,
 )
-from dcsync.errors import InvalidTime, UsageError
+from dcsync.errors import InvalidTime, UsageError, VersionNotFound
 from dcsync.inputs import load_constant, save_constant
-from dcsync.names import check_ctype
+from dcsync.names import RangeKey, check_ctype
 from dcsync.objects import Payload, RangeTree
-from dcsync.repository import Constant
+from dcsync.refs import remote_ref
+from dcsync.repository import Constant, Repository, Transaction
 from dcsync.times import format_time, parse_time
 
 app = typer.Typer()
 
 Det = Annotated[str, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="DET")]
 Ctype = Annotated[str, typer.Argument(help="Calibration type (pedestals, pixel_status, geometry, ...).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 RangeOpt = Annotated[
-    str | None, typer.Option("--range", "-r", help="Range key or unique prefix (e.g. 1700000000-end).")
+    str | None,
+    typer.Option("--range", "-r", help="Range key or unique prefix (e.g. 1700000000-end).", metavar="RANGE"),
 ]
 
 
@@ -45,12 +47,19 @@ def add(
     file: Annotated[
         Path, typer.Argument(help=".npy, single-array .npz, psana text array, or geometry text.")
     ],
-    begin: Annotated[str, typer.Option("--begin", "-b", help="Start of validity (ISO 8601, unix s, now).")],
-    end: Annotated[str | None, typer.Option("--end", "-e", help="End of validity (default: open).")] = None,
-    par: Annotated[
-        list[str] | None, typer.Option("--par", "-p", help="KEY=VALUE parameter (repeatable).")
+    begin: Annotated[
+        str, typer.Option("--begin", "-b", help="Start of validity (ISO 8601, unix s, now).", metavar="TIME")
+    ],
+    end: Annotated[
+        str | None, typer.Option("--end", "-e", help="End of validity (default: open).", metavar="TIME")
     ] = None,
-    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
+    par: Annotated[
+        list[str] | None,
+        typer.Option("--par", "-p", help="KEY=VALUE parameter (repeatable).", metavar="KEY=VALUE"),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("-m", "--message", help="Commit message.", metavar="MESSAGE")
+    ] = None,
     no_default: Annotated[
         bool, typer.Option("--no-default", help="Do not pin the new version as its range's default.")
     ] = False,
@@ -120,12 +129,17 @@ def get(
     ctx: typer.Context,
     det: Det,
     ctype: Ctype,
-    at: Annotated[str | None, typer.Option("--at", "-t", help="Lookup time (default: now).")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", "-t", help="Lookup time (default: now).", metavar="TIME")
+    ] = None,
     version: Annotated[
-        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.", metavar="VERSION")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the value to OUT.npy, OUT.txt or OUT.data.")
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Write the value to OUT.npy, OUT.txt or OUT.data.", metavar="FILE"
+        ),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
@@ -187,12 +201,22 @@ def default(
     ctx: typer.Context,
     det: Det,
     ctype: Ctype,
-    version: Annotated[str | None, typer.Argument(help="Version key or unique prefix to pin.")] = None,
+    version: Annotated[
+        str | None,
+        typer.Argument(
+            help="Version key or unique prefix to pin; REMOTE:PREFIX takes a version of the fetched "
+            "remote into HEAD and pins it (e.g. origin:9af3, after a pull stopped on a conflict).",
+            metavar="VERSION",
+        ),
+    ] = None,
     range_: RangeOpt = None,
     unset: Annotated[
-        bool, typer.Option("--unset", help="Unpin: the most recently produced version counts again.")
+        bool,
+        typer.Option("--unset", help="Unpin: the most recently produced version counts again."),
     ] = False,
-    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
+    message: Annotated[
+        str | None, typer.Option("-m", "--message", help="Commit message.", metavar="MESSAGE")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Pin VERSION as its range's default, or unpin a range with --unset --range R."""
@@ -207,10 +231,13 @@ def default(
             if unset:
                 rkey = repo.find_range(ctype, range_ or "")[0]
                 tx.set_default(ctype, None, range=rkey)
+            elif version is not None and ":" in version:  # REMOTE:PREFIX
+                remote, _, prefix = version.partition(":")
+                if not remote or not prefix:
+                    raise UsageError(f"{version!r}: give REMOTE:PREFIX, e.g. origin:9af3")
+                rkey = tx.take_version(ctype, prefix, ref=remote_ref(remote), range=range_).range
             else:
-                loc = tx.set_default(ctype, version, range=range_)
-                assert loc is not None
-                rkey = loc.range
+                rkey = _pin(repo, tx, ctype, version or "", range_)
         _, tree = repo.find_range(ctype, rkey)
         detname = repo.detname
     doc = {"detector": detname, "ctype": ctype, **range_json(rkey, tree), "commit": tx.commit_id}
@@ -224,6 +251,24 @@ def default(
         say(f"{detname} {ctype} range {rkey}: unpinned, latest version {tree.effective()} counts{changed}")
 
 
+def _pin(repo: Repository, tx: Transaction, ctype: str, version: str, range_: str | None) -> RangeKey:
+    """Pin a version of HEAD; one that only a fetched remote has is named in the error, with the
+    way to take it (the step a user tries first after a pull stopped on a conflict)."""
+    try:
+        loc = tx.set_default(ctype, version, range=range_)
+    except VersionNotFound as exc:
+        found = repo.fetched_version(ctype, version)
+        if not found:
+            raise
+        remote = next(iter(found)).removeprefix("remotes/")
+        raise VersionNotFound(
+            f"{exc.message}; it is a version of {', '.join(found)} (fetched, not in HEAD): "
+            f"take and pin it with 'dcsync default {repo.detname} {ctype} {remote}:{version}'"
+        ) from exc
+    assert loc is not None
+    return loc.range
+
+
 @app.command()
 def rm(
     ctx: typer.Context,
@@ -231,10 +276,10 @@ def rm(
     ctype: Ctype,
     range_: RangeOpt = None,
     version: Annotated[
-        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.", metavar="VERSION")
     ] = None,
     message: Annotated[
-        str, typer.Option("-m", "--message", help="Why (required; kept in the history).")
+        str, typer.Option("-m", "--message", help="Why (required; kept in the history).", metavar="MESSAGE")
     ] = "",
     json: JsonOpt = False,
 ) -> None:

@@ -18,7 +18,7 @@ from rich.table import Table
 from dcsync import hooks
 from dcsync.acl import current_identity
 from dcsync.cli.context import state
-from dcsync.cli.output import console, emit_json, say
+from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import AlreadyExists, NotFound, RepositoryError, UsageError
 from dcsync.hashing import ObjectId
 from dcsync.policy import Incoming, PayloadPath
@@ -28,7 +28,6 @@ from dcsync.store.base import ObjectStore
 
 app = typer.Typer(no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 PhaseOpt = Annotated[
     str | None,
     typer.Option("--phase", help=f"One of {', '.join(hooks.PHASES)}.", metavar="PHASE"),
@@ -142,7 +141,7 @@ def install(
 
 @app.command()
 def remove(ctx: typer.Context, name: NameArg, phase: PhaseOpt = None, json: JsonOpt = False) -> None:
-    """Remove an installed hook from hooks/<phase>.d/ (from every phase unless --phase)."""
+    """Remove an installed hook from hooks/PHASE.d/ (from every phase unless --phase)."""
     root = state(ctx).workspace().root
     _check_name(name)
     phases = [_check_phase(phase)] if phase else list(hooks.PHASES)

@@ -9,13 +9,11 @@ import typer
 from rich.table import Table
 
 from dcsync.cli.context import state
-from dcsync.cli.output import console, emit_json, say
+from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.locking import FileLock, LockInfo, break_lock, lock_status
 from dcsync.times import format_time
 
 app = typer.Typer(no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 def _holder(info: LockInfo | None) -> dict[str, Any] | None:
@@ -38,7 +36,7 @@ def status(
     ctx: typer.Context,
     dets: Annotated[
         list[str] | None,
-        typer.Argument(help="Detectors (names, aliases or .h5 paths); default: all.", metavar="[DET]..."),
+        typer.Argument(help="Detectors (names, aliases or .h5 paths); default: all.", metavar="DET"),
     ] = None,
     json: JsonOpt = False,
 ) -> None:

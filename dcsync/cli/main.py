@@ -3,7 +3,8 @@
 Exit codes come from :data:`dcsync.errors.EXIT_CODES`: a :class:`~dcsync.errors.DcsyncError` prints
 ``dcsync: error: <message>`` on stderr and exits with its ``exit_code``; Ctrl-C exits 130; anything
 else is a bug and says so (the traceback only with ``DCSYNC_DEBUG=1``). Command-line mistakes that
-typer catches itself (unknown option, missing argument) exit 2, like our own usage errors.
+typer catches itself (unknown option, missing argument) exit 2, like our own usage errors. A command
+run with ``--json`` also prints the error as a JSON document on stdout (``output.error_json``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from typer.core import TyperGroup
 
 from dcsync.cli import acl, alias, browse, constants, hooks, lock, par, promote, sync, verify, workspace
 from dcsync.cli.context import State
+from dcsync.cli.output import error_json, json_mode
+from dcsync.cli.usage import readable, readable_params
 from dcsync.errors import DcsyncError
 
 # typer (>= 0.26 vendors click) signals exits and usage errors with exceptions that must pass through.
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 _CONTROL: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 BUG_EXIT = 1
 INTERRUPT_EXIT = 130
+_ARGV = "dcsync.argv"  # ctx.meta key: the command line as given (ctx.meta is shared by subcommands)
 
 
 def _debug() -> bool:
@@ -37,15 +43,19 @@ def _error(text: str) -> None:
     typer.echo(f"dcsync: error: {text}", err=True)
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """Report ``exc`` on stderr and return the exit code it maps to."""
+def exit_code_for(exc: BaseException, *, json: bool = False) -> int:
+    """Report ``exc`` on stderr (and as a JSON document on stdout with ``json``); return its exit code."""
     if isinstance(exc, KeyboardInterrupt):
         typer.echo("dcsync: interrupted", err=True)
+        if json:
+            error_json("interrupted", INTERRUPT_EXIT, "interrupted")
         return INTERRUPT_EXIT
     if _debug():
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, DcsyncError):
         _error(exc.message)
+        if json:
+            error_json(exc.wire_code, exc.exit_code, exc.message, exc.details)
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):  # `dcsync log | head`: the reader left, nothing to say
         return BUG_EXIT
@@ -53,6 +63,8 @@ def exit_code_for(exc: BaseException) -> int:
         # A system error the API did not translate (permissions on a workspace directory...).
         where = f": {exc.filename}" if exc.filename else ""
         _error(f"{exc.strerror or exc}{where}")
+        if json:
+            error_json("system", 1, f"{exc.strerror or exc}{where}", {"errno": exc.errno})
         return 1
     _error(f"unexpected {type(exc).__name__}: {exc}")
     typer.echo(
@@ -60,20 +72,48 @@ def exit_code_for(exc: BaseException) -> int:
         + ("" if _debug() else " and the output of the same command with DCSYNC_DEBUG=1"),
         err=True,
     )
+    if json:
+        error_json("bug", BUG_EXIT, f"unexpected {type(exc).__name__}: {exc}")
     return BUG_EXIT
+
+
+def _asked_for_json(exc: BaseException, argv: list[str]) -> bool:
+    """Whether a command line that typer refused (so ``--json`` was never parsed) had ``--json``."""
+    command = getattr(getattr(exc, "ctx", None), "command", None)
+    if command is None or not any("--json" in p.opts for p in command.params):
+        return False
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
 
 
 class DcsyncGroup(TyperGroup):
     """The root group: every command runs inside :meth:`invoke`, so errors map the same way for the
-    installed executable and for in-process runners."""
+    installed executable and for in-process runners; commands come out of :meth:`get_command` with
+    readable ``--help`` (:mod:`dcsync.cli.usage`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)
+        return list(super().parse_args(ctx, args))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return readable_params(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else readable(command, ctx)
 
     def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except _CONTROL:
-            raise
-        except (Exception, KeyboardInterrupt) as exc:
-            raise typer.Exit(exit_code_for(exc)) from exc
+        with json_mode() as mode:
+            try:
+                return super().invoke(ctx)
+            except _CLICK_EXCEPTION as exc:  # typer reports it (exit 2); --json also wants it on stdout
+                if mode.requested or _asked_for_json(exc, ctx.meta.get(_ARGV, [])):
+                    message = str(getattr(exc, "format_message", exc.__str__)())
+                    error_json("usage", int(getattr(exc, "exit_code", 2)), message)
+                raise
+            except _CONTROL:
+                raise
+            except (Exception, KeyboardInterrupt) as exc:
+                raise typer.Exit(exit_code_for(exc, json=mode.requested)) from exc
 
 
 app = typer.Typer(

@@ -1,6 +1,11 @@
 """How commands print: rich tables for people, one JSON document for scripts, ISO 8601 UTC times.
 
 Everything user-supplied is printed with markup off, so a ``[tag]`` in a message stays text.
+
+With ``--json`` stdout carries exactly one JSON document, also when the command fails: every
+command takes the one :data:`JsonOpt`, which records the request for this invocation, and the
+error handler (:mod:`dcsync.cli.main`) prints :func:`error_json` unless the command already printed
+its own document (``verify`` reports its problems, then fails).
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -33,9 +41,61 @@ def console(*, stderr: bool = False) -> Console:
     return Console(file=stream, width=width, markup=False, highlight=False, emoji=False)
 
 
+@dataclass
+class _JsonMode:
+    """What this invocation asked for and printed (one per command run, in-process runs included)."""
+
+    requested: bool = False
+    printed: bool = False
+
+
+_JSON_MODE: ContextVar[_JsonMode | None] = ContextVar("dcsync_json_mode", default=None)
+
+
+def _mode() -> _JsonMode:
+    """This run's record; outside a run (a command function called directly) a throwaway one."""
+    return _JSON_MODE.get() or _JsonMode()
+
+
+@contextmanager
+def json_mode() -> Iterator[_JsonMode]:
+    """A fresh record for one command run: whether ``--json`` was given and a document printed."""
+    mode = _JsonMode()
+    token = _JSON_MODE.set(mode)
+    try:
+        yield mode
+    finally:
+        _JSON_MODE.reset(token)
+
+
+def _record_json(value: bool) -> bool:
+    if value:
+        _mode().requested = True
+    return value
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON document instead of text (an error too).", callback=_record_json
+    ),
+]
+"""The ``--json`` option of every command: one definition, so a failing command still answers in JSON."""
+
+
 def emit_json(doc: Any) -> None:
     """Print one JSON document on stdout (NaN/inf are not JSON: callers pass None instead)."""
     typer.echo(json.dumps(doc, indent=2, allow_nan=False, default=_default))
+    _mode().printed = True
+
+
+def error_json(code: str, exit_code: int, message: str, details: Mapping[str, Any] | None = None) -> None:
+    """The document a failing ``--json`` command prints, unless it printed its own already."""
+    if _mode().printed:
+        return
+    emit_json(
+        {"error": {"code": code, "exit": exit_code, "message": message, "details": dict(details or {})}}
+    )
 
 
 def _default(value: Any) -> Any:

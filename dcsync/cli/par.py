@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from dcsync.cli.context import state
-from dcsync.cli.output import emit_json, parse_pairs, say
+from dcsync.cli.output import JsonOpt, emit_json, parse_pairs, say
 from dcsync.errors import UsageError
 from dcsync.objects import ParValue
 
@@ -18,24 +18,37 @@ app = typer.Typer(no_args_is_help=True)
 def set_(
     ctx: typer.Context,
     det: Annotated[str, typer.Argument(help="Detector name, alias, or path to its .h5 file.", metavar="DET")],
+    ctype: Annotated[
+        str | None,
+        typer.Argument(
+            help="Calibration type; leave out to set parameters of the detector itself.", metavar="CTYPE"
+        ),
+    ] = None,
     items: Annotated[
         list[str] | None,
         typer.Argument(
-            help="[CTYPE] then KEY=VALUE ... (values: int, float, true/false, else text).",
-            metavar="[CTYPE] KEY=VALUE...",
+            help="KEY=VALUE items (values: int, float, true/false, else text).", metavar="KEY=VALUE"
         ),
     ] = None,
-    range_: Annotated[str | None, typer.Option("--range", "-r", help="Range key or unique prefix.")] = None,
-    version: Annotated[
-        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
+    range_: Annotated[
+        str | None, typer.Option("--range", "-r", help="Range key or unique prefix.", metavar="RANGE")
     ] = None,
-    unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove KEY (repeatable).")] = None,
-    message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Version key or unique prefix.", metavar="VERSION")
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="Remove KEY (repeatable).", metavar="KEY")
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("-m", "--message", help="Commit message.", metavar="MESSAGE")
+    ] = None,
+    json: JsonOpt = False,
 ) -> None:
     """Set (or --unset) parameters; without CTYPE on the detector itself."""
     args = list(items or [])
-    ctype = args.pop(0) if args and "=" not in args[0] else None
+    if ctype is not None and "=" in ctype:  # no CTYPE given: the first item took its place
+        args.insert(0, ctype)
+        ctype = None
     if ctype is None and (range_ or version):
         raise UsageError("--range/--version need a CTYPE before the KEY=VALUE items")
     values: dict[str, ParValue | None] = dict(parse_pairs(args))

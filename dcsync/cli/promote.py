@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from dcsync.cli.context import state
-from dcsync.cli.output import emit_json, say, short
+from dcsync.cli.output import JsonOpt, emit_json, say, short
 from dcsync.cli.sync import RemoteDcsyncOpt, SshOpt
 from dcsync.promote import promote as run_promote
 
@@ -17,21 +17,30 @@ app = typer.Typer()
 @app.command()
 def promote(
     ctx: typer.Context,
-    detectors: Annotated[list[str], typer.Argument(help="Detector names to promote.")],
-    source: Annotated[str, typer.Option("--from", help="Source location: workspace dir, remote or URL.")],
-    target: Annotated[str, typer.Option("--to", help="Target location: workspace dir, remote or URL.")],
+    detectors: Annotated[list[str], typer.Argument(help="Detector names to promote.", metavar="DET")],
+    source: Annotated[
+        str, typer.Option("--from", help="Source location: workspace dir, remote or URL.", metavar="REMOTE")
+    ],
+    target: Annotated[
+        str, typer.Option("--to", help="Target location: workspace dir, remote or URL.", metavar="REMOTE")
+    ],
     ctype: Annotated[
-        list[str] | None, typer.Option("--ctype", help="Only these ctypes (repeatable).")
+        list[str] | None, typer.Option("--ctype", help="Only these ctypes (repeatable).", metavar="CTYPE")
     ] = None,
-    version: Annotated[str | None, typer.Option("--version", help="A version key prefix to promote.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="A version key prefix to promote.", metavar="VERSION")
+    ] = None,
     at: Annotated[
-        str | None, typer.Option("--at", help="Promote the versions lookups return at T (default: now).")
+        str | None,
+        typer.Option("--at", help="Promote the versions lookups return at T (default: now).", metavar="TIME"),
     ] = None,
-    message: Annotated[str, typer.Option("-m", "--message", help="The target commit's message.")] = "",
+    message: Annotated[
+        str, typer.Option("-m", "--message", help="The target commit's message.", metavar="MESSAGE")
+    ] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would change.")] = False,
     remote_dcsync: RemoteDcsyncOpt = None,
     ssh: SshOpt = None,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Copy chosen versions (ranges, parameters, provenance) through the target's ACL and hooks.
 

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from dcsync import sync
 from dcsync.cli.context import state
-from dcsync.cli.output import console, emit_json, say, short
+from dcsync.cli.output import JsonOpt, console, dtype_name, emit_json, pars_text, say, shape_text, short
+from dcsync.diff import Change
+from dcsync.objects import VersionEntry
 from dcsync.server import run_stdio
 
 app = typer.Typer()
 remote_app = typer.Typer(no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 RemoteArg = Annotated[str, typer.Argument(help="Remote name, URL or path.")]
 DetOpt = Annotated[
@@ -28,28 +28,41 @@ DetOpt = Annotated[
 ]
 RemoteDcsyncOpt = Annotated[
     str | None,
-    typer.Option("--remote-dcsync", help="The dcsync command on the remote (like git's --upload-pack)."),
+    typer.Option(
+        "--remote-dcsync",
+        help="The dcsync command on the remote (like git's --upload-pack).",
+        metavar="COMMAND",
+    ),
 ]
 SshOpt = Annotated[
     str | None,
     typer.Option(
-        "--ssh", envvar="DCSYNC_SSH", help="Use this ssh command instead of paramiko (e.g. 'ssh -K')."
+        "--ssh",
+        envvar="DCSYNC_SSH",
+        help="Use this ssh command instead of paramiko (e.g. 'ssh -K').",
+        metavar="COMMAND",
     ),
 ]
 
 
 @contextlib.contextmanager
 def progress_bar(quiet: bool) -> Iterator[sync.Progress]:
-    """A transfer progress bar on stderr when it is a terminal; silent otherwise."""
-    if quiet or not sys.stderr.isatty():
+    """A transfer progress bar on stderr when it is a terminal (rich's test: ``TTY_COMPATIBLE=1``
+    forces it); silent otherwise.
+
+    Our consoles print with markup off (names are text), so the phase is a :class:`TextColumn` with
+    a style, never a ``[style]`` tag in a format string, which would print literally.
+    """
+    err = console(stderr=True)
+    if quiet or not err.is_terminal:
         yield lambda phase, done, total: None
         return
     with Progress(
-        "[progress.description]{task.description}",
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=console(stderr=True),
+        console=err,
         transient=True,
     ) as bar:
         tasks: dict[str, Any] = {}
@@ -69,13 +82,16 @@ def serve(
     ] = False,
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="The workspace to serve (default: from SSH_ORIGINAL_COMMAND, or .)."),
+        typer.Option(
+            "--root", help="The workspace to serve (default: from SSH_ORIGINAL_COMMAND, or .).", metavar="DIR"
+        ),
     ] = None,
     restrict_to_path: Annotated[
         list[Path] | None,
         typer.Option(
             "--restrict-to-path",
             help="Serve only workspaces at or below this path (repeatable; for SSH forced commands).",
+            metavar="DIR",
         ),
     ] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write.")] = False,
@@ -122,9 +138,15 @@ def clone(
     url: Annotated[str, typer.Argument(help="The workspace to copy: ssh://..., host:path or a path.")],
     path: Annotated[Path | None, typer.Argument(help="Where (default: the last part of the URL).")] = None,
     detector: DetOpt = None,
-    ctype: Annotated[list[str] | None, typer.Option("--ctype", help="Only these ctypes' payloads.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only payloads valid at or after T.")] = None,
-    kind: Annotated[str, typer.Option("--kind", help="Location kind of the new workspace.")] = "local",
+    ctype: Annotated[
+        list[str] | None, typer.Option("--ctype", help="Only these ctypes' payloads.", metavar="CTYPE")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only payloads valid at or after T.", metavar="TIME")
+    ] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help="Location kind of the new workspace.", metavar="KIND")
+    ] = "local",
     remote_dcsync: RemoteDcsyncOpt = None,
     ssh: SshOpt = None,
     quiet: QuietOpt = False,
@@ -162,7 +184,7 @@ def fetch(
     quiet: QuietOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Download a remote's new commits into remotes/<name>; HEAD does not move."""
+    """Download a remote's new commits into remotes/REMOTE; HEAD does not move."""
     with progress_bar(quiet or json) as progress:
         report = sync.fetch(state(ctx).workspace(), remote, detectors=detector, progress=progress)
     if json:
@@ -212,7 +234,9 @@ def push(
     detector: DetOpt = None,
     atomic: Annotated[bool, typer.Option("--atomic", help="All detectors or none.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be sent.")] = False,
-    message: Annotated[str, typer.Option("-m", "--message", help="Recorded in the remote's log.")] = "",
+    message: Annotated[
+        str, typer.Option("-m", "--message", help="Recorded in the remote's log.", metavar="MESSAGE")
+    ] = "",
     quiet: QuietOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -266,8 +290,12 @@ def diff(
     ctx: typer.Context,
     a: Annotated[str, typer.Argument(help="Old side: workspace dir, remote, URL or .h5 file.")],
     b: Annotated[str, typer.Argument(help="New side: workspace dir, remote, URL or .h5 file.")],
-    detectors: Annotated[list[str] | None, typer.Argument(help="Only these detectors (globs).")] = None,
-    ctype: Annotated[list[str] | None, typer.Option("--ctype", help="Only these ctypes.")] = None,
+    detectors: Annotated[
+        list[str] | None, typer.Argument(help="Only these detectors (globs).", metavar="DET")
+    ] = None,
+    ctype: Annotated[
+        list[str] | None, typer.Option("--ctype", help="Only these ctypes.", metavar="CTYPE")
+    ] = None,
     stat: Annotated[bool, typer.Option("--stat", help="Counts only.")] = False,
     values: Annotated[
         bool, typer.Option("--values", help="Compare changed arrays' values (fetches them).")
@@ -300,17 +328,36 @@ def diff(
             say(left_out)
         return
     for i, c in enumerate(report.changes):
-        where = " ".join(x for x in (c.detname, c.ctype, c.range, c.version) if x)
-        old = getattr(c.old, "obj", c.old)
-        new = getattr(c.new, "obj", c.new)
-        say(
-            f"{c.kind:8} {where}: {short(old) if isinstance(old, str) else old} -> "
-            f"{short(new) if isinstance(new, str) else new}"
-        )
+        say(_change_line(c))
         if i in report.values:
-            v = report.values[i]
-            say("         " + ", ".join(f"{k}={val}" for k, val in v.items()))
+            say("         " + _values_text(report.values[i]))
     if not report.changes:
         say("no differences")
     if left_out:
         say(left_out)
+
+
+def _side(kind: str, value: Any) -> str:
+    """One side of a change for people: what a version, default, parameter set or link set is."""
+    if value is None:
+        return "unpinned" if kind == "default" else "absent"
+    if isinstance(value, VersionEntry):
+        return f"{short(value.obj)} {dtype_name(value)} {shape_text(value)}"
+    if isinstance(value, dict):  # pars, or links (an empty link is no link)
+        shown = {k: v for k, v in value.items() if kind != "links" or v}
+        return pars_text(shown) or "none"
+    return str(value)
+
+
+def _change_line(c: Change) -> str:
+    where = " ".join(x for x in (c.detname, c.ctype, c.range, c.version) if x)
+    if c.kind == "added":
+        return f"{c.kind:8} {where}: {_side(c.kind, c.new)}"
+    if c.kind == "removed":
+        return f"{c.kind:8} {where} (was {_side(c.kind, c.old)})"
+    return f"{c.kind:8} {where}: {_side(c.kind, c.old)} -> {_side(c.kind, c.new)}"
+
+
+def _values_text(stats: dict[str, Any]) -> str:
+    """``--values`` statistics; what could not be computed is left out, not printed as None."""
+    return ", ".join(f"{k}={v}" for k, v in stats.items() if v is not None)

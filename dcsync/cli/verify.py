@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dcsync.cli.context import State, looks_like_path, state
-from dcsync.cli.output import console, emit_json, say
+from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import DcsyncError, DetectorNotFound, RepositoryError
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.verify import VerifyReport, verify_path
@@ -66,9 +66,9 @@ def verify(
     ctx: typer.Context,
     dets: Annotated[
         list[str] | None,
-        typer.Argument(help="Detectors (names, aliases or .h5 paths); default: all.", metavar="[DET]..."),
+        typer.Argument(help="Detectors (names, aliases or .h5 paths); default: all.", metavar="DET"),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Check repositories: every object's hash, every reference, and the HDF5 view of HEAD."""
     paths = _targets(state(ctx), dets or [])

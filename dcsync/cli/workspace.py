@@ -8,12 +8,10 @@ from typing import Annotated
 import typer
 
 from dcsync.cli.context import state
-from dcsync.cli.output import emit_json, say
+from dcsync.cli.output import JsonOpt, emit_json, say
 from dcsync.workspace import KINDS, Workspace
 
 app = typer.Typer()
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 @app.command()
@@ -26,7 +24,8 @@ def init(
         str, typer.Option("--kind", help=f"Location kind: {', '.join(KINDS)}.", metavar="KIND")
     ] = "local",
     group: Annotated[
-        str | None, typer.Option("--group", help="experiment: the Unix group whose members write.")
+        str | None,
+        typer.Option("--group", help="experiment: the Unix group whose members write.", metavar="GROUP"),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
@@ -42,13 +41,16 @@ def init(
 @app.command()
 def new(
     ctx: typer.Context,
-    detname: Annotated[str, typer.Argument(help="<dettype>-<detid>, lower case (e.g. epix100a-3925868555).")],
+    detname: Annotated[str, typer.Argument(help="DETTYPE-DETID, lower case (e.g. epix100a-3925868555).")],
     predecessor: Annotated[
-        str | None, typer.Option("--predecessor", help="The detector this one replaces (name or alias).")
+        str | None,
+        typer.Option("--predecessor", help="The detector this one replaces (name or alias).", metavar="DET"),
     ] = None,
-    alias: Annotated[str | None, typer.Option("--alias", help="Also add this alias.")] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Also add this alias.", metavar="ALIAS")
+    ] = None,
     message: Annotated[
-        str | None, typer.Option("-m", "--message", help="Message of the first commit.")
+        str | None, typer.Option("-m", "--message", help="Message of the first commit.", metavar="MESSAGE")
     ] = None,
     json: JsonOpt = False,
 ) -> None:
