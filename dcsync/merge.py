@@ -243,16 +243,12 @@ class _Merger:
     def read_ctype(self, oid: ObjectId | None) -> CtypeTree:
         if oid is None:
             return CtypeTree()
-        tree = self.store.read_object(oid)
-        assert isinstance(tree, CtypeTree), f"{oid} is not a ctype tree"
-        return tree
+        return self.store.read_as(oid, CtypeTree)
 
     def read_range(self, ref: RangeRef | None) -> RangeTree | None:
         if ref is None:
             return None
-        tree = self.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree), f"{ref.tree} is not a range tree"
-        return tree
+        return self.store.read_as(ref.tree, RangeTree)
 
     # -- levels ----------------------------------------------------------------------------------
     def version(

@@ -120,13 +120,8 @@ def _choose(
             if ctypes:
                 raise DetectorNotFound(f"{det} in {snap.name} has no ctype {ctype!r}")
             continue
-        ct = store.read_object(root.ctypes[ctype])
-        assert isinstance(ct, CtypeTree)
-        ranges: dict[RangeKey, RangeTree] = {}
-        for k, ref in ct.ranges.items():
-            tree = store.read_object(ref.tree)
-            assert isinstance(tree, RangeTree)
-            ranges[k] = tree
+        ct = store.read_as(root.ctypes[ctype], CtypeTree)
+        ranges = {k: store.read_as(ref.tree, RangeTree) for k, ref in ct.ranges.items()}
         if version is not None:
             hits = [(k, t, v) for k, t in ranges.items() for v in t.versions if v.startswith(version)]
             if len(hits) > 1:
@@ -153,13 +148,10 @@ def _already(
     root = target.root()
     if ctype not in root.ctypes:
         return None
-    ct = target.store.read_object(root.ctypes[ctype])
-    assert isinstance(ct, CtypeTree)
-    ref = ct.ranges.get(key)
+    ref = target.store.read_as(root.ctypes[ctype], CtypeTree).ranges.get(key)
     if ref is None:
         return None
-    tree = target.store.read_object(ref.tree)
-    assert isinstance(tree, RangeTree)
+    tree = target.store.read_as(ref.tree, RangeTree)
     for vkey, entry in tree.versions.items():
         same_origin = (
             entry.origin.get("location") == origin["location"]

@@ -10,28 +10,41 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from dcsync.errors import CorruptObject
+from dcsync.errors import CorruptObject, DcsyncError
 from dcsync.hashing import ObjectId, dtype_string
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree
+from dcsync.objects import (
+    Commit,
+    CtypeTree,
+    Obj,
+    RangeTree,
+    RootTree,
+    Tree,
+    Via,
+    expect,
+    kind_name,
+    wrong_kind,
+)
 from dcsync.store.base import ObjectKind, ObjectStore
-
-if TYPE_CHECKING:
-    from dcsync.quarantine import Quarantine
 
 
 class _Reader(Protocol):
+    def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj: ...
+
+
+class Arrived(Protocol):
+    """Objects received from a peer and not yet imported (a quarantine, or a diff's scratch store)."""
+
+    def ids(self) -> Mapping[ObjectId, ObjectKind]: ...
+
     def read_object(self, oid: ObjectId) -> Tree | Commit: ...
 
 
 def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
-    commit = store.read_object(cid)
-    if not isinstance(commit, Commit):
-        raise CorruptObject(f"{cid} is not a commit")
-    return commit.parents
+    return store.read_as(cid, Commit).parents
 
 
 def ancestors(store: _Reader, heads: Iterable[ObjectId]) -> set[ObjectId]:
@@ -63,6 +76,53 @@ def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> boo
     return False
 
 
+class _Sources:
+    """What a walk reads: a store, and (receiving) the objects that arrived from ``peer``.
+
+    A wrong kind is the peer's doing, a :class:`ProtocolError`, when the peer sent the reference
+    to it: the head it offered, or any reference held by an object that arrived. A reference
+    held by a stored object is the file's own, a :class:`CorruptObject`.
+    """
+
+    def __init__(self, store: ObjectStore, arrived: Arrived | None = None, peer: str | None = None) -> None:
+        self.store, self.arrived, self.peer = store, arrived, peer
+        self.held: Mapping[ObjectId, ObjectKind] = arrived.ids() if arrived is not None else {}
+        self._stored: set[ObjectId] = set()  # read from the store: their references are its own
+
+    def _blamed(self, via: Via | None) -> str | None:
+        return None if via is not None and via.holder in self._stored else self.peer
+
+    def refuse(self, oid: ObjectId, found: str, expected: str, via: Via | None) -> DcsyncError:
+        return wrong_kind(oid, found, expected, where=self.store.where, via=via, peer=self._blamed(via))
+
+    def kind(self, oid: ObjectId, via: Via | None) -> ObjectKind:
+        if self.store.has(oid):
+            return self.store.kind_of(oid)
+        if oid in self.held:
+            return self.held[oid]
+        what = "commit" if via is None or via.role == "a parent" else "object"
+        raise CorruptObject(f"{what} {oid} is needed but was never received")
+
+    def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj:
+        peer = self._blamed(via)
+        if self.arrived is None or self.store.has(oid):
+            obj = self.store.read_as(oid, expected, via, peer=peer)
+            self._stored.add(oid)
+            return obj
+        kind = self.kind(oid, via)
+        if kind not in ("tree", "commit"):
+            raise self.refuse(oid, kind_name(kind), kind_name(expected), via)
+        arrived = self.arrived.read_object(oid)
+        return expect(arrived, expected, oid, where=self.store.where, via=via, peer=peer)
+
+    def check_payload(self, oid: ObjectId, kind: str, via: Via) -> None:
+        """A version's object is a payload of the kind its entry says (if it is here at all)."""
+        if self.store.has(oid) or oid in self.held:
+            found = self.kind(oid, via)
+            if found != kind:
+                raise self.refuse(oid, kind_name(found), kind_name(kind), via)
+
+
 def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool:
     if flt.get("payloads") is False:
         return False
@@ -74,40 +134,52 @@ def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool
 
 
 def tree_closure(
-    store: _Reader, root_id: ObjectId, flt: Mapping[str, Any], skip: set[ObjectId]
-) -> Iterator[tuple[ObjectId, ObjectKind | None]]:
-    """The root tree and everything below it, skipping ids in ``skip`` (and their subtrees).
+    src: _Sources, root_id: ObjectId, flt: Mapping[str, Any], known: dict[ObjectId, str], via: Via
+) -> Iterator[tuple[ObjectId, ObjectKind, Via]]:
+    """The root tree ``via`` names and everything below it, as (id, kind, the reference to it),
+    skipping ids in ``known`` (and their subtrees).
 
-    Payloads are yielded with kind None (the caller looks up kind and size).
+    ``known`` maps ids to the kind their first reference established; a later reference that
+    promises another kind is refused even where the walk skips the subtree, so a tree reached
+    twice cannot pass as two kinds. Payloads come with the kind their version entry promises,
+    for the caller to check (only it knows where to look).
     """
-    if root_id in skip:
+    if _skip(src, known, root_id, RootTree, via):
         return
-    skip.add(root_id)
-    yield root_id, "tree"
-    root = store.read_object(root_id)
-    assert isinstance(root, RootTree)
+    root = src.read_as(root_id, RootTree, via)
+    yield root_id, "tree", via
     for ctype, ctid in root.ctypes.items():
-        if ctid in skip:
+        cvia = Via(root_id, f"ctype {ctype!r}")
+        if _skip(src, known, ctid, CtypeTree, cvia):
             continue
-        skip.add(ctid)
-        yield ctid, "tree"
-        ct = store.read_object(ctid)
-        assert isinstance(ct, CtypeTree)
-        for ref in ct.ranges.values():
-            if ref.tree in skip:
+        ct = src.read_as(ctid, CtypeTree, cvia)
+        yield ctid, "tree", cvia
+        for key, ref in ct.ranges.items():
+            rvia = Via(ctid, f"range {key!r}")
+            if _skip(src, known, ref.tree, RangeTree, rvia):
                 continue
-            skip.add(ref.tree)
-            yield ref.tree, "tree"
-            rng = store.read_object(ref.tree)
-            assert isinstance(rng, RangeTree)
-            for entry in rng.versions.values():
-                if entry.obj not in skip and _wanted_payload(ctype, rng, flt):
-                    skip.add(entry.obj)
-                    yield entry.obj, None
+            rng = src.read_as(ref.tree, RangeTree, rvia)
+            yield ref.tree, "tree", rvia
+            if not _wanted_payload(ctype, rng, flt):
+                continue
+            for vkey, entry in rng.versions.items():
+                pvia = Via(ref.tree, f"version {vkey!r}")
+                if not _skip(src, known, entry.obj, entry.kind, pvia):
+                    yield entry.obj, entry.kind, pvia
 
 
-def _all_ids(store: _Reader, root_id: ObjectId) -> set[ObjectId]:
-    return {oid for oid, _ in tree_closure(store, root_id, {}, set())}
+def _skip(
+    src: _Sources, known: dict[ObjectId, str], oid: ObjectId, expected: type[Tree] | str, via: Via
+) -> bool:
+    """Whether ``oid`` was met already (refusing it if it was met as another kind); else it is
+    recorded as ``expected``, which the caller's read then checks."""
+    name = kind_name(expected)
+    if oid not in known:
+        known[oid] = name
+        return False
+    if known[oid] != name:
+        raise src.refuse(oid, known[oid], name, via)
+    return True
 
 
 def objects_for(
@@ -118,81 +190,88 @@ def objects_for(
     ``flt``: ``ctypes`` and ``since`` leave out payloads (partial clones), ``payloads: False`` all
     of them, ``history: False`` every commit but ``want`` (a snapshot, for ``diff``).
     """
-    known = ancestors(store, have) if have else set()
-    skip: set[ObjectId] = set()
+    src = _Sources(store)
+    known_commits = ancestors(store, have) if have else set()
+    known: dict[ObjectId, str] = {}
     for tip in have:
-        skip |= _all_ids(store, store.read_commit(tip).tree)
-    queue = deque([want])
+        for _ in tree_closure(src, store.read_commit(tip).tree, {}, known, Via(tip, "the tree")):
+            pass
+    queue: deque[tuple[ObjectId, Via | None]] = deque([(want, None)])
     seen: set[ObjectId] = set()
     while queue:
-        cid = queue.popleft()
-        if cid in seen or cid in known:
+        cid, via = queue.popleft()
+        if cid in seen or cid in known_commits:
             continue
         seen.add(cid)
-        commit = store.read_commit(cid)
+        commit = store.read_commit(cid, via)
         _, body = store.body_of(cid)
         yield cid, "commit", len(body)
         if flt.get("history", True):
-            queue.extend(commit.parents)
-        for oid, kind in tree_closure(store, commit.tree, flt, skip):
-            if kind is None:
-                kind = store.kind_of(oid)
-                yield oid, kind, payload_size(store, oid)
-            else:
+            queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
+        for oid, kind, ref in tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
+            if kind == "tree":
                 yield oid, kind, len(store.body_of(oid)[1])
+            else:
+                src.check_payload(oid, kind, ref)
+                yield oid, kind, payload_size(store, oid)
 
 
 def payload_size(store: ObjectStore, oid: ObjectId) -> int:
     dtype, shape = store.payload_info(oid)
     if dtype is None:
-        value = store.read_payload(oid)
-        assert isinstance(value, str)
-        return len(value.encode("utf-8"))
+        return len(_text(store, oid).encode("utf-8"))
     return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
-class _Union:
-    """Read objects from the store, else from the quarantine (what has arrived)."""
-
-    def __init__(self, store: ObjectStore, quarantine: Quarantine) -> None:
-        self.store, self.quarantine = store, quarantine
-
-    def read_object(self, oid: ObjectId) -> Tree | Commit:
-        if self.store.has(oid):
-            return self.store.read_object(oid)
-        return self.quarantine.read_object(oid)
+def _text(store: ObjectStore, oid: ObjectId) -> str:
+    value = store.read_payload(oid)
+    if not isinstance(value, str):
+        raise CorruptObject(f"object {oid} in {store.where} is stored as text but reads as an array")
+    return value
 
 
 def walk_missing(
-    store: ObjectStore, quarantine: Quarantine, new: ObjectId, flt: Mapping[str, Any] | None = None
+    store: ObjectStore,
+    arrived: Arrived,
+    new: ObjectId,
+    flt: Mapping[str, Any] | None = None,
+    *,
+    peer: str,
 ) -> Iterator[tuple[ObjectId, str, int]]:
-    """Objects reachable from ``new`` that ``store`` lacks; each must be in the quarantine.
+    """Objects reachable from ``new`` that ``store`` lacks; each must have arrived from ``peer``.
 
-    ``flt`` is a partial clone's filter: payloads it excludes are not expected.
+    This walk is the gate for what a peer sent: every reference on the way must lead to the kind
+    it promises (see :class:`_Sources` for whom a wrong one is blamed on), before anything is
+    imported. ``flt`` is a partial clone's filter: payloads it excludes are not expected, nor
+    parents with ``history: False``.
     """
-    union = _Union(store, quarantine)
-    held = quarantine.ids()
-    queue = deque([new])
+    flt = flt or {}
+    src = _Sources(store, arrived, peer)
+    queue: deque[tuple[ObjectId, Via | None]] = deque([(new, None)])
     seen: set[ObjectId] = set()
-    skip: set[ObjectId] = set()
+    known: dict[ObjectId, str] = {}
     while queue:
-        cid = queue.popleft()
-        if cid in seen or store.has(cid):
+        cid, via = queue.popleft()
+        if cid in seen:
             continue
         seen.add(cid)
-        if cid not in held:
-            raise CorruptObject(f"commit {cid} is needed but was never received")
-        commit = union.read_object(cid)
-        if not isinstance(commit, Commit):
-            raise CorruptObject(f"{cid} is not a commit")
+        if store.has(cid):
+            found = store.kind_of(cid)
+            if found != "commit":
+                raise src.refuse(cid, kind_name(found), "commit", via)
+            continue
+        commit = src.read_as(cid, Commit, via)
         yield cid, "commit", 0
-        queue.extend(commit.parents)
-        for oid, _ in tree_closure(union, commit.tree, flt or {}, skip):
+        if flt.get("history", True):
+            queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
+        for oid, kind, ref in tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
+            if kind != "tree":
+                src.check_payload(oid, kind, ref)
             if store.has(oid):
                 continue
-            if oid not in held:
+            if oid not in src.held:
                 raise CorruptObject(f"object {oid} is needed but was never received")
-            yield oid, held[oid], 0
+            yield oid, src.held[oid], 0
 
 
 def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict[str, Any], Iterator[bytes]]:
@@ -202,18 +281,18 @@ def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict
         _, body = store.body_of(oid)
         return {"id": oid, "k": kind, "n": len(body)}, iter([body])
     if kind == "text":
-        value = store.read_payload(oid)
-        assert isinstance(value, str)
-        raw = value.encode("utf-8")
+        raw = _text(store, oid).encode("utf-8")
         return {"id": oid, "k": "text", "n": len(raw)}, iter([raw])
     dtype, shape = store.payload_info(oid)
-    assert dtype is not None
+    if dtype is None:
+        raise CorruptObject(f"object {oid} in {store.where} is stored as an array but reads as text")
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     header = {"id": oid, "k": "array", "n": size, "d": dtype_string(dtype), "s": list(shape)}
 
     def pieces() -> Iterator[bytes]:
         for piece in store.iter_payload(oid, chunk):
-            assert not isinstance(piece, str)
+            if isinstance(piece, str):
+                raise CorruptObject(f"object {oid} in {store.where} is stored as an array but reads as text")
             yield np.ascontiguousarray(piece).tobytes()
 
     return header, pieces()

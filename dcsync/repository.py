@@ -183,10 +183,7 @@ class Repository:
         return self.store.read_commit(cid)
 
     def root(self, commit_id: ObjectId | None = None) -> RootTree:
-        tree = self.store.read_object(self.commit(commit_id).tree)
-        if not isinstance(tree, RootTree):
-            raise RepositoryError(f"{self.store.where}: commit does not point to a root tree")
-        return tree
+        return self.store.read_as(self.commit(commit_id).tree, RootTree)
 
     @property
     def detname(self) -> str:
@@ -201,14 +198,10 @@ class Repository:
         if tid is None:
             known = ", ".join(sorted(root.ctypes)) or "none"
             raise CtypeNotFound(f"{root.detname} has no ctype {ctype!r} (it has: {known})")
-        tree = self.store.read_object(tid)
-        assert isinstance(tree, CtypeTree)
-        return tree
+        return self.store.read_as(tid, CtypeTree)
 
     def range_tree(self, ref: RangeRef) -> RangeTree:
-        tree = self.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree)
-        return tree
+        return self.store.read_as(ref.tree, RangeTree)
 
     def ranges(self, ctype: str) -> list[tuple[RangeKey, RangeTree]]:
         """Ranges of a ctype ordered by begin, then end (open last)."""

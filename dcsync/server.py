@@ -429,11 +429,13 @@ class Server:
     ) -> Incoming:
         path = self.ws.detector_path(det)
         quarantine = self._quarantine(det)
+        who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
+        peer = f"the client {who}"
         created = False
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
-            for _ in walk_missing(MemoryStore(), quarantine, new):
+            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer):
                 pass
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
@@ -452,7 +454,7 @@ class Server:
                     raise RefConflict(
                         f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
                     )
-                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new)]
+                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer)]
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
@@ -464,11 +466,10 @@ class Server:
                     "push",
                     self.who,
                     str(self.client.get("host", "")),
-                    f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}",
+                    who,
                     quarantine.payload_path,
                 )
                 self.policy.check(incoming, phase="pre-receive")
-                who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
                 store.set_ref(
                     HEAD,
                     old,

@@ -36,13 +36,13 @@ from dcsync.errors import (
 from dcsync.hashing import ObjectId
 from dcsync.merge import describe_conflicts, merge_base, merge_trees
 from dcsync.names import RangeKey
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, VersionEntry, kind_name, wrong_kind
 from dcsync.protocol import chunk_size
 from dcsync.quarantine import Header, Quarantine
 from dcsync.reach import ancestors, is_ancestor, objects_for, transfer_header, walk_missing
 from dcsync.refs import HEAD, LogRecord, current_host, current_user, remote_ref
 from dcsync.repository import Repository
-from dcsync.store.base import ObjectStore, verify_payload
+from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.times import now_ns
@@ -318,7 +318,9 @@ def fetch(
         report.bytes += sum(size for _, _, size in missing)
         for want in wants:
             name, target = str(want["detector"]), ObjectId(str(want["want"]))
-            old, moved = _import_and_move(ws, name, remote_ref(spec.name), target, spec, fast_forward)
+            old, moved = _import_and_move(
+                ws, name, remote_ref(spec.name), target, spec, fast_forward, conn.peer
+            )
             report.updated[name] = (old, target)
             if moved:
                 report.fast_forwarded.append(name)
@@ -330,10 +332,11 @@ def fetch(
 
 
 def _import_and_move(
-    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool
+    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool, peer: str
 ) -> tuple[str | None, bool]:
-    """Import what ``new`` needs from the quarantine and move ``ref`` (and, with ``fast_forward``,
-    HEAD where that is a fast-forward) in one commit; (the ref's old value, whether HEAD moved)."""
+    """Import what ``new`` needs from the quarantine (checked on the way: what ``peer`` sent must
+    be what it claims) and move ``ref`` (and, with ``fast_forward``, HEAD where that is a
+    fast-forward) in one commit; (the ref's old value, whether HEAD moved)."""
     path = ws.detector_path(det)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +345,7 @@ def _import_and_move(
     store = HDF5Store(path)
     try:
         with store.writing():
-            needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter())]
+            needed = [oid for oid, _, _ in walk_missing(store, q, new, spec.filter(), peer=peer)]
             q.import_into(store, needed)
             old = store.refs().get(ref)
             source = {"source": spec.url}
@@ -710,6 +713,19 @@ class _MemoryReceiver:
         self.parts.clear()
 
 
+class _Arrivals:
+    """A diff side's scratch store as the receive walk reads it: all of it came from the peer."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def ids(self) -> dict[ObjectId, ObjectKind]:
+        return {oid: self.store.kind_of(oid) for oid in self.store.object_ids()}
+
+    def read_object(self, oid: ObjectId) -> Tree | Commit:
+        return self.store.read_object(oid)
+
+
 @dataclass
 class Snapshot:
     """One side of a diff: each detector's store and HEAD tree, and how to get payloads."""
@@ -724,6 +740,9 @@ class Snapshot:
         store = self.roots[det][0]
         if not store.has(oid) and self.conn is not None and isinstance(store, MemoryStore):
             receive_objects(self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress)
+            kind = store.kind_of(oid)
+            if kind not in ("array", "text"):  # asked for as a version's payload
+                raise wrong_kind(oid, kind_name(kind), "payload", where=store.where, peer=self.conn.peer)
         return store.read_payload(oid)
 
     def close(self) -> None:
@@ -774,11 +793,8 @@ def snapshot(
     snap = Snapshot(source, {}, conn=conn)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]
-        wants = [
-            {"detector": d, "want": h, "have": [], "filter": {"payloads": False, "history": False}}
-            for d, h in sorted(heads.items())
-            if h
-        ]
+        flt = {"payloads": False, "history": False}
+        wants = [{"detector": d, "want": h, "have": [], "filter": flt} for d, h in sorted(heads.items()) if h]
         offered = conn.call("negotiate", wants=wants)["objects"] if wants else {}
         stores = {det: MemoryStore() for det in offered}
         items = [
@@ -786,10 +802,10 @@ def snapshot(
         ]
         receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h), _no_progress)
         for want in wants:
-            det, store = want["detector"], stores[want["detector"]]
-            tree = store.read_object(store.read_commit(ObjectId(want["want"])).tree)
-            assert isinstance(tree, RootTree)
-            snap.roots[det] = (store, tree)
+            det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])
+            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer):
+                pass  # what the peer sent is what it claims to be, or nothing is compared
+            snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
             snap.heads[det] = str(want["want"])
     except BaseException:
         snap.close()
@@ -856,13 +872,11 @@ def _effective_entry(snap: Snapshot, det: str, ctype: str, rk: str) -> VersionEn
     store, root = snap.roots[det]
     if ctype not in root.ctypes:
         return None
-    ct = store.read_object(root.ctypes[ctype])
-    assert isinstance(ct, CtypeTree)
+    ct = store.read_as(root.ctypes[ctype], CtypeTree)
     ref = ct.ranges.get(RangeKey(rk))
     if ref is None:
         return None
-    tree = store.read_object(ref.tree)
-    assert isinstance(tree, RangeTree)
+    tree = store.read_as(ref.tree, RangeTree)
     key = tree.effective()
     return None if key is None else tree.versions[key]
 
