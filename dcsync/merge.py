@@ -358,7 +358,8 @@ class _Merger:
             key: RangeKey, br: RangeRef | None, orf: RangeRef | None, trf: RangeRef | None
         ) -> RangeRef | None:
             some = orf or trf
-            assert some is not None
+            if some is None:  # removed on both sides (children() merges that before asking)
+                return None
             # a range removed on one side merges as an empty range there (see the module doc)
             empty = RangeTree(some.begin, some.end)
             o_tree, t_tree = self.read_range(orf) or empty, self.read_range(trf) or empty

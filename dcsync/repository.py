@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -515,12 +515,18 @@ class Transaction:
         self.summary.append(f"add {ctype} {key} {vkey}")
         return self._do(op)  # type: ignore[no-any-return]
 
+    @overload
+    def set_default(self, ctype: str, version: str, *, range: str | None = None) -> Located: ...
+
+    @overload
+    def set_default(self, ctype: str, version: None, *, range: str | None = None) -> None: ...
+
     def set_default(self, ctype: str, version: str | None, *, range: str | None = None) -> Located | None:
         """Pin a version as its range's default, or (``version=None``) unpin ``range`` so the most
         recently produced version counts again."""
+        loc: Located | None = None
         if version is not None:
-            loc: Located | None = self._work.find_version(ctype, version, range)
-            assert loc is not None
+            loc = self._work.find_version(ctype, version, range)
             rkey, vkey = loc.range, loc.version
         else:
             if range is None:
@@ -605,7 +611,8 @@ class Transaction:
 
             def op(w: _Work) -> None:
                 tree = w.range(ctype, loc.range)
-                assert tree is not None
+                if tree is None or loc.version not in tree.versions:  # a commit meanwhile removed it
+                    raise VersionNotFound(f"{ctype} range {loc.range} has no version {loc.version}")
                 entry = tree.versions[loc.version]
                 versions = {**tree.versions, loc.version: replace(entry, pars=merged(entry.pars))}
                 w.set_range(ctype, loc.range, replace(tree, versions=versions))

@@ -204,13 +204,11 @@ def default(
         raise UsageError("give VERSION to pin, or --unset --range R")
     with state(ctx).repository(det) as repo:
         with repo.transaction(message or "", command="default") as tx:
-            if unset:
+            if version is None:  # --unset (the checks above)
                 rkey = repo.find_range(ctype, range_ or "")[0]
                 tx.set_default(ctype, None, range=rkey)
             else:
-                loc = tx.set_default(ctype, version, range=range_)
-                assert loc is not None
-                rkey = loc.range
+                rkey = tx.set_default(ctype, version, range=range_).range
         _, tree = repo.find_range(ctype, rkey)
         detname = repo.detname
     doc = {"detector": detname, "ctype": ctype, **range_json(rkey, tree), "commit": tx.commit_id}
