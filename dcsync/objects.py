@@ -346,9 +346,15 @@ def wrong_kind(
     :class:`ProtocolError` naming ``peer`` when the peer sent that reference, else the file's own
     :class:`CorruptObject`."""
     at = f" ({via})" if via is not None else ""
+    a_found = with_article(found)
     if peer is not None:
-        return ProtocolError(f"{peer} sent object {oid}{at} as a {expected}, but it is a {found}")
-    return CorruptObject(f"object {oid}{at} in {where} is a {found}, not a {expected}")
+        return ProtocolError(f"{peer} sent object {oid}{at} as {with_article(expected)}, but it is {a_found}")
+    return CorruptObject(f"object {oid}{at} in {where} is {a_found}, not {with_article(expected)}")
+
+
+def with_article(name: str) -> str:
+    """'a root tree', 'an array payload'."""
+    return f"{'an' if name[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {name}"
 
 
 def expect(

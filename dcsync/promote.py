@@ -239,7 +239,7 @@ def promote(
                     with repo.transaction(text, command="promote", meta=meta) as tx:
                         tx.phase = "pre-receive"  # promotion arrives at the target like a push
                         for ctype, key, tree, entry, origin in todo:
-                            value = src.payload(det, entry.obj)
+                            value = src.payload(det, entry)
                             tx.add(
                                 ctype,
                                 value,

@@ -95,6 +95,13 @@ class _Sources:
     def refuse(self, oid: ObjectId, found: str, expected: str, via: Via | None) -> DcsyncError:
         return wrong_kind(oid, found, expected, where=self.store.where, via=via, peer=self._blamed(via))
 
+    def kind_name_of(self, oid: ObjectId, via: Via | None) -> str:
+        """What ``oid`` is, a tree's own kind too (for a refusal's message)."""
+        if self.store.has(oid) or self.arrived is None:
+            return self.store.kind_name_of(oid)
+        kind = self.kind(oid, via)
+        return kind_name(self.arrived.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
+
     def kind(self, oid: ObjectId, via: Via | None) -> ObjectKind:
         if self.store.has(oid):
             return self.store.kind_of(oid)
@@ -117,10 +124,8 @@ class _Sources:
 
     def check_payload(self, oid: ObjectId, kind: str, via: Via) -> None:
         """A version's object is a payload of the kind its entry says (if it is here at all)."""
-        if self.store.has(oid) or oid in self.held:
-            found = self.kind(oid, via)
-            if found != kind:
-                raise self.refuse(oid, kind_name(found), kind_name(kind), via)
+        if (self.store.has(oid) or oid in self.held) and self.kind(oid, via) != kind:
+            raise self.refuse(oid, self.kind_name_of(oid, via), kind_name(kind), via)
 
 
 def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool:
@@ -256,9 +261,8 @@ def walk_missing(
             continue
         seen.add(cid)
         if store.has(cid):
-            found = store.kind_of(cid)
-            if found != "commit":
-                raise src.refuse(cid, kind_name(found), "commit", via)
+            if store.kind_of(cid) != "commit":
+                raise src.refuse(cid, store.kind_name_of(cid), "commit", via)
             continue
         commit = src.read_as(cid, Commit, via)
         yield cid, "commit", 0

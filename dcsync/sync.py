@@ -736,13 +736,17 @@ class Snapshot:
     conn: Connection | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def payload(self, det: str, oid: ObjectId) -> Any:
-        store = self.roots[det][0]
-        if not store.has(oid) and self.conn is not None and isinstance(store, MemoryStore):
-            receive_objects(self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress)
-            kind = store.kind_of(oid)
-            if kind not in ("array", "text"):  # asked for as a version's payload
-                raise wrong_kind(oid, kind_name(kind), "payload", where=store.where, peer=self.conn.peer)
+    def payload(self, det: str, entry: VersionEntry) -> Any:
+        """The payload of a version, received now if this side is a remote's."""
+        store, oid = self.roots[det][0], entry.obj
+        if self.conn is not None and isinstance(store, MemoryStore):  # all of it came from the peer
+            if not store.has(oid):
+                receive_objects(
+                    self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress
+                )
+            if store.kind_of(oid) != entry.kind:
+                found, expected = store.kind_name_of(oid), kind_name(entry.kind)
+                raise wrong_kind(oid, found, expected, where=store.where, peer=self.conn.peer)
         return store.read_payload(oid)
 
     def close(self) -> None:
@@ -914,7 +918,7 @@ def diff_sources(
                     pair = _compared_entries(left, right, c)
                     if pair is not None:
                         report.values[i] = value_stats(
-                            left.payload(c.detname, pair[0].obj), right.payload(c.detname, pair[1].obj)
+                            left.payload(c.detname, pair[0]), right.payload(c.detname, pair[1])
                         )
             return report
         finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_name
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_name, with_article
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
@@ -79,7 +79,11 @@ def verify_store(
         expected = kind_name(kind)
         if kinds.get(oid) == expected:
             return True
-        state = "missing or unreadable" if oid not in kinds else f"a {kinds[oid]}, not a {expected}"
+        state = (
+            "missing or unreadable"
+            if oid not in kinds
+            else f"{with_article(kinds[oid])}, not {with_article(expected)}"
+        )
         report.problems.append(f"{what} refers to {oid}, which is {state}")
         return False
 

@@ -90,10 +90,15 @@ class ObjectStore(ABC):
     def read_payload(self, oid: ObjectId, via: Via | None = None) -> Payload:
         """A payload, hash-checked; an id of a tree or commit is :class:`CorruptObject` (a version
         entry pointing at one), never its bytes read as an array."""
-        kind = self.kind_of(oid)
-        if kind not in ("array", "text"):
-            raise wrong_kind(oid, kind_name(kind), "payload", where=self.where, via=via)
+        if self.kind_of(oid) not in ("array", "text"):
+            raise wrong_kind(oid, self.kind_name_of(oid), "payload", where=self.where, via=via)
         return verify_payload(oid, self._load_payload(oid), self.where)
+
+    def kind_name_of(self, oid: ObjectId) -> str:
+        """What ``oid`` is, as :func:`~dcsync.objects.kind_name` says it (a tree's own kind too),
+        for the messages that refuse it."""
+        kind = self.kind_of(oid)
+        return kind_name(self.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
 
     def read_object(self, oid: ObjectId, *, fresh: bool = False) -> Tree | Commit:
         """A tree or commit, hash-checked; ``fresh`` bypasses the cache (``verify`` reads the disk)."""
