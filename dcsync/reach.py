@@ -138,7 +138,7 @@ def _wanted_payload(ctype: str, tree: RangeTree, flt: Mapping[str, Any]) -> bool
     return since is None or tree.end is None or tree.end > int(since)
 
 
-def tree_closure(
+def _tree_closure(
     src: _Sources, root_id: ObjectId, flt: Mapping[str, Any], known: dict[ObjectId, str], via: Via
 ) -> Iterator[tuple[ObjectId, ObjectKind, Via]]:
     """The root tree ``via`` names and everything below it, as (id, kind, the reference to it),
@@ -199,7 +199,7 @@ def objects_for(
     known_commits = ancestors(store, have) if have else set()
     known: dict[ObjectId, str] = {}
     for tip in have:
-        for _ in tree_closure(src, store.read_commit(tip).tree, {}, known, Via(tip, "the tree")):
+        for _ in _tree_closure(src, store.read_commit(tip).tree, {}, known, Via(tip, "the tree")):
             pass
     queue: deque[tuple[ObjectId, Via | None]] = deque([(want, None)])
     seen: set[ObjectId] = set()
@@ -213,7 +213,7 @@ def objects_for(
         yield cid, "commit", len(body)
         if flt.get("history", True):
             queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
-        for oid, kind, ref in tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
+        for oid, kind, ref in _tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
             if kind == "tree":
                 yield oid, kind, len(store.body_of(oid)[1])
             else:
@@ -268,7 +268,7 @@ def walk_missing(
         yield cid, "commit", 0
         if flt.get("history", True):
             queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
-        for oid, kind, ref in tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
+        for oid, kind, ref in _tree_closure(src, commit.tree, flt, known, Via(cid, "the tree")):
             if kind != "tree":
                 src.check_payload(oid, kind, ref)
             if store.has(oid):
