@@ -188,18 +188,25 @@ def _skip(
 
 
 def objects_for(
-    store: ObjectStore, want: ObjectId, have: list[ObjectId], flt: Mapping[str, Any]
+    store: ObjectStore,
+    want: ObjectId,
+    have: list[ObjectId],
+    flt: Mapping[str, Any],
+    *,
+    peer: str | None = None,
 ) -> Iterator[tuple[ObjectId, str, int]]:
     """(id, kind, size) of what a peer holding the commits ``have`` needs to have ``want``.
 
     ``flt``: ``ctypes`` and ``since`` leave out payloads (partial clones), ``payloads: False`` all
-    of them, ``history: False`` every commit but ``want`` (a snapshot, for ``diff``).
+    of them, ``history: False`` every commit but ``want`` (a snapshot, for ``diff``). ``peer``
+    named ``want`` and ``have``: one that is not a commit is its :class:`ProtocolError`.
     """
-    src = _Sources(store)
+    src = _Sources(store, peer=peer)
+    tips = [src.read_as(tip, Commit) for tip in have]
     known_commits = ancestors(store, have) if have else set()
     known: dict[ObjectId, str] = {}
-    for tip in have:
-        for _ in _tree_closure(src, store.read_commit(tip).tree, {}, known, Via(tip, "the tree")):
+    for tip, commit in zip(have, tips, strict=True):
+        for _ in _tree_closure(src, commit.tree, {}, known, Via(tip, "the tree")):
             pass
     queue: deque[tuple[ObjectId, Via | None]] = deque([(want, None)])
     seen: set[ObjectId] = set()
@@ -208,7 +215,7 @@ def objects_for(
         if cid in seen or cid in known_commits:
             continue
         seen.add(cid)
-        commit = store.read_commit(cid, via)
+        commit = src.read_as(cid, Commit, via)
         _, body = store.body_of(cid)
         yield cid, "commit", len(body)
         if flt.get("history", True):

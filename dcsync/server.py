@@ -221,6 +221,13 @@ class Server:
     def _quarantine(self, det: str) -> Quarantine:
         return Quarantine(self.ws.root / CONFIG_DIR / "incoming" / _det(det))
 
+    def _who(self) -> str:
+        """The client as it said it was (user@host): for logs and messages, never for decisions."""
+        return f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
+
+    def _peer(self) -> str:
+        return f"the client {self._who()}"
+
     def _check_writable(self, det: str | None = None) -> None:
         if self.read_only:
             raise AccessDenied(f"{self.ws.root} is served read-only")
@@ -268,9 +275,8 @@ class Server:
                 raise ProtocolError("'have' is a list of commit ids")
             have = [_oid(h) for h in haves or [] if store.has(_oid(h))]
             flt = _filter(want.get("filter"))
-            out[det] = [
-                [oid, kind, size] for oid, kind, size in objects_for(store, _oid(want.get("want")), have, flt)
-            ]
+            found = objects_for(store, _oid(want.get("want")), have, flt, peer=self._peer())
+            out[det] = [[oid, kind, size] for oid, kind, size in found]
         return {"objects": out}
 
     def do_get_objects(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
@@ -429,8 +435,7 @@ class Server:
     ) -> Incoming:
         path = self.ws.detector_path(det)
         quarantine = self._quarantine(det)
-        who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
-        peer = f"the client {who}"
+        who, peer = self._who(), self._peer()
         created = False
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused

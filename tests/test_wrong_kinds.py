@@ -189,6 +189,23 @@ def test_a_tree_met_twice_cannot_pass_as_two_kinds(template: Template, tmp_path:
     assert_untouched(served, template, twice_case)
 
 
+@pytest.mark.parametrize("field", ["want", "have"])
+def test_asking_for_a_tree_as_a_commit_is_a_protocol_error(
+    template: Template, tmp_path: Path, field: str
+) -> None:
+    """A fetching client names the commits it wants and has: a tree there is its mistake."""
+    case = template.case("head=root tree (stored)")  # its target: the served HEAD's root tree
+    want = {"detector": DET, "want": case.target if field == "want" else template.head}
+    if field == "have":
+        want["have"] = [case.target]
+    channel = InProcessChannel(serve_function(copy(template.served, tmp_path / "served")))
+    with Connection(channel) as conn:
+        with pytest.raises(ProtocolError) as caught:
+            conn.call("negotiate", wants=[want])
+        assert_refused(caught.value, case)
+    assert channel.finished and channel.stderr_text() == ""
+
+
 # -- fetched from a hostile server ---------------------------------------------------------------------
 
 

@@ -87,11 +87,11 @@ class ObjectStore(ABC):
     def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None: ...
 
     # -- verified, shared logic --------------------------------------------------------------------
-    def read_payload(self, oid: ObjectId, via: Via | None = None) -> Payload:
+    def read_payload(self, oid: ObjectId) -> Payload:
         """A payload, hash-checked; an id of a tree or commit is :class:`CorruptObject` (a version
         entry pointing at one), never its bytes read as an array."""
         if self.kind_of(oid) not in ("array", "text"):
-            raise wrong_kind(oid, self.kind_name_of(oid), "payload", where=self.where, via=via)
+            raise wrong_kind(oid, self.kind_name_of(oid), "payload", where=self.where)
         return verify_payload(oid, self._load_payload(oid), self.where)
 
     def kind_name_of(self, oid: ObjectId) -> str:
