@@ -173,13 +173,12 @@ def test_a_tree_met_twice_cannot_pass_as_two_kinds(template: Template, tmp_path:
     case = template.case("ctype range=ctype tree (stored)")
     store = case.store
     commit = store.read_commit(case.head)
-    root = store.read_object(commit.tree)
-    assert isinstance(root, RootTree)
+    root = store.read_as(commit.tree, RootTree)
     ctype_tree = case.target  # the stored ctype tree, named as a range in the case's pedestals
     with store.writing():
         twice = store.put_object(replace(root, ctypes={**root.ctypes, "a_first": ctype_tree}))
         head = store.put_object(replace(commit, tree=twice, message="twice"))
-    assert isinstance(store.read_object(ctype_tree), CtypeTree)
+    assert store.read_as(ctype_tree, CtypeTree)
     twice_case = replace(case, head=head, new=(*case.new, twice, head))
     served = copy(template.served, tmp_path / "served")
     with Connection(InProcessChannel(serve_function(served))) as conn:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +31,6 @@ from dcsync.server import Server
 from dcsync.store.base import ObjectStore
 from dcsync.store.memory import MemoryStore
 
-T = TypeVar("T", RootTree, CtypeTree, RangeTree)
 KINDS = ("root tree", "ctype tree", "range tree", "commit", "array payload", "text payload")
 # position -> the kind its reference promises
 POSITIONS = {
@@ -65,12 +64,6 @@ class Case:
         return f"{self.position}={self.kind}{' (stored)' if self.stored else ''}"
 
 
-def _read(store: ObjectStore, oid: ObjectId, cls: type[T]) -> T:
-    obj = store.read_object(oid)
-    assert isinstance(obj, cls), (oid, obj)
-    return obj
-
-
 def _copy_base(base: ObjectStore, head: ObjectId) -> MemoryStore:
     out = MemoryStore()
     with out.writing():
@@ -89,13 +82,13 @@ class _Base:
     def __init__(self, store: ObjectStore, head: ObjectId) -> None:
         self.store, self.head = store, head
         self.commit = store.read_commit(head)
-        self.root = _read(store, self.commit.tree, RootTree)
-        self.ct = _read(store, self.root.ctypes[ARRAY_CTYPE], CtypeTree)
+        self.root = store.read_as(self.commit.tree, RootTree)
+        self.ct = store.read_as(self.root.ctypes[ARRAY_CTYPE], CtypeTree)
         self.rkey, ref = next(iter(self.ct.ranges.items()))
-        self.rng = _read(store, ref.tree, RangeTree)
+        self.rng = store.read_as(ref.tree, RangeTree)
         self.vkey: VersionKey = next(iter(self.rng.versions))
-        text_ct = _read(store, self.root.ctypes[TEXT_CTYPE], CtypeTree)
-        text_rng = _read(store, next(iter(text_ct.ranges.values())).tree, RangeTree)
+        text_ct = store.read_as(self.root.ctypes[TEXT_CTYPE], CtypeTree)
+        text_rng = store.read_as(next(iter(text_ct.ranges.values())).tree, RangeTree)
         self.stored = {
             "root tree": self.commit.tree,
             "ctype tree": self.root.ctypes[ARRAY_CTYPE],
