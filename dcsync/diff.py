@@ -60,16 +60,12 @@ class _Side:
     def ctype(self, oid: ObjectId | None) -> CtypeTree:
         if oid is None:
             return CtypeTree()
-        tree = self.store.read_object(oid)
-        assert isinstance(tree, CtypeTree), f"{oid} is not a ctype tree"
-        return tree
+        return self.store.read_as(oid, CtypeTree)
 
     def range(self, ref: RangeRef | None) -> RangeTree | None:
         if ref is None:
             return None
-        tree = self.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree), f"{ref.tree} is not a range tree"
-        return tree
+        return self.store.read_as(ref.tree, RangeTree)
 
 
 _NO_LINKS = {"predecessor": "", "successor": ""}

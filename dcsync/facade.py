@@ -29,8 +29,12 @@ def _seconds(ns: int | None) -> float | None:
 class _Level:
     """What every level has: parameters and history."""
 
-    def __init__(self, repo: Repository, ctype: str | None, range: str | None, version: str | None) -> None:
-        self._repo, self._ctype, self._range, self._version = repo, ctype, range, version
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    def _level(self) -> tuple[str | None, str | None, str | None]:
+        """(ctype, range, version) naming this level, None from the level below it on."""
+        return None, None, None
 
     def _pars(self) -> dict[str, ParValue]:
         raise NotImplementedError
@@ -42,7 +46,7 @@ class _Level:
         return self._pars().get(key, default)
 
     def history(self) -> list[HistoryEntry]:
-        return level_history(self._repo, self._ctype, self._range, self._version)
+        return level_history(self._repo, *self._level())
 
 
 class DCStore(_Level):
@@ -63,7 +67,7 @@ class DCStore(_Level):
                 repo = Repository.open(path)  # not a file: says so, naming the path
         if repo is None:
             raise UsageError("DCStore(workspace, detname): a workspace needs a detector name or alias")
-        super().__init__(repo, None, None, None)
+        super().__init__(repo)
 
     def close(self) -> None:
         self._repo.close()
@@ -132,14 +136,16 @@ def _open_file(path: Path, detname: str | None) -> Repository:
 
 class DCType(_Level):
     def __init__(self, repo: Repository, ctype: str) -> None:
-        super().__init__(repo, ctype, None, None)
+        super().__init__(repo)
+        self._ctype = ctype
+
+    def _level(self) -> tuple[str | None, str | None, str | None]:
+        return self._ctype, None, None
 
     def _pars(self) -> dict[str, ParValue]:
-        assert self._ctype is not None
         return dict(self._repo.ctype_tree(self._ctype).pars)
 
     def ctype(self) -> str:
-        assert self._ctype is not None
         return self._ctype
 
     def ranges(self) -> list[str]:
@@ -152,17 +158,19 @@ class DCType(_Level):
 
 class DCRange(_Level):
     def __init__(self, repo: Repository, ctype: str, key: RangeKey) -> None:
-        super().__init__(repo, ctype, key, None)
+        super().__init__(repo)
+        self._ctype, self._range = ctype, key
+
+    def _level(self) -> tuple[str | None, str | None, str | None]:
+        return self._ctype, self._range, None
 
     def _tree(self) -> Any:
-        assert self._ctype is not None and self._range is not None
         return self._repo.find_range(self._ctype, self._range)[1]
 
     def _pars(self) -> dict[str, ParValue]:
         return dict(self._tree().pars)
 
     def range(self) -> str:
-        assert self._range is not None
         return self._range
 
     def begin(self) -> float:
@@ -179,24 +187,25 @@ class DCRange(_Level):
         return self._tree().effective()  # type: ignore[no-any-return]
 
     def versobj(self, version: str) -> DCVersion:
-        assert self._ctype is not None
         loc = self._repo.find_version(self._ctype, version, range=self._range)
         return DCVersion(self._repo, self._ctype, loc.range, loc.version)
 
 
 class DCVersion(_Level):
     def __init__(self, repo: Repository, ctype: str, range: RangeKey, version: str) -> None:
-        super().__init__(repo, ctype, range, version)
+        super().__init__(repo)
+        self._ctype, self._range, self._version = ctype, range, version
+
+    def _level(self) -> tuple[str | None, str | None, str | None]:
+        return self._ctype, self._range, self._version
 
     def _entry(self) -> Any:
-        assert self._ctype is not None and self._version is not None
         return self._repo.find_version(self._ctype, self._version, range=self._range).entry
 
     def _pars(self) -> dict[str, ParValue]:
         return dict(self._entry().pars)
 
     def version(self) -> str:
-        assert self._version is not None
         return self._version
 
     def tsprod(self) -> float:

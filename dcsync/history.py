@@ -46,15 +46,13 @@ def _own_state(
     tid = root.ctypes.get(ctype)
     if tid is None:
         return None
-    ct = repo.store.read_object(tid)
-    assert isinstance(ct, CtypeTree)
+    ct = repo.store.read_as(tid, CtypeTree)
     if range is None:
         return (dict(ct.pars), sorted(ct.ranges))
     ref = ct.ranges.get(range)  # type: ignore[call-overload]
     if ref is None:
         return None
-    rng = repo.store.read_object(ref.tree)
-    assert isinstance(rng, RangeTree)
+    rng = repo.store.read_as(ref.tree, RangeTree)
     if version is None:
         return (rng.default, dict(rng.pars), sorted(rng.versions))
     return rng.versions.get(version)  # type: ignore[call-overload]
@@ -69,8 +67,7 @@ def level_history(
     out: list[HistoryEntry] = []
     previous: Any = None
     for cid, commit in chain:
-        root = repo.store.read_object(commit.tree)
-        assert isinstance(root, RootTree)
+        root = repo.store.read_as(commit.tree, RootTree)
         state = _own_state(repo, root, ctype, range, version)
         if state != previous:
             change = "added" if previous is None else "removed" if state is None else "changed"

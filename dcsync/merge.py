@@ -244,16 +244,12 @@ class _Merger:
     def read_ctype(self, oid: ObjectId | None) -> CtypeTree:
         if oid is None:
             return CtypeTree()
-        tree = self.store.read_object(oid)
-        assert isinstance(tree, CtypeTree), f"{oid} is not a ctype tree"
-        return tree
+        return self.store.read_as(oid, CtypeTree)
 
     def read_range(self, ref: RangeRef | None) -> RangeTree | None:
         if ref is None:
             return None
-        tree = self.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree), f"{ref.tree} is not a range tree"
-        return tree
+        return self.store.read_as(ref.tree, RangeTree)
 
     # -- levels ----------------------------------------------------------------------------------
     def version(
@@ -363,7 +359,8 @@ class _Merger:
             key: RangeKey, br: RangeRef | None, orf: RangeRef | None, trf: RangeRef | None
         ) -> RangeRef | None:
             some = orf or trf
-            assert some is not None
+            if some is None:  # removed on both sides (children() merges that before asking)
+                return None
             # a range removed on one side merges as an empty range there (see the module doc)
             empty = RangeTree(some.begin, some.end)
             o_tree, t_tree = self.read_range(orf) or empty, self.read_range(trf) or empty

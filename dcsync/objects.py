@@ -8,6 +8,11 @@ subtrees are shared between commits (only the path to a change is rewritten)::
     RangeTree  {begin, end|nil, default|nil, pars, versions: {version key: VersionEntry}}
     Commit     {tree, parents, author, host, time, message, meta}
 
+Every reference says which kind it points to (a commit's tree is a root tree, a parent is a commit,
+a version's object is a payload of the entry's kind), and ids say nothing about kinds: a reader
+that relies on a kind asks for it (:func:`expect`, ``ObjectStore.read_as``), and anything else is
+refused as :class:`CorruptObject`, or as :class:`ProtocolError` when a peer sent the reference.
+
 Trees and commits are msgpack maps with short keys (encoded by :mod:`dcsync.wire`); their id is
 :func:`dcsync.hashing.hash_bytes` of that encoding, so equal values always have equal ids.
 Payloads are numpy arrays (any numeric or bool dtype and shape) or UTF-8 text (geometry).
@@ -19,12 +24,12 @@ import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 
 from dcsync import wire
-from dcsync.errors import CorruptObject
+from dcsync.errors import CorruptObject, ProtocolError
 from dcsync.hashing import ObjectId, canonical_array, dtype_string, hash_array, hash_bytes, hash_text
 from dcsync.names import RangeKey, VersionKey
 
@@ -102,6 +107,8 @@ class VersionEntry:
 
     @classmethod
     def from_wire(cls, w: Mapping[str, Any]) -> VersionEntry:
+        if w["k"] not in ("array", "text"):  # the kind of payload it points to, checked on reads
+            raise ValueError(f"a version of kind {str(w['k'])[:20]!r}")
         return cls(
             ObjectId(w["o"]),
             int(w["t"]),
@@ -310,6 +317,75 @@ def encode(obj: Tree | Commit) -> tuple[Kind, bytes]:
 def object_id(obj: Tree | Commit) -> ObjectId:
     kind, body = encode(obj)
     return hash_bytes(kind, body)
+
+
+Obj = TypeVar("Obj", RootTree, CtypeTree, RangeTree, Commit)
+_KIND_NAMES: dict[type, str] = {
+    RootTree: "root tree",
+    CtypeTree: "ctype tree",
+    RangeTree: "range tree",
+    Commit: "commit",
+}
+
+
+def kind_name(value: Tree | Commit | type[Tree | Commit] | str) -> str:
+    """A kind as messages and checks name it: "root tree", "ctype tree", "range tree", "commit"
+    for an object or its class, "array payload"/"text payload" for a stored payload kind."""
+    if isinstance(value, str):
+        return f"{value} payload" if value in ("array", "text") else value
+    return _KIND_NAMES[value if isinstance(value, type) else type(value)]
+
+
+@dataclass(frozen=True)
+class Via:
+    """Where a reference was found: the ``role`` it plays in object ``holder`` ("the tree",
+    "a parent", "ctype 'pedestals'", ...). Errors name it, and the walk over received objects
+    (:func:`dcsync.reach.walk_missing`) asks whether ``holder`` came from the peer to know whom a
+    wrong kind is to blame on."""
+
+    holder: ObjectId
+    role: str
+
+    def __str__(self) -> str:
+        return f"{self.role} of {self.holder}"
+
+
+def wrong_kind(
+    oid: ObjectId, found: str, expected: str, *, where: str, via: Via | None = None, peer: str | None = None
+) -> CorruptObject | ProtocolError:
+    """The error for object ``oid`` being a ``found`` where its reference promises an ``expected``:
+    :class:`ProtocolError` naming ``peer`` when the peer sent that reference, else the file's own
+    :class:`CorruptObject`."""
+    at = f" ({via})" if via is not None else ""
+    a_found = with_article(found)
+    if peer is not None:
+        return ProtocolError(f"{peer} sent object {oid}{at} as {with_article(expected)}, but it is {a_found}")
+    return CorruptObject(f"object {oid}{at} in {where} is {a_found}, not {with_article(expected)}")
+
+
+def with_article(name: str) -> str:
+    """'a root tree', 'an array payload'."""
+    return f"{'an' if name[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {name}"
+
+
+def expect(
+    obj: Tree | Commit,
+    expected: type[Obj],
+    oid: ObjectId,
+    *,
+    where: str,
+    via: Via | None = None,
+    peer: str | None = None,
+) -> Obj:
+    """``obj`` (object ``oid``) as the kind its reference promises, else :func:`wrong_kind`.
+
+    Every typed read of a tree or commit comes through here, a store's own
+    (``ObjectStore.read_as``) and a peer's on arrival (:mod:`dcsync.reach`), so this is also the
+    place for checks of what a tree may hold (names, range keys).
+    """
+    if not isinstance(obj, expected):
+        raise wrong_kind(oid, kind_name(obj), kind_name(expected), where=where, via=via, peer=peer)
+    return obj
 
 
 def decode(kind: str, body: bytes, oid: str = "?") -> Tree | Commit:

@@ -41,11 +41,8 @@ class Incoming:
     def roots(self) -> tuple[RootTree | None, RootTree]:
         old = None
         if self.old is not None:
-            tree = self.store.read_object(self.store.read_commit(self.old).tree)
-            assert isinstance(tree, RootTree)
-            old = tree
-        new = self.store.read_object(self.store.read_commit(self.new).tree)
-        assert isinstance(new, RootTree)
+            old = self.store.read_as(self.store.read_commit(self.old).tree, RootTree)
+        new = self.store.read_as(self.store.read_commit(self.new).tree, RootTree)
         return old, new
 
     def changes(self) -> list[Change]:
@@ -165,14 +162,10 @@ def _range_tree(
 ) -> RangeTree | None:
     if root is None or ctype is None or rk is None or ctype not in root.ctypes:
         return None
-    ct = store.read_object(root.ctypes[ctype])
-    assert isinstance(ct, CtypeTree)
-    ref = ct.ranges.get(rk)  # type: ignore[call-overload]
+    ref = store.read_as(root.ctypes[ctype], CtypeTree).ranges.get(rk)  # type: ignore[call-overload]
     if ref is None:
         return None
-    tree = store.read_object(ref.tree)
-    assert isinstance(tree, RangeTree)
-    return tree
+    return store.read_as(ref.tree, RangeTree)
 
 
 def _existing(store: ObjectStore, root: RootTree | None, ctypes: set[str]) -> dict[str, list[dict[str, Any]]]:
@@ -183,12 +176,10 @@ def _existing(store: ObjectStore, root: RootTree | None, ctypes: set[str]) -> di
     for name in sorted(ctypes):
         if name not in root.ctypes:
             continue
-        ct = store.read_object(root.ctypes[name])
-        assert isinstance(ct, CtypeTree)
+        ct = store.read_as(root.ctypes[name], CtypeTree)
         rows = out.setdefault(name, [])
         for key, ref in ct.ranges.items():
-            tree = store.read_object(ref.tree)
-            assert isinstance(tree, RangeTree)
+            tree = store.read_as(ref.tree, RangeTree)
             for vkey, entry in tree.versions.items():
                 rows.append(
                     {

@@ -139,13 +139,8 @@ def _choose(
             if ctypes:
                 raise DetectorNotFound(f"{det} in {snap.name} has no ctype {ctype!r}")
             continue
-        ct = store.read_object(root.ctypes[ctype])
-        assert isinstance(ct, CtypeTree)
-        ranges: dict[RangeKey, RangeTree] = {}
-        for k, ref in ct.ranges.items():
-            tree = store.read_object(ref.tree)
-            assert isinstance(tree, RangeTree)
-            ranges[k] = tree
+        ct = store.read_as(root.ctypes[ctype], CtypeTree)
+        ranges = {k: store.read_as(ref.tree, RangeTree) for k, ref in ct.ranges.items()}
         if version is not None:
             hits = [(k, t, v) for k, t in ranges.items() for v in t.versions if v.startswith(version)]
             if len(hits) > 1:
@@ -170,14 +165,8 @@ def _target_ranges(target: Repository | None, ctype: str) -> dict[RangeKey, Rang
     root = target.root()
     if ctype not in root.ctypes:
         return {}
-    ct = target.store.read_object(root.ctypes[ctype])
-    assert isinstance(ct, CtypeTree)
-    out = {}
-    for key, ref in ct.ranges.items():
-        tree = target.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree)
-        out[key] = tree
-    return out
+    ct = target.store.read_as(root.ctypes[ctype], CtypeTree)
+    return {key: target.store.read_as(ref.tree, RangeTree) for key, ref in ct.ranges.items()}
 
 
 def _already(
@@ -316,7 +305,7 @@ def promote(
                     ) as tx:
                         tx.phase = "pre-receive"  # promotion arrives at the target like a push
                         for ctype, key, tree, entry, origin, keep in todo:
-                            value = src.payload(det, entry.obj)
+                            value = src.payload(det, entry)
                             tx.add(
                                 ctype,
                                 value,

@@ -10,28 +10,41 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from dcsync.errors import CorruptObject
+from dcsync.errors import CorruptObject, DcsyncError
 from dcsync.hashing import ObjectId, dtype_string
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree
+from dcsync.objects import (
+    Commit,
+    CtypeTree,
+    Obj,
+    RangeTree,
+    RootTree,
+    Tree,
+    Via,
+    expect,
+    kind_name,
+    wrong_kind,
+)
 from dcsync.store.base import ObjectKind, ObjectStore
-
-if TYPE_CHECKING:
-    from dcsync.quarantine import Quarantine
 
 
 class _Reader(Protocol):
+    def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj: ...
+
+
+class Arrived(Protocol):
+    """Objects received from a peer and not yet imported (a quarantine, or a diff's scratch store)."""
+
+    def ids(self) -> Mapping[ObjectId, ObjectKind]: ...
+
     def read_object(self, oid: ObjectId) -> Tree | Commit: ...
 
 
 def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
-    commit = store.read_object(cid)
-    if not isinstance(commit, Commit):
-        raise CorruptObject(f"{cid} is not a commit")
-    return commit.parents
+    return store.read_as(cid, Commit).parents
 
 
 def ancestors(store: _Reader, heads: Iterable[ObjectId]) -> set[ObjectId]:
@@ -63,6 +76,58 @@ def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> boo
     return False
 
 
+class _Sources:
+    """What a walk reads: a store, and (receiving) the objects that arrived from ``peer``.
+
+    A wrong kind is the peer's doing, a :class:`ProtocolError`, when the peer sent the reference
+    to it: the head it offered, or any reference held by an object that arrived. A reference
+    held by a stored object is the file's own, a :class:`CorruptObject`.
+    """
+
+    def __init__(self, store: ObjectStore, arrived: Arrived | None = None, peer: str | None = None) -> None:
+        self.store, self.arrived, self.peer = store, arrived, peer
+        self.held: Mapping[ObjectId, ObjectKind] = arrived.ids() if arrived is not None else {}
+        self._stored: set[ObjectId] = set()  # read from the store: their references are its own
+
+    def _blamed(self, via: Via | None) -> str | None:
+        return None if via is not None and via.holder in self._stored else self.peer
+
+    def refuse(self, oid: ObjectId, found: str, expected: str, via: Via | None) -> DcsyncError:
+        return wrong_kind(oid, found, expected, where=self.store.where, via=via, peer=self._blamed(via))
+
+    def kind_name_of(self, oid: ObjectId, via: Via | None) -> str:
+        """What ``oid`` is, a tree's own kind too (for a refusal's message)."""
+        if self.store.has(oid) or self.arrived is None:
+            return self.store.kind_name_of(oid)
+        kind = self.kind(oid, via)
+        return kind_name(self.arrived.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
+
+    def kind(self, oid: ObjectId, via: Via | None) -> ObjectKind:
+        if self.store.has(oid):
+            return self.store.kind_of(oid)
+        if oid in self.held:
+            return self.held[oid]
+        what = "commit" if via is None or via.role == "a parent" else "object"
+        raise CorruptObject(f"{what} {oid} is needed but was never received")
+
+    def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj:
+        peer = self._blamed(via)
+        if self.arrived is None or self.store.has(oid):
+            obj = self.store.read_as(oid, expected, via, peer=peer)
+            self._stored.add(oid)
+            return obj
+        kind = self.kind(oid, via)
+        if kind not in ("tree", "commit"):
+            raise self.refuse(oid, kind_name(kind), kind_name(expected), via)
+        arrived = self.arrived.read_object(oid)
+        return expect(arrived, expected, oid, where=self.store.where, via=via, peer=peer)
+
+    def check_payload(self, oid: ObjectId, kind: str, via: Via) -> None:
+        """A version's object is a payload of the kind its entry says (if it is here at all)."""
+        if (self.store.has(oid) or oid in self.held) and self.kind(oid, via) != kind:
+            raise self.refuse(oid, self.kind_name_of(oid, via), kind_name(kind), via)
+
+
 def _wanted_payload(
     ctype: str, oid: ObjectId, flt: Mapping[str, Any], reachable: set[ObjectId] | None
 ) -> bool:
@@ -74,7 +139,9 @@ def _wanted_payload(
     return reachable is None or oid in reachable
 
 
-def reachable_payloads(store: _Reader, root_id: ObjectId, flt: Mapping[str, Any]) -> set[ObjectId] | None:
+def reachable_payloads(
+    src: _Sources, root_id: ObjectId, flt: Mapping[str, Any], via: Via
+) -> set[ObjectId] | None:
     """With a ``since`` filter: the payloads some lookup at or after it returns in this tree, else
     None (no limit). That is, in every range that wins at such a time, its pinned default or else
     its newest version; the other versions no lookup returns (a pinned default hides them all), and
@@ -84,70 +151,80 @@ def reachable_payloads(store: _Reader, root_id: ObjectId, flt: Mapping[str, Any]
     since = flt.get("since")
     if since is None:
         return None
-    root = store.read_object(root_id)
-    if not isinstance(root, RootTree):
-        raise CorruptObject(f"{root_id} is not a root tree")
     out: set[ObjectId] = set()
-    for ctid in root.ctypes.values():
-        ct = store.read_object(ctid)
-        if not isinstance(ct, CtypeTree):
-            raise CorruptObject(f"{ctid} is not a ctype tree")
+    root = src.read_as(root_id, RootTree, via)
+    for ctype, ctid in root.ctypes.items():
+        ct = src.read_as(ctid, CtypeTree, Via(root_id, f"ctype {ctype!r}"))
         for key in ct.winners_from(int(since)):
-            rng = store.read_object(ct.ranges[key].tree)
-            if not isinstance(rng, RangeTree):
-                raise CorruptObject(f"{ct.ranges[key].tree} is not a range tree")
+            rng = src.read_as(ct.ranges[key].tree, RangeTree, Via(ctid, f"range {key!r}"))
             version = rng.effective()
             if version is not None:
                 out.add(rng.versions[version].obj)
     return out
 
 
-def tree_closure(
-    store: _Reader,
+def _tree_closure(
+    src: _Sources,
     root_id: ObjectId,
     flt: Mapping[str, Any],
-    skip: set[ObjectId],
+    known: dict[ObjectId, str],
+    via: Via,
     reachable: set[ObjectId] | None = None,
-) -> Iterator[tuple[ObjectId, ObjectKind | None]]:
-    """The root tree and everything below it, skipping ids in ``skip`` (and their subtrees).
+) -> Iterator[tuple[ObjectId, ObjectKind, Via]]:
+    """The root tree ``via`` names and everything below it, as (id, kind, the reference to it),
+    skipping ids in ``known`` (and their subtrees).
 
-    Payloads are yielded with kind None (the caller looks up kind and size); with a filter, only
-    those it wants (``reachable``: :func:`reachable_payloads` of the commit being transferred).
+    ``known`` maps ids to the kind their first reference established; a later reference that
+    promises another kind is refused even where the walk skips the subtree, so a tree reached
+    twice cannot pass as two kinds. Payloads come with the kind their version entry promises,
+    for the caller to check (only it knows where to look); with a filter, only those it wants
+    (``reachable``: :func:`reachable_payloads` of the commit being transferred).
     """
-    if root_id in skip:
+    if _skip(src, known, root_id, RootTree, via):
         return
-    skip.add(root_id)
-    yield root_id, "tree"
-    root = store.read_object(root_id)
-    assert isinstance(root, RootTree)
+    root = src.read_as(root_id, RootTree, via)
+    yield root_id, "tree", via
     for ctype, ctid in root.ctypes.items():
-        if ctid in skip:
+        cvia = Via(root_id, f"ctype {ctype!r}")
+        if _skip(src, known, ctid, CtypeTree, cvia):
             continue
-        skip.add(ctid)
-        yield ctid, "tree"
-        ct = store.read_object(ctid)
-        assert isinstance(ct, CtypeTree)
-        for ref in ct.ranges.values():
-            if ref.tree in skip:
+        ct = src.read_as(ctid, CtypeTree, cvia)
+        yield ctid, "tree", cvia
+        for key, ref in ct.ranges.items():
+            rvia = Via(ctid, f"range {key!r}")
+            if _skip(src, known, ref.tree, RangeTree, rvia):
                 continue
-            skip.add(ref.tree)
-            yield ref.tree, "tree"
-            rng = store.read_object(ref.tree)
-            assert isinstance(rng, RangeTree)
-            for entry in rng.versions.values():
-                if entry.obj not in skip and _wanted_payload(ctype, entry.obj, flt, reachable):
-                    skip.add(entry.obj)
-                    yield entry.obj, None
+            rng = src.read_as(ref.tree, RangeTree, rvia)
+            yield ref.tree, "tree", rvia
+            for vkey, entry in rng.versions.items():
+                if not _wanted_payload(ctype, entry.obj, flt, reachable):
+                    continue
+                pvia = Via(ref.tree, f"version {vkey!r}")
+                if not _skip(src, known, entry.obj, entry.kind, pvia):
+                    yield entry.obj, entry.kind, pvia
 
 
-def _held_ids(store: _Reader, root_id: ObjectId, flt: Mapping[str, Any]) -> set[ObjectId]:
-    """What a receiver that fetched ``root_id``'s commit through ``flt`` holds of its tree."""
-    reachable = reachable_payloads(store, root_id, flt)
-    return {oid for oid, _ in tree_closure(store, root_id, flt, set(), reachable)}
+def _skip(
+    src: _Sources, known: dict[ObjectId, str], oid: ObjectId, expected: type[Tree] | str, via: Via
+) -> bool:
+    """Whether ``oid`` was met already (refusing it if it was met as another kind); else it is
+    recorded as ``expected``, which the caller's read then checks."""
+    name = kind_name(expected)
+    if oid not in known:
+        known[oid] = name
+        return False
+    if known[oid] != name:
+        raise src.refuse(oid, known[oid], name, via)
+    return True
 
 
 def objects_for(
-    store: ObjectStore, want: ObjectId, have: list[ObjectId], flt: Mapping[str, Any]
+    store: ObjectStore,
+    want: ObjectId,
+    have: list[ObjectId],
+    flt: Mapping[str, Any],
+    *,
+    peer: str | None = None,
 ) -> Iterator[tuple[ObjectId, str, int]]:
     """(id, kind, size) of what a peer holding the commits ``have`` needs to have ``want``.
 
@@ -155,94 +232,95 @@ def objects_for(
     :func:`reachable_payloads` of ``want`` names), ``payloads: False`` all of them, ``history:
     False`` every commit but ``want`` (a snapshot, for ``diff``). What the peer holds of ``have``
     is judged through the same filter: a payload it could not have fetched then (a version a
-    rollback pins again) is offered now.
+    rollback pins again) is offered now. ``peer`` named ``want`` and ``have``: one that is not a
+    commit is its :class:`ProtocolError`.
     """
-    known = ancestors(store, have) if have else set()
-    skip: set[ObjectId] = set()
-    for tip in have:
-        skip |= _held_ids(store, store.read_commit(tip).tree, flt)
-    reachable = reachable_payloads(store, store.read_commit(want).tree, flt)
-    queue = deque([want])
+    src = _Sources(store, peer=peer)
+    tips = [src.read_as(tip, Commit) for tip in have]
+    known_commits = ancestors(store, have) if have else set()
+    known: dict[ObjectId, str] = {}
+    for tip, commit in zip(have, tips, strict=True):
+        held = reachable_payloads(src, commit.tree, flt, Via(tip, "the tree"))
+        for _ in _tree_closure(src, commit.tree, flt, known, Via(tip, "the tree"), held):
+            pass
+    want_commit = src.read_as(want, Commit)
+    reachable = reachable_payloads(src, want_commit.tree, flt, Via(want, "the tree"))
+    queue: deque[tuple[ObjectId, Via | None]] = deque([(want, None)])
     seen: set[ObjectId] = set()
     while queue:
-        cid = queue.popleft()
-        if cid in seen or cid in known:
+        cid, via = queue.popleft()
+        if cid in seen or cid in known_commits:
             continue
         seen.add(cid)
-        commit = store.read_commit(cid)
+        commit = src.read_as(cid, Commit, via)
         _, body = store.body_of(cid)
         yield cid, "commit", len(body)
         if flt.get("history", True):
-            queue.extend(commit.parents)
-        for oid, kind in tree_closure(store, commit.tree, flt, skip, reachable):
-            if kind is None:
-                kind = store.kind_of(oid)
-                yield oid, kind, payload_size(store, oid)
-            else:
+            queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
+        for oid, kind, ref in _tree_closure(src, commit.tree, flt, known, Via(cid, "the tree"), reachable):
+            if kind == "tree":
                 yield oid, kind, len(store.body_of(oid)[1])
+            else:
+                src.check_payload(oid, kind, ref)
+                yield oid, kind, payload_size(store, oid)
 
 
 def payload_size(store: ObjectStore, oid: ObjectId) -> int:
     dtype, shape = store.payload_info(oid)
     if dtype is None:
-        value = store.read_payload(oid)
-        assert isinstance(value, str)
-        return len(value.encode("utf-8"))
+        return len(_text(store, oid).encode("utf-8"))
     return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
-class _Union:
-    """Read objects from the store, else from the quarantine (what has arrived)."""
-
-    def __init__(self, store: ObjectStore, quarantine: Quarantine) -> None:
-        self.store, self.quarantine = store, quarantine
-
-    def read_object(self, oid: ObjectId) -> Tree | Commit:
-        if self.store.has(oid):
-            return self.store.read_object(oid)
-        return self.quarantine.read_object(oid)
-
-    def read_commit_tree(self, cid: ObjectId) -> ObjectId:
-        commit = self.read_object(cid)
-        if not isinstance(commit, Commit):
-            raise CorruptObject(f"{cid} is not a commit")
-        return commit.tree
+def _text(store: ObjectStore, oid: ObjectId) -> str:
+    value = store.read_payload(oid)
+    if not isinstance(value, str):
+        raise CorruptObject(f"object {oid} in {store.where} is stored as text but reads as an array")
+    return value
 
 
 def walk_missing(
-    store: ObjectStore, quarantine: Quarantine, new: ObjectId, flt: Mapping[str, Any] | None = None
+    store: ObjectStore,
+    arrived: Arrived,
+    new: ObjectId,
+    flt: Mapping[str, Any] | None = None,
+    *,
+    peer: str,
 ) -> Iterator[tuple[ObjectId, str, int]]:
-    """Objects reachable from ``new`` that ``store`` lacks; each must be in the quarantine.
+    """Objects reachable from ``new`` that ``store`` lacks; each must have arrived from ``peer``.
 
-    ``flt`` is a partial clone's filter: payloads it excludes are not expected.
+    This walk is the gate for what a peer sent: every reference on the way must lead to the kind
+    it promises (see :class:`_Sources` for whom a wrong one is blamed on), before anything is
+    imported. ``flt`` is a partial clone's filter: payloads it excludes are not expected, nor
+    parents with ``history: False``.
     """
-    union = _Union(store, quarantine)
-    held = quarantine.ids()
     flt = flt or {}
-    if not store.has(new) and new not in held:
-        raise CorruptObject(f"commit {new} is needed but was never received")
-    reachable = reachable_payloads(union, union.read_commit_tree(new), flt)
-    queue = deque([new])
+    src = _Sources(store, arrived, peer)
+    reachable = reachable_payloads(src, src.read_as(new, Commit).tree, flt, Via(new, "the tree"))
+    queue: deque[tuple[ObjectId, Via | None]] = deque([(new, None)])
     seen: set[ObjectId] = set()
-    skip: set[ObjectId] = set()
+    known: dict[ObjectId, str] = {}
     while queue:
-        cid = queue.popleft()
-        if cid in seen or store.has(cid):
+        cid, via = queue.popleft()
+        if cid in seen:
             continue
         seen.add(cid)
-        if cid not in held:
-            raise CorruptObject(f"commit {cid} is needed but was never received")
-        commit = union.read_object(cid)
-        if not isinstance(commit, Commit):
-            raise CorruptObject(f"{cid} is not a commit")
+        if store.has(cid):
+            if store.kind_of(cid) != "commit":
+                raise src.refuse(cid, store.kind_name_of(cid), "commit", via)
+            continue
+        commit = src.read_as(cid, Commit, via)
         yield cid, "commit", 0
-        queue.extend(commit.parents)
-        for oid, _ in tree_closure(union, commit.tree, flt, skip, reachable):
+        if flt.get("history", True):
+            queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
+        for oid, kind, ref in _tree_closure(src, commit.tree, flt, known, Via(cid, "the tree"), reachable):
+            if kind != "tree":
+                src.check_payload(oid, kind, ref)
             if store.has(oid):
                 continue
-            if oid not in held:
+            if oid not in src.held:
                 raise CorruptObject(f"object {oid} is needed but was never received")
-            yield oid, held[oid], 0
+            yield oid, src.held[oid], 0
 
 
 def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict[str, Any], Iterator[bytes]]:
@@ -252,18 +330,18 @@ def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict
         _, body = store.body_of(oid)
         return {"id": oid, "k": kind, "n": len(body)}, iter([body])
     if kind == "text":
-        value = store.read_payload(oid)
-        assert isinstance(value, str)
-        raw = value.encode("utf-8")
+        raw = _text(store, oid).encode("utf-8")
         return {"id": oid, "k": "text", "n": len(raw)}, iter([raw])
     dtype, shape = store.payload_info(oid)
-    assert dtype is not None
+    if dtype is None:
+        raise CorruptObject(f"object {oid} in {store.where} is stored as an array but reads as text")
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     header = {"id": oid, "k": "array", "n": size, "d": dtype_string(dtype), "s": list(shape)}
 
     def pieces() -> Iterator[bytes]:
         for piece in store.iter_payload(oid, chunk):
-            assert not isinstance(piece, str)
+            if isinstance(piece, str):
+                raise CorruptObject(f"object {oid} in {store.where} is stored as an array but reads as text")
             yield np.ascontiguousarray(piece).tobytes()
 
     return header, pieces()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -187,10 +187,7 @@ class Repository:
         return self.store.read_commit(cid)
 
     def root(self, commit_id: ObjectId | None = None) -> RootTree:
-        tree = self.store.read_object(self.commit(commit_id).tree)
-        if not isinstance(tree, RootTree):
-            raise RepositoryError(f"{self.store.where}: commit does not point to a root tree")
-        return tree
+        return self.store.read_as(self.commit(commit_id).tree, RootTree)
 
     @property
     def detname(self) -> str:
@@ -205,14 +202,10 @@ class Repository:
         if tid is None:
             known = ", ".join(sorted(root.ctypes)) or "none"
             raise CtypeNotFound(f"{root.detname} has no ctype {ctype!r} (it has: {known})")
-        tree = self.store.read_object(tid)
-        assert isinstance(tree, CtypeTree)
-        return tree
+        return self.store.read_as(tid, CtypeTree)
 
     def range_tree(self, ref: RangeRef) -> RangeTree:
-        tree = self.store.read_object(ref.tree)
-        assert isinstance(tree, RangeTree)
-        return tree
+        return self.store.read_as(ref.tree, RangeTree)
 
     def ranges(self, ctype: str) -> list[tuple[RangeKey, RangeTree]]:
         """Ranges of a ctype ordered by begin, then end (open last)."""
@@ -590,12 +583,18 @@ class Transaction:
         self.summary.append(f"add {ctype} {key} {vkey}")
         return self._do(op)  # type: ignore[no-any-return]
 
+    @overload
+    def set_default(self, ctype: str, version: str, *, range: str | None = None) -> Located: ...
+
+    @overload
+    def set_default(self, ctype: str, version: None, *, range: str | None = None) -> None: ...
+
     def set_default(self, ctype: str, version: str | None, *, range: str | None = None) -> Located | None:
         """Pin a version as its range's default, or (``version=None``) unpin ``range`` so the most
         recently produced version counts again."""
+        loc: Located | None = None
         if version is not None:
-            loc: Located | None = self._work.find_version(ctype, version, range)
-            assert loc is not None
+            loc = self._work.find_version(ctype, version, range)
             rkey, vkey = loc.range, loc.version
         else:
             if range is None:
@@ -720,7 +719,8 @@ class Transaction:
 
             def op(w: _Work) -> None:
                 tree = w.range(ctype, loc.range)
-                assert tree is not None
+                if tree is None or loc.version not in tree.versions:  # a commit meanwhile removed it
+                    raise VersionNotFound(f"{ctype} range {loc.range} has no version {loc.version}")
                 entry = tree.versions[loc.version]
                 versions = {**tree.versions, loc.version: replace(entry, pars=merged(entry.pars))}
                 w.set_range(ctype, loc.range, replace(tree, versions=versions))

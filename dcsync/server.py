@@ -221,6 +221,13 @@ class Server:
     def _quarantine(self, det: str) -> Quarantine:
         return Quarantine(self.ws.root / CONFIG_DIR / "incoming" / _det(det))
 
+    def _who(self) -> str:
+        """The client as it said it was (user@host): for logs and messages, never for decisions."""
+        return f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
+
+    def _peer(self) -> str:
+        return f"the client {self._who()}"
+
     def _check_writable(self, det: str | None = None) -> None:
         if self.read_only:
             raise AccessDenied(f"{self.ws.root} is served read-only")
@@ -270,9 +277,8 @@ class Server:
                 raise ProtocolError("'have' is a list of commit ids")
             have = [_oid(h) for h in haves or [] if store.has(_oid(h))]
             flt = _filter(want.get("filter"))
-            out[det] = [
-                [oid, kind, size] for oid, kind, size in objects_for(store, _oid(want.get("want")), have, flt)
-            ]
+            found = objects_for(store, _oid(want.get("want")), have, flt, peer=self._peer())
+            out[det] = [[oid, kind, size] for oid, kind, size in found]
         return {"objects": out}
 
     def do_get_objects(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
@@ -431,11 +437,12 @@ class Server:
     ) -> Incoming:
         path = self.ws.detector_path(det)
         quarantine = self._quarantine(det)
+        who, peer = self._who(), self._peer()
         created = False
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
-            for _ in walk_missing(MemoryStore(), quarantine, new):
+            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer):
                 pass
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
@@ -454,7 +461,7 @@ class Server:
                     raise RefConflict(
                         f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
                     )
-                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new)]
+                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer)]
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
@@ -466,11 +473,10 @@ class Server:
                     "push",
                     self.who,
                     str(self.client.get("host", "")),
-                    f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}",
+                    who,
                     quarantine.payload_path,
                 )
                 self.policy.check(incoming, phase="pre-receive")
-                who = f"{self.client.get('user') or '?'}@{self.client.get('host') or '?'}"
                 store.set_ref(
                     HEAD,
                     old,

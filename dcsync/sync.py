@@ -38,13 +38,13 @@ from dcsync.errors import (
 from dcsync.hashing import ObjectId
 from dcsync.merge import conflicts_json, describe_conflicts, merge_base, merge_trees
 from dcsync.names import RangeKey
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, VersionEntry, kind_name, wrong_kind
 from dcsync.protocol import chunk_size
 from dcsync.quarantine import Header, Quarantine
 from dcsync.reach import ancestors, is_ancestor, objects_for, transfer_header, walk_missing
 from dcsync.refs import HEAD, LogRecord, current_host, current_user, remote_ref
 from dcsync.repository import Repository
-from dcsync.store.base import ObjectStore, verify_payload
+from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.times import TimeLike, now_ns, time_arg
@@ -337,7 +337,9 @@ def fetch(
                 lacking.append(det)
             wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
         for det in checkouts:
-            _, moved = _import_and_move(ws, det, remote_ref(spec.name), ObjectId(str(heads[det])), spec, True)
+            _, moved = _import_and_move(
+                ws, det, remote_ref(spec.name), ObjectId(str(heads[det])), spec, True, conn.peer
+            )
             if moved:
                 report.fast_forwarded.append(det)
             report.settled.add(det)
@@ -373,7 +375,9 @@ def fetch(
         report.bytes += sum(size for _, _, size in missing)
         for want in wants:
             name, target = str(want["detector"]), ObjectId(str(want["want"]))
-            old, moved = _import_and_move(ws, name, remote_ref(spec.name), target, spec, fast_forward)
+            old, moved = _import_and_move(
+                ws, name, remote_ref(spec.name), target, spec, fast_forward, conn.peer
+            )
             report.updated[name] = (old, target)
             if moved:
                 report.fast_forwarded.append(name)
@@ -395,10 +399,11 @@ def _repository_file(ws: Workspace, det: str) -> Path | None:
 
 
 def _import_and_move(
-    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool
+    ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool, peer: str
 ) -> tuple[str | None, bool]:
-    """Import what ``new`` needs from the quarantine and move ``ref`` (and, with ``fast_forward``,
-    HEAD where that is a fast-forward) in one commit; (the ref's old value, whether HEAD moved).
+    """Import what ``new`` needs from the quarantine (checked on the way: what ``peer`` sent must
+    be what it claims) and move ``ref`` (and, with ``fast_forward``, HEAD where that is a
+    fast-forward) in one commit; (the ref's old value, whether HEAD moved).
 
     A detector new here is built in ``.dcsync/fetched/`` and linked into the workspace only once
     it has a HEAD, so no reader ever finds a repository file with nothing checked out.
@@ -412,7 +417,7 @@ def _import_and_move(
     store = HDF5Store(path)
     try:
         with store.writing():
-            missing = list(walk_missing(store, q, new, spec.filter()))
+            missing = list(walk_missing(store, q, new, spec.filter(), peer=peer))
             q.import_into(store, [oid for oid, _, _ in missing])
             old = store.refs().get(ref)
             source = {"source": spec.url}
@@ -814,6 +819,19 @@ class _MemoryReceiver:
         self.parts.clear()
 
 
+class _Arrivals:
+    """A diff side's scratch store as the receive walk reads it: all of it came from the peer."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def ids(self) -> dict[ObjectId, ObjectKind]:
+        return {oid: self.store.kind_of(oid) for oid in self.store.object_ids()}
+
+    def read_object(self, oid: ObjectId) -> Tree | Commit:
+        return self.store.read_object(oid)
+
+
 @dataclass
 class Snapshot:
     """One side of a diff: each detector's store and HEAD tree, and how to get payloads."""
@@ -825,10 +843,17 @@ class Snapshot:
     closers: list[Callable[[], None]] = field(default_factory=list)
     scope: Scope | None = None  # a partial clone's filter: what this side can be compared on
 
-    def payload(self, det: str, oid: ObjectId) -> Any:
-        store = self.roots[det][0]
-        if not store.has(oid) and self.conn is not None and isinstance(store, MemoryStore):
-            receive_objects(self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress)
+    def payload(self, det: str, entry: VersionEntry) -> Any:
+        """The payload of a version, received now if this side is a remote's."""
+        store, oid = self.roots[det][0], entry.obj
+        if self.conn is not None and isinstance(store, MemoryStore):  # all of it came from the peer
+            if not store.has(oid):
+                receive_objects(
+                    self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress
+                )
+            if store.kind_of(oid) != entry.kind:
+                found, expected = store.kind_name_of(oid), kind_name(entry.kind)
+                raise wrong_kind(oid, found, expected, where=store.where, peer=self.conn.peer)
         return store.read_payload(oid)
 
     def close(self) -> None:
@@ -874,11 +899,8 @@ def snapshot(
     snap = Snapshot(source, {}, conn=conn, scope=_scope(source, here, spec) if named and here else None)
     try:
         heads = conn.call("heads", detectors=detectors)["heads"]
-        wants = [
-            {"detector": d, "want": h, "have": [], "filter": {"payloads": False, "history": False}}
-            for d, h in sorted(heads.items())
-            if h
-        ]
+        flt = {"payloads": False, "history": False}
+        wants = [{"detector": d, "want": h, "have": [], "filter": flt} for d, h in sorted(heads.items()) if h]
         offered = conn.call("negotiate", wants=wants)["objects"] if wants else {}
         stores = {det: MemoryStore() for det in offered}
         items = [
@@ -886,10 +908,10 @@ def snapshot(
         ]
         receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h), _no_progress)
         for want in wants:
-            det, store = want["detector"], stores[want["detector"]]
-            tree = store.read_object(store.read_commit(ObjectId(want["want"])).tree)
-            assert isinstance(tree, RootTree)
-            snap.roots[det] = (store, tree)
+            det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])
+            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer):
+                pass  # what the peer sent is what it claims to be, or nothing is compared
+            snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
             snap.heads[det] = str(want["want"])
     except BaseException:
         snap.close()
@@ -996,13 +1018,11 @@ def _effective_entry(snap: Snapshot, det: str, ctype: str, rk: str) -> VersionEn
     store, root = snap.roots[det]
     if ctype not in root.ctypes:
         return None
-    ct = store.read_object(root.ctypes[ctype])
-    assert isinstance(ct, CtypeTree)
+    ct = store.read_as(root.ctypes[ctype], CtypeTree)
     ref = ct.ranges.get(RangeKey(rk))
     if ref is None:
         return None
-    tree = store.read_object(ref.tree)
-    assert isinstance(tree, RangeTree)
+    tree = store.read_as(ref.tree, RangeTree)
     key = tree.effective()
     return None if key is None else tree.versions[key]
 
@@ -1053,7 +1073,7 @@ def diff_sources(
                         continue
                     try:
                         report.values[i] = value_stats(
-                            left.payload(c.detname, pair[0].obj), right.payload(c.detname, pair[1].obj)
+                            left.payload(c.detname, pair[0]), right.payload(c.detname, pair[1])
                         )
                     except ObjectNotFound:  # a partial clone's side: that payload stayed behind
                         if not (left.scope or right.scope):

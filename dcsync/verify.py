@@ -13,7 +13,7 @@ from pathlib import Path
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree
+from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_name, with_article
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
@@ -59,7 +59,7 @@ def verify_store(
     """Check every object and reference; ``partial`` (a partial clone) allows unfetched payloads,
     ``checked_out=False`` (a fetched copy not checked out yet) a missing HEAD and an empty view."""
     report = VerifyReport(store.where, checked_out=checked_out)
-    kinds: dict[ObjectId, str] = {}
+    kinds: dict[ObjectId, str] = {}  # what each readable object is, as kind_name() says it
     kind: str
     try:
         ids = list(store.object_ids())
@@ -75,47 +75,53 @@ def verify_store(
             if kind in ("array", "text"):
                 for _ in store.iter_payload(oid, VERIFY_SLICE):  # bounded memory; hash checked at the end
                     pass
+                kinds[oid] = kind_name(kind)
             else:
-                store.read_object(oid, fresh=True)
-            kinds[oid] = kind
+                kinds[oid] = kind_name(store.read_object(oid, fresh=True))
         except _UNREADABLE as exc:
             report.problems.append(f"object {oid}: {exc}")
 
-    def need(oid: ObjectId, kind: tuple[str, ...], what: str) -> bool:
-        if kinds.get(oid) in kind:
+    def need(oid: ObjectId, kind: type[Tree | Commit] | str, what: str) -> bool:
+        """``oid`` is there and is what the reference to it promises (kinds, not just "a tree")."""
+        expected = kind_name(kind)
+        if kinds.get(oid) == expected:
             return True
-        state = "missing or unreadable" if oid not in kinds else f"a {kinds[oid]}"
+        state = (
+            "missing or unreadable"
+            if oid not in kinds
+            else f"{with_article(kinds[oid])}, not {with_article(expected)}"
+        )
         report.problems.append(f"{what} refers to {oid}, which is {state}")
         return False
 
     for oid, kind in list(kinds.items()):
-        if kind != "commit" and kind != "tree":
+        if kind.endswith(" payload"):
             continue
         obj = store.read_object(oid)
         if isinstance(obj, Commit):
             report.commits += 1
-            need(obj.tree, ("tree",), f"commit {oid}")
+            need(obj.tree, RootTree, f"commit {oid}")
             for parent in obj.parents:
-                need(parent, ("commit",), f"commit {oid}")
+                need(parent, Commit, f"commit {oid}")
         elif isinstance(obj, RootTree):
             for name, tid in obj.ctypes.items():
-                need(tid, ("tree",), f"tree {oid} ctype {name}")
+                need(tid, CtypeTree, f"tree {oid} ctype {name}")
         elif isinstance(obj, CtypeTree):
             for key, ref in obj.ranges.items():
-                need(ref.tree, ("tree",), f"tree {oid} range {key}")
-        elif isinstance(obj, RangeTree):
+                need(ref.tree, RangeTree, f"tree {oid} range {key}")
+        else:
             for vkey, entry in obj.versions.items():
                 if partial and entry.obj not in kinds:
                     report.not_fetched += 1
                     continue
-                need(entry.obj, ("array", "text"), f"tree {oid} version {vkey}")
+                need(entry.obj, entry.kind, f"tree {oid} version {vkey}")
     try:
         refs = store.refs()
     except _UNREADABLE as exc:
         report.problems.append(f"refs: {exc}")
         refs = {}
     for name, cid in refs.items():
-        need(cid, ("commit",), f"ref {name}")
+        need(cid, Commit, f"ref {name}")
     if "HEAD" not in refs and checked_out:
         report.problems.append("no HEAD")
     try:

@@ -228,7 +228,7 @@ def default(
         raise UsageError("give VERSION to pin, or --unset --range R")
     with state(ctx).repository(det) as repo:
         with repo.transaction(message or "", command="default") as tx:
-            if unset:
+            if version is None:  # --unset (the checks above)
                 rkey = repo.find_range(ctype, range_ or "")[0]
                 tx.set_default(ctype, None, range=rkey)
             elif version is not None and ":" in version:  # REMOTE:PREFIX
@@ -265,7 +265,6 @@ def _pin(repo: Repository, tx: Transaction, ctype: str, version: str, range_: st
             f"{exc.message}; it is a version of {', '.join(found)} (fetched, not in HEAD): "
             f"take and pin it with 'dcsync default {repo.detname} {ctype} {remote}:{version}'"
         ) from exc
-    assert loc is not None
     return loc.range
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from dcsync.errors import CorruptObject, InputError, RefConflict
 from dcsync.hashing import ALGORITHM, ObjectId, canonical_array, hash_array, hash_bytes, hash_text
-from dcsync.objects import Commit, Payload, Tree, decode, encode
+from dcsync.objects import Commit, Obj, Payload, Tree, Via, decode, encode, expect, kind_name, wrong_kind
 from dcsync.refs import LogRecord, check_ref
 
 ObjectKind = Literal["array", "text", "tree", "commit"]
@@ -88,7 +88,17 @@ class ObjectStore(ABC):
 
     # -- verified, shared logic --------------------------------------------------------------------
     def read_payload(self, oid: ObjectId) -> Payload:
+        """A payload, hash-checked; an id of a tree or commit is :class:`CorruptObject` (a version
+        entry pointing at one), never its bytes read as an array."""
+        if self.kind_of(oid) not in ("array", "text"):
+            raise wrong_kind(oid, self.kind_name_of(oid), "payload", where=self.where)
         return verify_payload(oid, self._load_payload(oid), self.where)
+
+    def kind_name_of(self, oid: ObjectId) -> str:
+        """What ``oid`` is, as :func:`~dcsync.objects.kind_name` says it (a tree's own kind too),
+        for the messages that refuse it."""
+        kind = self.kind_of(oid)
+        return kind_name(self.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
 
     def read_object(self, oid: ObjectId, *, fresh: bool = False) -> Tree | Commit:
         """A tree or commit, hash-checked; ``fresh`` bypasses the cache (``verify`` reads the disk)."""
@@ -105,11 +115,22 @@ class ObjectStore(ABC):
             self._cache.popitem(last=False)
         return obj
 
-    def read_commit(self, oid: ObjectId) -> Commit:
-        obj = self.read_object(oid)
-        if not isinstance(obj, Commit):
-            raise CorruptObject(f"object {oid} in {self.where} is not a commit")
-        return obj
+    def read_as(
+        self, oid: ObjectId, expected: type[Obj], via: Via | None = None, *, peer: str | None = None
+    ) -> Obj:
+        """A tree or commit of the kind its reference promises (``via`` names the reference), for
+        code that relies on that kind: a payload or another kind of tree is :class:`CorruptObject`
+        naming both kinds, or :class:`ProtocolError` when ``peer`` sent the reference."""
+        if oid not in self._cache:
+            kind = self.kind_of(oid)
+            if kind not in ("tree", "commit"):
+                raise wrong_kind(
+                    oid, kind_name(kind), kind_name(expected), where=self.where, via=via, peer=peer
+                )
+        return expect(self.read_object(oid), expected, oid, where=self.where, via=via, peer=peer)
+
+    def read_commit(self, oid: ObjectId, via: Via | None = None) -> Commit:
+        return self.read_as(oid, Commit, via)
 
     def put_payload(self, value: Payload, *, known_id: ObjectId | None = None) -> ObjectId:
         """Store a payload once; identical content is never stored twice.

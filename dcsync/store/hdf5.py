@@ -171,25 +171,27 @@ class HDF5Store(ObjectStore):
             raise NotARepository(f"{self.path}: no such repository file") from None
         return (st.st_ino, st.st_size, st.st_mtime_ns, journal_path(self.path).exists())
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self, force: bool = False) -> h5py.File:
+        """The read handle, reopened if the file changed since it was opened; returned."""
         stamp = self._stamp()
         if not force and self._r is not None and stamp == self._r_stamp:
-            return
+            return self._r
         self.close()
-        self._r, self._r_fileobj = self._open_reader(stamp[3])
-        self._r_stamp = stamp
+        reader, self._r_fileobj = self._open_reader(stamp[3])
+        self._r, self._r_stamp = reader, stamp
         if (self.path, stamp[0]) not in _FORMAT_CHECKED:
             try:
-                self._check_format(self._r)
+                self._check_format(reader)
             except BaseException:
                 self.close()  # do not leak the handle of a file we refuse
                 raise
             _FORMAT_CHECKED.add((self.path, stamp[0]))
         try:
-            self._meta = self._r[META]
+            self._meta = reader[META]
             self._objects = self._meta["objects"]
         except (KeyError, OSError, RuntimeError):  # damaged: each object read reports it
             self._objects = self._meta = None
+        return reader
 
     def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
         # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
@@ -238,10 +240,7 @@ class HDF5Store(ObjectStore):
     def _file(self) -> h5py.File:
         if self._w is not None:
             return self._w
-        if self._r is None:
-            self._refresh()
-        assert self._r is not None
-        return self._r
+        return self._r if self._r is not None else self._refresh()
 
     def close(self) -> None:
         if self._r is not None:

@@ -81,8 +81,7 @@ def update(f: h5py.File, store: ObjectStore, old_head: ObjectId | None, new_head
     previous: RootTree | None = _root_of(store, shown)
     for commit_id in reversed(chain):
         commit = store.read_commit(commit_id)
-        tree = store.read_object(commit.tree)
-        assert isinstance(tree, RootTree)
+        tree = store.read_as(commit.tree, RootTree)
         _apply_root(f, store, previous, tree, _history_entry(commit_id, commit))
         previous = tree
     if new_head is None:
@@ -110,9 +109,7 @@ def _first_parent_chain(
 def _root_of(store: ObjectStore, commit_id: ObjectId | None) -> RootTree | None:
     if commit_id is None:
         return None
-    tree = store.read_object(store.read_commit(commit_id).tree)
-    assert isinstance(tree, RootTree)
-    return tree
+    return store.read_as(store.read_commit(commit_id).tree, RootTree)
 
 
 def _clear(f: h5py.File) -> None:
@@ -141,10 +138,8 @@ def _apply_root(
     for name, tid in new.ctypes.items():
         if old_ctypes.get(name) == tid and name in f:
             continue
-        ctype = store.read_object(tid)
-        assert isinstance(ctype, CtypeTree)
-        prev = store.read_object(old_ctypes[name]) if name in old_ctypes and name in f else None
-        assert prev is None or isinstance(prev, CtypeTree)
+        ctype = store.read_as(tid, CtypeTree)
+        prev = store.read_as(old_ctypes[name], CtypeTree) if name in old_ctypes and name in f else None
         _apply_ctype(f.require_group(name), store, name, prev, ctype, entry)
 
 
@@ -166,10 +161,8 @@ def _apply_ctype(
         prev_ref = old_ranges.get(key)
         if prev_ref is not None and prev_ref.tree == ref.tree and key in g:
             continue
-        rng = store.read_object(ref.tree)
-        assert isinstance(rng, RangeTree)
-        prev = store.read_object(prev_ref.tree) if prev_ref is not None and key in g else None
-        assert prev is None or isinstance(prev, RangeTree)
+        rng = store.read_as(ref.tree, RangeTree)
+        prev = store.read_as(prev_ref.tree, RangeTree) if prev_ref is not None and key in g else None
         _apply_range(g.require_group(key), prev, rng, entry)
 
 
@@ -229,11 +222,9 @@ def check(f: h5py.File, store: ObjectStore, head: ObjectId | None) -> list[str]:
     if set(f) - {META_GROUP} != set(root.ctypes):
         problems.append(f"view ctypes {sorted(set(f) - {META_GROUP})} differ from HEAD {sorted(root.ctypes)}")
     for name, tid in root.ctypes.items():
-        ctype = store.read_object(tid)
-        assert isinstance(ctype, CtypeTree)
+        ctype = store.read_as(tid, CtypeTree)
         for key, ref in ctype.ranges.items():
-            rng = store.read_object(ref.tree)
-            assert isinstance(rng, RangeTree)
+            rng = store.read_as(ref.tree, RangeTree)
             for vkey, version in rng.versions.items():
                 path = f"/{name}/{key}/{vkey}/calib"
                 link = f.get(path)

@@ -78,11 +78,11 @@ class SubprocessChannel(Channel):
             raise ConnectionFailed(
                 f"{description}: cannot start {self._argv[0]!r}: {exc.strerror or exc}"
             ) from exc
-        self._stdin: IO[bytes] = _pipe(self._proc.stdin)
-        self._stdout: IO[bytes] = _pipe(self._proc.stdout)
+        self._stdin: IO[bytes] = popen_pipe(self._proc.stdin)
+        self._stdout: IO[bytes] = popen_pipe(self._proc.stdout)
         for stream in (self._stdin, self._stdout):
             widen_pipe(stream.fileno())
-        stderr = _pipe(self._proc.stderr)
+        stderr = popen_pipe(self._proc.stderr)
         self._stderr.drain(stderr.read, description)
 
     @property
@@ -169,8 +169,10 @@ class SubprocessChannel(Channel):
         """Hook for subclasses that can tell a failure from a normal end of stream."""
 
 
-def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
-    assert stream is not None  # Popen was asked for a pipe
+def popen_pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """A pipe of a process started with ``subprocess.PIPE`` (typed as optional by Popen)."""
+    if stream is None:
+        raise ConnectionFailed("the peer process was started without a pipe")
     return stream
 
 

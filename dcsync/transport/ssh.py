@@ -44,7 +44,7 @@ from dcsync.errors import (
     UsageError,
 )
 from dcsync.transport.base import Channel
-from dcsync.transport.local import SubprocessChannel
+from dcsync.transport.local import SubprocessChannel, popen_pipe
 from dcsync.transport.stderr import StderrTail, quote_stderr
 from dcsync.transport.url import RemoteURL, parse_remote_url, split_command
 
@@ -286,12 +286,11 @@ class _ProxyCommandSocket(paramiko.ProxyCommand):  # type: ignore[misc]
         self._closed_lock = threading.Lock()
         self._is_closed = False
         self._stderr = stderr
-        assert self.process.stderr is not None
-        stderr.drain(self.process.stderr.read, "ProxyCommand")
+        self._out = popen_pipe(self.process.stdout)
+        stderr.drain(popen_pipe(self.process.stderr).read, "ProxyCommand")
 
     def recv(self, size: int) -> bytes:
-        stdout = self.process.stdout
-        assert stdout is not None
+        stdout = self._out
         try:
             readable, _, _ = select.select([stdout], [], [], self.timeout)
             data: bytes = os.read(stdout.fileno(), size) if readable else b""

@@ -37,9 +37,8 @@ class RemoteURL:
     path: str
 
     def __str__(self) -> str:
-        if self.scheme == "file":
+        if self.scheme == "file" or self.host is None:  # parse_remote_url gives ssh URLs a host
             return self.path
-        assert self.host is not None
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{self.user}@" if self.user else ""
         if self.path.startswith("/"):
