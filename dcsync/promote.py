@@ -202,6 +202,7 @@ def promote(
                 remote_dcsync=remote.remote_dcsync,
                 ssh_command=remote.ssh_command,
                 payloads=False,
+                must_match=False,  # promotion may bring the target a detector it lacks
             )
         who = current_identity().user
         for det in detectors:
