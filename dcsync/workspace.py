@@ -5,6 +5,7 @@ Layout::
     <root>/.dcsync/acl.toml            the location kind and access rules (dcsync.acl)
     <root>/.dcsync/config.toml         [remotes.*], [hooks] timeout
     <root>/.dcsync/hooks/              server-side and local hooks
+    <root>/.dcsync/clone-unfinished    while a clone is under way or was cut short (dcsync.sync.clone)
     <root>/<dettype>/<dettype>-<detid>.h5   one repository per detector
     <root>/<dettype>/*.als             aliases, one per line: ``<alias> <detname>`` ('#' comments)
 
