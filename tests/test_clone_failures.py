@@ -265,11 +265,14 @@ def test_a_clone_cut_in_the_middle_resumes_with_the_options_given_again(
         kept = len(quarantined_ids(Workspace(dest)))
     assert kept
 
-    out = json.loads(cli("clone", central, dest, "--remote-dcsync", PYTHON_DCSYNC, "--json").stdout)
+    assert Workspace(dest).kind == "local"
+    resumed = cli("clone", central, dest, "--remote-dcsync", PYTHON_DCSYNC, "--kind", "experiment", "--json")
+    out = json.loads(resumed.stdout)
     assert out["resumed"] is True
     assert not pid_file.exists(), "the saved --remote-dcsync ran, not the one given again"
     ws = Workspace(dest)
     assert sync.remotes(ws)["origin"].remote_dcsync == PYTHON_DCSYNC  # saved for later pulls
+    assert ws.kind == "experiment"
     assert sync.unfinished_clone(dest) is None
     assert sorted(out["fast_forwarded"]) == list(DETS[1:] if whole_files else DETS)
     # only what had not arrived came: the rest of the file, or all but (at least) three arrays
