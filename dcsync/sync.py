@@ -712,9 +712,10 @@ def clone(
     conn = conn or connect(origin)  # most failures (host, key, user, no dcsync, path) happen here
     created, made = ws is None, _directory_to_make(target)
     try:
-        if ws is None:
+        if ws is None:  # the marker first: a clone killed at any point after this resumes
+            (target / CONFIG_DIR).mkdir(parents=True)
+            (target / CONFIG_DIR / CLONE_MARKER).touch()
             ws = Workspace.init(target, kind=kind or "local")
-            (ws.root / CONFIG_DIR / CLONE_MARKER).touch()
             add_remote(ws, origin)
         else:
             _save_origin(ws, origin, kind)
