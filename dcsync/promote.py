@@ -237,6 +237,7 @@ def promote(
                 ssh_command=remote.ssh_command,
                 payloads=False,
                 conn=conn,
+                must_match=False,  # promotion may bring the target a detector it lacks
             )
         report.promoted_by = who
         claimed = current_user()

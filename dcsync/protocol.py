@@ -116,18 +116,26 @@ def read_frame(read: Read, *, limit: int | None = None) -> Any:
         raise ProtocolError(f"peer sent a malformed frame: {exc}") from exc
 
 
+START_HINT = (
+    "\n(the remote runs 'dcsync serve': it needs dcsync on its PATH for non-interactive logins, "
+    "or the command named with --remote-dcsync, e.g. --remote-dcsync '/opt/venv/bin/dcsync')"
+)
+
+
 def read_preamble(read: Read, *, peer: str, stderr: Callable[[], str] = lambda: "") -> None:
     """Skip to the server's preamble line; anything before it is a banner, reported as such."""
     seen = bytearray()
     while True:
         byte = read(1)
         if not byte:
+            # Channels hold the peer's whole stderr by the time they report the end of stream.
             detail = stderr().strip()
             if not seen and detail:
-                raise RemoteError(f"{peer}: the remote dcsync did not start: {detail[-2000:]}")
+                raise RemoteError(f"{peer}: the remote dcsync did not start: {detail[-2000:]}{START_HINT}")
             raise ConnectionLost(
                 f"{peer}: connection closed before the dcsync server answered"
-                + (f" (it said: {detail[-2000:]})" if detail else "")
+                + (f" (it said: {detail[-2000:]})" if detail else " (it said nothing on stderr)")
+                + ("" if seen else START_HINT)
             )
         seen += byte
         if seen.endswith(PREAMBLE):

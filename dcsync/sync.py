@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dcsync import acl as acl_module
 from dcsync import wholefile
+from dcsync.acl import KINDS, current_identity
 from dcsync.client import Connection
 from dcsync.diff import Change, Scope, diff_roots, in_scope, summarize, value_stats
 
@@ -298,11 +301,14 @@ def fetch(
     progress: Progress = _no_progress,
     conn: Connection | None = None,
     fast_forward: bool = False,
+    must_match: bool = True,
 ) -> FetchReport:
     """Bring the remote's commits into ``remotes/<remote>`` of every detector in scope.
 
     ``fast_forward`` also moves HEAD where that is a fast-forward (a new detector, or HEAD an
-    ancestor of the remote's), in the same commit (pull and clone).
+    ancestor of the remote's), in the same commit (pull and clone). With ``must_match``, a
+    detector filter (``detectors``, else the remote's saved one) that matches nothing on the remote
+    is :class:`DetectorNotFound` naming what it has: a mistyped glob must not look like success.
     """
     spec = tracking_remote(ws, remote)
     globs = detectors or list(spec.detectors) or None
@@ -311,6 +317,8 @@ def fetch(
     report = FetchReport(spec.name)
     try:
         heads: dict[str, str | None] = conn.call("heads", detectors=globs)["heads"]
+        if globs and not heads and must_match:
+            raise _no_match(conn, spec, globs)
         wants = []
         lacking = []  # detectors this workspace has no file of: candidates for whole files
         checkouts = []  # fetched earlier, nothing new to download: only HEAD moves (and the file)
@@ -398,6 +406,19 @@ def _repository_file(ws: Workspace, det: str) -> Path | None:
     return waiting if waiting.is_file() else None
 
 
+NAMED_DETECTORS = 30  # how many of the remote's detectors a filter that matched none names
+
+
+def _no_match(conn: Connection, spec: RemoteConfig, globs: list[str]) -> DetectorNotFound:
+    """The error for a detector filter that matches nothing, naming the detectors there are."""
+    names = sorted(conn.call("heads")["heads"])
+    shown = ", ".join(names[:NAMED_DETECTORS]) or "none"
+    if len(names) > NAMED_DETECTORS:
+        shown += f", ... ({len(names)} in all)"
+    wanted = " or ".join(repr(g) for g in globs)
+    return DetectorNotFound(f"no detector of {spec.url} matches {wanted}; its detectors: {shown}")
+
+
 def _import_and_move(
     ws: Workspace, det: str, ref: str, new: ObjectId, spec: RemoteConfig, fast_forward: bool, peer: str
 ) -> tuple[str | None, bool]:
@@ -481,15 +502,24 @@ def pull(
     prefer: Literal["ours", "theirs"] | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
+    must_match: bool = True,
 ) -> PullReport:
     """Fetch, then bring each HEAD to the remote's: fast-forward, or a three-way merge commit.
 
     Conflicts change nothing and raise :class:`MergeConflict` with every conflicting entry,
-    unless ``prefer`` resolves them toward one side.
+    unless ``prefer`` resolves them toward one side. ``must_match`` as in :func:`fetch`.
     """
     spec = tracking_remote(ws, remote)
     report = PullReport(
-        fetch(ws, remote, detectors=detectors, progress=progress, conn=conn, fast_forward=True)
+        fetch(
+            ws,
+            remote,
+            detectors=detectors,
+            progress=progress,
+            conn=conn,
+            fast_forward=True,
+            must_match=must_match,
+        )
     )
     report.fast_forwarded.extend(report.fetch.fast_forwarded)
     ref = remote_ref(spec.name)
@@ -730,6 +760,11 @@ def status(ws: Workspace, remote: str = "origin") -> list[StatusRow]:
     return rows
 
 
+CLONE_MARKER = "clone-unfinished"
+"""In ``.dcsync/`` from the moment a clone creates the workspace until it has everything: a clone
+into a directory holding it resumes instead of refusing the directory as not empty."""
+
+
 def clone(
     url: str,
     path: Path | str,
@@ -737,13 +772,14 @@ def clone(
     detectors: list[str] | None = None,
     ctypes: list[str] | None = None,
     since: TimeLike | None = None,
-    kind: str = "local",
+    kind: str | None = None,
     remote_dcsync: str | None = None,
     ssh_command: str | None = None,
     progress: Progress = _no_progress,
     conn: Connection | None = None,
     payloads: bool = True,
     since_ns: int | None = None,
+    must_match: bool = True,
 ) -> tuple[Workspace, PullReport]:
     """A new workspace at ``path`` with ``origin`` = ``url``, its detectors fetched and checked out.
 
@@ -751,42 +787,118 @@ def clone(
     ``payloads=False`` fetches trees and commits only (enough to commit on top and push).
     ``since`` is a time as users write it (ISO text, datetime, unix seconds, "now"); ``since_ns``
     the same in nanoseconds.
+    ``kind`` is the new workspace's location kind (default ``local``); ``must_match`` as in
+    :func:`fetch`.
+
+    The remote is reached before anything is written, and a clone that fails before anything has
+    arrived leaves nothing behind: not the workspace, not the directory if the clone made it. One
+    cut short after something arrived leaves a workspace marked :data:`CLONE_MARKER`; cloning
+    into it again resumes it, and every option given again (the URL too) replaces the saved one,
+    so a clone that failed for a wrong ``--remote-dcsync`` goes on with the right one.
     """
     since_t = time_arg("since", since, since_ns)
     target = Path(path)
-    url = _absolute_url(url)
-    resumable = _interrupted_clone(target, url)
-    if resumable is not None:  # the same clone was cut short: carry on where it stopped
-        return resumable, pull(resumable, "origin", progress=progress, conn=conn)
-    if target.exists() and any(target.iterdir()):
-        raise UsageError(f"{target} exists and is not empty")
-    ws = Workspace.init(target, kind=kind)
-    add_remote(
-        ws,
-        RemoteConfig(
-            "origin",
-            url,
-            remote_dcsync,
-            ssh_command,
-            tuple(detectors or ()),
-            tuple(ctypes or ()),
-            since_t,
-            payloads,
-        ),
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"invalid location kind {kind!r}: choose one of {', '.join(KINDS)}")
+    given = RemoteConfig(
+        "origin",
+        _absolute_url(url),
+        remote_dcsync,
+        ssh_command,
+        tuple(detectors or ()),
+        tuple(ctypes or ()),
+        since_t,
+        payloads,
     )
-    return ws, pull(ws, "origin", progress=progress, conn=conn)
+    ws = unfinished_clone(target)
+    if ws is None:
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UsageError(f"{target} exists and is not an empty directory")
+        origin = given
+    else:
+        origin = _resumed_origin(remotes(ws).get("origin"), given)
+    own = conn is None
+    conn = conn or connect(origin)  # most failures (host, key, user, no dcsync, path) happen here
+    created, made = ws is None, _directory_to_make(target)
+    try:
+        if ws is None:  # the marker first: a clone killed at any point after this resumes
+            (target / CONFIG_DIR).mkdir(parents=True)
+            (target / CONFIG_DIR / CLONE_MARKER).touch()
+            ws = Workspace.init(target, kind=kind or "local")
+            add_remote(ws, origin)
+        else:
+            _save_origin(ws, origin, kind)
+        report = pull(ws, "origin", progress=progress, conn=conn, must_match=must_match)
+    except BaseException:
+        if created and (ws is None or not _received_anything(ws)):
+            _undo_clone(target, made)
+        raise
+    finally:
+        if own:
+            conn.close()
+    (ws.root / CONFIG_DIR / CLONE_MARKER).unlink(missing_ok=True)
+    return ws, report
 
 
-def _interrupted_clone(target: Path, url: str) -> Workspace | None:
-    """A workspace at ``target`` left by an earlier clone of ``url`` that did not finish."""
-    if not (target / CONFIG_DIR).is_dir():
+def unfinished_clone(target: Path | str) -> Workspace | None:
+    """The workspace at ``target`` if a clone made it and has not finished (it resumes)."""
+    root = Path(target)
+    return Workspace(root) if (root / CONFIG_DIR / CLONE_MARKER).is_file() else None
+
+
+def _resumed_origin(saved: RemoteConfig | None, given: RemoteConfig) -> RemoteConfig:
+    """The origin a resumed clone goes on with: each option given now, else the saved one."""
+    if saved is None:
+        return given
+    return RemoteConfig(
+        "origin",
+        given.url,
+        given.remote_dcsync if given.remote_dcsync is not None else saved.remote_dcsync,
+        given.ssh_command if given.ssh_command is not None else saved.ssh_command,
+        given.detectors or saved.detectors,
+        given.ctypes or saved.ctypes,
+        given.since_ns if given.since_ns is not None else saved.since_ns,
+        given.payloads,
+    )
+
+
+def _save_origin(ws: Workspace, origin: RemoteConfig, kind: str | None) -> None:
+    """Record a resumed clone's options, so its later pulls use what worked."""
+    config = ws.config()
+    config.setdefault("remotes", {})["origin"] = origin.to_toml()
+    ws.write_config(config)
+    acl = ws.acl()
+    if kind is not None and kind != acl.kind:
+        acl_module.save(ws.root, replace(acl, kind=kind), current_identity(), f"clone --kind {kind}")
+
+
+def _directory_to_make(target: Path) -> Path | None:
+    """The outermost directory of ``target`` that does not exist yet (None: it all exists)."""
+    path = target.absolute()
+    if path.exists():
         return None
-    ws = Workspace(target)
-    origin = remotes(ws).get("origin")
-    if origin is None or origin.url != url:
-        return None
-    unfinished = (target / CONFIG_DIR / "incoming").is_dir() or not ws.detectors()
-    return ws if unfinished else None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _received_anything(ws: Workspace) -> bool:
+    """Whether a failed clone got something worth resuming from: a detector, a verified object
+    or part of a whole file (a whole file's token alone is not worth it)."""
+    if ws.detectors():
+        return True
+    incoming = ws.root / CONFIG_DIR / "incoming"
+    return incoming.is_dir() and any(
+        p.is_file() and not p.name.endswith(".token") and p.stat().st_size > 0 for p in incoming.rglob("*")
+    )
+
+
+def _undo_clone(target: Path, made: Path | None) -> None:
+    """Remove what a clone that got nothing made: the directory it created, or (in a directory
+    that was empty before) the workspace it made there. Best effort: the error that got us here
+    is the one to report, and an unfinished clone left behind still resumes."""
+    with contextlib.suppress(OSError):
+        shutil.rmtree(made if made is not None else target / CONFIG_DIR)
 
 
 # -- diff between workspaces ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Layout::
     <root>/.dcsync/config.toml         [remotes.*], [hooks] timeout
     <root>/.dcsync/hooks/              server-side and local hooks
     <root>/.dcsync/fetched/<detname>.h5  a detector fetched but not checked out yet (no HEAD)
+    <root>/.dcsync/clone-unfinished    while a clone is under way or was cut short (dcsync.sync.clone)
     <root>/<dettype>/<dettype>-<detid>.h5   one repository per detector
     <root>/<dettype>/*.als             aliases, one per line: ``<alias> <detname>`` ('#' comments)
 

@@ -130,8 +130,8 @@ def assert_consistent(ws: Workspace, allowed: dict[str, set[ObjectId | None]]) -
 
 
 def assert_nothing_cloned(dest: Path) -> None:
-    """A clone that could not connect: at most an empty workspace (re-running the clone resumes)."""
-    assert not dest.exists() or Workspace(dest).detectors() == []
+    """A clone that could not connect leaves nothing, so the corrected command runs as is."""
+    assert not dest.exists()
 
 
 def ssh_home(server: SSHServer, *, known_hosts: bool = True) -> None:

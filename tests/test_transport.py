@@ -96,6 +96,8 @@ class TestParamikoChannel(ChannelContract):
 
 
 class TestSystemSSHChannel(ChannelContract):
+    end_of_stream_repeats = 15  # each ssh is slow to start; its end of stream is the subprocess one
+
     @pytest.fixture(autouse=True)
     def _server(self, sshd: SSHServer) -> None:
         self.server = sshd

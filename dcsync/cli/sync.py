@@ -145,15 +145,25 @@ def clone(
         str | None, typer.Option("--since", help="Only payloads valid at or after T.", metavar="TIME")
     ] = None,
     kind: Annotated[
-        str, typer.Option("--kind", help="Location kind of the new workspace.", metavar="KIND")
-    ] = "local",
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Location kind of the new workspace: local (default), experiment or repository.",
+            metavar="KIND",
+        ),
+    ] = None,
     remote_dcsync: RemoteDcsyncOpt = None,
     ssh: SshOpt = None,
     quiet: QuietOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Copy a workspace (or part of it: --detector, --ctype, --since) and remember it as origin."""
+    """Copy a workspace (or part of it: --detector, --ctype, --since) and remember it as origin.
+
+    A clone that fails before anything arrived leaves nothing behind; run the same command again
+    (with corrected options: they replace the saved ones) to resume one that was cut short.
+    """
     target = path or Path(url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or "calib")
+    resumed = sync.unfinished_clone(target) is not None
     with progress_bar(quiet or json) as progress:
         ws, report = sync.clone(
             url,
@@ -167,12 +177,12 @@ def clone(
             progress=progress,
         )
     if json:
-        emit_json({"workspace": str(ws.root), **report.to_json()})
+        emit_json({"workspace": str(ws.root), "resumed": resumed, **report.to_json()})
         return
     f = report.fetch
     say(
-        f"cloned {len(f.updated)} detector(s) into {ws.root}: {f.bytes} bytes "
-        f"({f.files} whole file(s), {f.objects} object(s))"
+        f"{'resumed the clone: ' if resumed else ''}cloned {len(f.updated)} detector(s) into {ws.root}: "
+        f"{f.bytes} bytes ({f.files} whole file(s), {f.objects} object(s))"
     )
 
 

@@ -3,7 +3,9 @@ peer, plus its stderr. The protocol reads and writes through plain callables, so
 (in-process, local subprocess, paramiko SSH, the system ``ssh`` binary) implements only this.
 
 Contract (tested for every implementation by :class:`dcsync.transport.testing.ChannelContract`):
-- ``read(n)`` returns 1..n bytes, blocking until some arrive, and ``b""`` only at end of stream;
+- ``read(n)`` returns 1..n bytes, blocking until some arrive, and ``b""`` only at end of stream,
+  by which time ``stderr_text()`` holds everything the peer wrote before it (its last words
+  explain why it ended: "dcsync: not found");
 - ``write(data)`` writes all of ``data`` or raises :class:`~dcsync.errors.ConnectionLost`;
 - ``close()`` is idempotent, ends the peer's input, and reaps/stops the peer;
 - ``stderr_text()`` returns what the peer wrote on stderr so far (drained continuously in the

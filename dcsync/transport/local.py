@@ -107,6 +107,10 @@ class SubprocessChannel(Channel):
         except OSError as exc:
             raise self._lost(f"reading from the peer failed ({exc.strerror or exc})") from exc
         if not data:
+            # stdout and stderr end together when the peer exits, but the thread draining stderr
+            # may not have read its last words yet ("dcsync: not found"): wait for them, so every
+            # message built from this end of stream can quote them.
+            self._settle()
             self._at_end_of_stream()
             return b""
         return data

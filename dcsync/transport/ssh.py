@@ -490,8 +490,12 @@ class ParamikoChannel(Channel):
             data: bytes = self._chan.recv(n)
         except (OSError, paramiko.SSHException) as exc:
             raise self._lost(f"reading failed ({exc})") from exc
-        if not data and not self._chan.exit_status_ready() and not self._transport_active():
-            raise self._lost("the SSH connection dropped")
+        if not data:
+            if not self._chan.exit_status_ready() and not self._transport_active():
+                raise self._lost("the SSH connection dropped")
+            # The remote's stderr arrived before its end of stream, but the thread draining it may
+            # not have taken it yet; it ends at the same end of stream, so this wait is short.
+            self._stderr_thread.join(CLOSE_TIMEOUT)
         return data
 
     def write(self, data: bytes) -> None:

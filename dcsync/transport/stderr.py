@@ -2,7 +2,9 @@
 
 A peer that writes more to stderr than a pipe (or an SSH window) holds would block, and with it the
 whole protocol, if nobody read it. Every transport therefore starts a daemon thread that reads stderr
-until end of stream and keeps only the last :data:`TAIL_BYTES`, which error messages quote.
+until end of stream and keeps only the last :data:`TAIL_BYTES`, which error messages quote. A peer's
+stdout and stderr end together, so a channel whose output has ended waits (bounded) for its drain
+thread before it reports the end: the last words ("dcsync: not found") are in the tail by then.
 """
 
 from __future__ import annotations

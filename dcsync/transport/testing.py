@@ -8,8 +8,9 @@ Use::
             return MyChannel(peer.command())      # or peer.argv(), or peer.serve
 
 A :class:`Peer` is a small program in one of a few modes (echo stdin to stdout, say goodbye and
-exit, flood stderr then echo, ignore its input), available as an argv (a ``python -c`` script), as
-one shell command string (for SSH) and as an in-process ``serve(read, write)`` function. Needs pytest.
+exit, fail at once with only a word on stderr, flood stderr then echo, ignore its input),
+available as an argv (a ``python -c`` script), as one shell command string (for SSH) and as an
+in-process ``serve(read, write)`` function. Needs pytest.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from dcsync.transport.base import Channel
 
 __all__ = ["PEER_SOURCE", "ChannelContract", "Peer", "PeerMode"]
 
-PeerMode = Literal["echo", "exit", "flood", "hang"]
+PeerMode = Literal["echo", "exit", "fail", "flood", "hang"]
 FLOOD_BYTES = 2 * 1024 * 1024
 FLOOD_END = "END-OF-FLOOD"
 EXIT_STATUS = 3
+NOT_FOUND = "sh: 1: dcsync: not found"  # what a shell says when the remote has no dcsync on its PATH
 DEADLINE = 20.0  # seconds a contract test waits for something that should take milliseconds
 
 PEER_SOURCE = f"""\
@@ -47,6 +49,9 @@ if mode == "exit":
     put(1, b"bye\\n")
     put(2, b"peer exiting\\n")
     sys.exit({EXIT_STATUS})
+if mode == "fail":
+    put(2, b"warning: some noise first\\n" * 2000 + b"{NOT_FOUND}\\n")
+    os._exit(127)  # at once, as a shell does: stdout and stderr end together
 if mode == "hang":
     time.sleep(30)
     sys.exit(0)
@@ -82,6 +87,8 @@ class Peer:
         if self.mode == "exit":
             write(b"bye\n")
             raise RuntimeError("peer exiting")
+        if self.mode == "fail":
+            raise FileNotFoundError(NOT_FOUND)
         if self.mode == "hang":
             raise NotImplementedError("an in-process peer cannot ignore close()")
         while data := read(65536):
@@ -97,6 +104,8 @@ class ChannelContract:
     can_stop_peer: ClassVar[bool] = True
     #: Sizes for the round trip; the largest moves this many bytes each way.
     round_trip_sizes: ClassVar[tuple[int, ...]] = (0, 1, 65_537, 3_000_000)
+    #: How many peers the end-of-stream test starts: the race it guards against is lost only sometimes.
+    end_of_stream_repeats: ClassVar[int] = 40
 
     def make_channel(self, peer: Peer) -> Channel:
         raise NotImplementedError
@@ -150,6 +159,19 @@ class ChannelContract:
         channel = open_peer("exit")
         _read_to_end(channel)
         _wait_for(lambda: "peer exiting" in channel.stderr_text())
+
+    def test_stderr_is_complete_when_read_reports_the_end_of_stream(
+        self, open_peer: Callable[[PeerMode], Channel]
+    ) -> None:
+        """A peer that cannot start ("dcsync: not found") is explained only by its stderr, and the
+        caller reads it as soon as ``read`` returns ``b""``: by then it must all be there, with no
+        waiting or polling. Its stdout and stderr end at the same moment, and the thread draining
+        stderr may not have run yet; repeated, because that race is lost only sometimes."""
+        for attempt in range(self.end_of_stream_repeats):
+            channel = open_peer("fail")
+            assert _read_to_end(channel) == b""
+            assert NOT_FOUND in channel.stderr_text(), f"attempt {attempt}: {channel.stderr_text()[-200:]!r}"
+            channel.close()
 
     def test_a_peer_flooding_stderr_does_not_deadlock(self, open_peer: Callable[[PeerMode], Channel]) -> None:
         channel = open_peer("flood")
