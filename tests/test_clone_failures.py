@@ -62,10 +62,10 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(8)
     for det in DETS:
         with ws.new_detector(det) as repo, repo.transaction("first") as tx:
-            tx.add("pedestals", np.zeros((4, 4), np.float32), T0)
+            tx.add("pedestals", np.zeros((4, 4), np.float32), begin_ns=T0)
     with ws.repository(DETS[1]) as repo, repo.transaction("big") as tx:
         for i in range(6):
-            tx.add(f"pixel_c{i:02d}", rng.normal(size=(256, 256)).astype(np.float32), T0)
+            tx.add(f"pixel_c{i:02d}", rng.normal(size=(256, 256)).astype(np.float32), begin_ns=T0)
     return ws.root
 
 
