@@ -38,6 +38,7 @@ from dcsync.names import (
     VersionKey,
     check_ctype,
     check_detname,
+    check_known_ctype,
     check_par_key,
     new_version_key,
     range_key,
@@ -355,6 +356,15 @@ class _Work:
             raise CtypeNotFound(f"{self.root.detname} has no ctype {name!r}")
         return tree
 
+    def has_ctype(self, name: str) -> bool:
+        """Whether the tree as this transaction has left it so far has the ctype."""
+        tree = self.ctypes.get(name)
+        return name in self.root.ctypes if tree is None else bool(tree.ranges or tree.pars)
+
+    def check_known_ctype(self, name: str, new_ctype: bool) -> None:
+        have = [c for c in {*self.root.ctypes, *self.ctypes} if self.has_ctype(c)]
+        check_known_ctype(name, have, self.root.detname, new_ctype=new_ctype)
+
     def range_key(self, ctype: str, prefix: str) -> RangeKey:
         key = resolve_range(prefix, list(self.ctype(ctype).ranges), f"{self.root.detname} {ctype}")
         if not key:
@@ -484,15 +494,24 @@ class Transaction:
         make_default: bool = True,
         tsprod: int | None = None,
         origin: Mapping[str, Any] | None = None,
+        new_ctype: bool = False,
     ) -> Located:
         """Add a version to the range [begin, end); the new version becomes the pinned default
-        unless ``make_default`` is false, in which case lookups keep returning what they did."""
-        check_ctype(ctype)
+        unless ``make_default`` is false, in which case lookups keep returning what they did.
+
+        A ctype that is neither one psana knows nor already in the detector needs ``new_ctype``
+        (a misspelled ctype would otherwise quietly start a new one).
+        """
+        self._work.check_known_ctype(ctype, new_ctype)
         if end is not None and end <= begin:
             raise InvalidTime(f"end {format_time(end)} is not after begin {format_time(begin)}")
         if isinstance(value, str):
             if "\0" in value:
                 raise InputError(f"{ctype}: text constants may not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: text is stored as UTF-8
+                raise InputError(f"{ctype}: text constants must be valid Unicode ({exc.reason})") from exc
             payload: Payload = value
         else:
             payload = canonical_array(np.asarray(value))
@@ -588,12 +607,16 @@ class Transaction:
         ctype: str | None = None,
         range: str | None = None,
         version: str | None = None,
+        new_ctype: bool = False,
     ) -> None:
-        """Merge parameters into a level (a value of None deletes the key)."""
+        """Merge parameters into a level (a value of None deletes the key). On a ctype the detector
+        does not have yet this creates it, so the same names as :meth:`add` need ``new_ctype``."""
         for key in pars:
             check_par_key(key)
-        if ctype is not None:
-            check_ctype(ctype)  # a ctype-level set_pars creates the ctype: same names as add()
+        if ctype is not None and range is None and version is None:
+            self._work.check_known_ctype(ctype, new_ctype)
+        elif ctype is not None:
+            check_ctype(ctype)  # a range or version must exist: its lookup names what is missing
 
         def merged(old: Mapping[str, ParValue]) -> dict[str, ParValue]:
             out = dict(old)
