@@ -201,11 +201,11 @@ def value_stats(old: Payload, new: Payload) -> dict[str, Any]:
     in float64 (complex128 for complex input) one chunk of the flattened arrays at a time, so a
     200 MB payload needs only a few MB more. ``max_abs_diff`` and ``mean_diff`` (signed, new - old)
     skip elements whose difference is not a finite number (NaN or inf on a side: the non-finite
-    counts below report those, and JSON could not carry them) and are None when no element has one; ``changed_elements`` counts unequal stored values exactly (NaN equals NaN
-    here), so it can see an int64 change that float64 rounds to a difference of 0.
-    ``nonfinite_old``/``nonfinite_new`` count NaN and ±inf elements of each array (in the same
-    pass when the shapes match). Text is compared line by line: ``changed_lines`` counts lines
-    replaced, inserted or deleted.
+    counts report those, and JSON could not carry them) and are None when no element has one;
+    ``changed_elements`` counts unequal stored values exactly (NaN equals NaN here), so it can see
+    an int64 change that float64 rounds to a difference of 0. ``nonfinite_old``/``nonfinite_new``
+    count NaN and ±inf elements of each array (in the same pass when the shapes match). Text is
+    compared line by line: ``changed_lines`` counts lines replaced, inserted or deleted.
     """
     dtype_old, shape_old = _describe(old)
     dtype_new, shape_new = _describe(new)

@@ -567,7 +567,9 @@ def test_remove_vs_change_conflicts(repo: Repository) -> None:
         lambda tx: tx.remove("pixel_gain"),
         prefer="ours",
     )
-    assert snapshot(store, stored(store, ours_wins))["pixel_gain"]["ranges"][R0]["versions"][gain][1] == {"k": 1}
+    assert snapshot(store, stored(store, ours_wins))["pixel_gain"]["ranges"][R0]["versions"][gain][1] == {
+        "k": 1
+    }
     # a range removed on ours, added to on theirs: the addition survives alone
     result = merged(
         repo,
@@ -579,7 +581,9 @@ def test_remove_vs_change_conflicts(repo: Repository) -> None:
     assert set(rng["versions"]) != {gain} and len(rng["versions"]) == 1
     assert rng["default"] is None
     # a range removed on ours whose default theirs re-pinned to a new version: a default conflict
-    result = merged(repo, lambda tx: tx.remove("pixel_gain", range=R0), lambda tx: tx.add("pixel_gain", arr(9), T0))
+    result = merged(
+        repo, lambda tx: tx.remove("pixel_gain", range=R0), lambda tx: tx.add("pixel_gain", arr(9), T0)
+    )
     assert [c.path for c in result.conflicts] == [("pixel_gain", R0, "default")]
     assert (result.conflicts[0].base, result.conflicts[0].ours) == (gain, None)
 

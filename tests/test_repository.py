@@ -401,7 +401,11 @@ def test_invalid_detector_names(tmp_path: Path, detname: str) -> None:
 def test_a_misspelled_ctype_is_refused_with_the_close_match(repo: Repository) -> None:
     with repo.transaction() as tx:
         tx.add("pedestals", arr(1), t(0), None)
-    for mistake, meant in (("pedestal", "pedestals"), ("pixel_stauts", "pixel_status"), ("geomtry", "geometry")):
+    for mistake, meant in (
+        ("pedestal", "pedestals"),
+        ("pixel_stauts", "pixel_status"),
+        ("geomtry", "geometry"),
+    ):
         with pytest.raises(UsageError) as info, repo.transaction() as tx:
             tx.add(mistake, arr(2), t(1), None)
         assert type(info.value) is UsageError  # not an InvalidName: the name is well formed

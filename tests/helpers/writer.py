@@ -77,7 +77,11 @@ def main() -> int:
             if args.scratch and rng.random() < 0.3:
                 tx.set_pars({"last": seq}, ctype=ctype, range=loc.range)
             if args.scratch and rng.random() < 0.3:
-                scratch.append(tx.add("scratch", np.full(int(rng.integers(1, 2000)), seq), T0, None, new_ctype=True).version)
+                scratch.append(
+                    tx.add(
+                        "scratch", np.full(int(rng.integers(1, 2000)), seq), T0, None, new_ctype=True
+                    ).version
+                )
             if args.scratch and len(scratch) > 3 and rng.random() < 0.3:
                 tx.remove("scratch", version=scratch.pop(0))
         print(f"C {tx.commit_id} {ctype} {loc.version} {args.wid} {seq}", flush=True)
