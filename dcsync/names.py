@@ -82,7 +82,7 @@ def check_known_ctype(ctype: str, existing: Iterable[str], where: str, *, new_ct
     hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
     raise UsageError(
         f"{where} has no ctype {ctype!r} and psana knows none of that name: {hint}"
-        "to start a new ctype, say so with --new-ctype (new_ctype=True in Python)"
+        "To start a new ctype, say so with --new-ctype (new_ctype=True in Python)."
     )
 
 

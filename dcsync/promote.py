@@ -236,6 +236,7 @@ def promote(
                         det,
                         predecessor=root.predecessor,
                         message=f"create {det} for promotion from {location}",
+                        check_predecessor=False,  # the source's link, even if the target lacks it
                     )
                     # new_detector's repository carries no policy: without this, the promotion of a
                     # new detector would skip the target's ACL and hooks.
@@ -256,6 +257,8 @@ def promote(
                                 pars=entry.pars,
                                 tsprod=entry.tsprod,
                                 origin=origin,
+                                # the source has this ctype: copying it is no typo, whatever the name
+                                new_ctype=True,
                             )
                             if tree.pars:
                                 tx.set_pars(dict(tree.pars), ctype=ctype, range=key)

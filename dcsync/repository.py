@@ -275,6 +275,36 @@ class Repository:
             return self.find_version(ctype, version)
         return self._consistent(read)  # type: ignore[no-any-return]
 
+    def replaced_by_add(self, ctype: str, begin: int, end: int | None) -> Located | None:
+        """The version a new one added to [begin, end) stands in for, to compare the two (``dcsync
+        add`` reports the change): that range's current version when the range exists; else what
+        lookups at ``begin`` returned (a range the new one narrows or follows); else the nearest
+        range before, else after it. None for the first constant of a ctype."""
+
+        def read() -> Located | None:
+            root = self.root()
+            if ctype not in root.ctypes:
+                return None
+            ct = self.ctype_tree(ctype, root)
+            key: RangeKey | None = range_key(begin, end)
+            if key not in ct.ranges:
+                key = ct.lookup(begin)
+            if key is None and ct.ranges:
+                before = [k for k, r in ct.ranges.items() if r.begin <= begin]
+                after = [k for k, r in ct.ranges.items() if r.begin > begin]
+                key = (
+                    max(before, key=lambda k: ct.ranges[k].begin)
+                    if before
+                    else min(after, key=lambda k: ct.ranges[k].begin)
+                )
+            if key is None:
+                return None
+            tree = self.range_tree(ct.ranges[key])
+            vkey = tree.effective()
+            return None if vkey is None else Located(ctype, key, tree, vkey, tree.versions[vkey])
+
+        return self._consistent(read)  # type: ignore[no-any-return]
+
     def get(self, ctype: str, at: int | None = None, version: str | None = None) -> Constant:
         """The constant valid at ``at`` (default now), or a named version; the payload is verified."""
 

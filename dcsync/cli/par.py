@@ -30,6 +30,10 @@ def set_(
         str | None, typer.Option("--version", "-V", help="Version key or unique prefix.")
     ] = None,
     unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove KEY (repeatable).")] = None,
+    new_ctype: Annotated[
+        bool,
+        typer.Option("--new-ctype", help="Start CTYPE here even though psana does not know the name."),
+    ] = False,
     message: Annotated[str | None, typer.Option("-m", "--message", help="Commit message.")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
@@ -46,7 +50,7 @@ def set_(
     summary = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in values.items())
     with state(ctx).repository(det) as repo:
         with repo.transaction(message or f"par {level or 'detector'}: {summary}", command="par") as tx:
-            tx.set_pars(values, ctype=ctype, range=range_, version=version)
+            tx.set_pars(values, ctype=ctype, range=range_, version=version, new_ctype=new_ctype)
         detname = repo.detname
     if json:
         emit_json(
