@@ -275,3 +275,10 @@ def test_a_non_writer_is_denied_access_not_a_lock(shared: Path) -> None:
     )
     assert not Path(f"{repo_file}.lock").exists()  # the lock was released
     before.check()
+    # the ACL lets nobody add, the file system still does not: a new detector is refused the same way
+    (shared / "epix100a").chmod(0o755)
+    run(C(shared), "acl", "grant", "user:nobody", "add")
+    code, err = _as_user("nobody", [*C(shared), "new", "epix100a-2"])
+    new_file = shared / "epix100a" / "epix100a-2.h5"
+    assert code == 10 and f"you (user nobody) may not write {new_file}: cannot create it" in err, err
+    assert not new_file.exists()

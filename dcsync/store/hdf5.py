@@ -135,6 +135,9 @@ class HDF5Store(ObjectStore):
         except OSError as exc:
             if isinstance(exc, AlreadyExists):
                 raise
+            if isinstance(exc, PermissionError):  # the directory is not ours to write in
+                why = os.strerror(exc.errno) if exc.errno else exc.strerror  # h5py's text is long
+                raise write_denied(path, f"cannot create it ({why})") from exc
             raise RepositoryError(f"cannot create {path}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
