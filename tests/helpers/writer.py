@@ -73,6 +73,7 @@ def main() -> int:
                 None,
                 pars={"w": args.wid, "s": seq},
                 make_default=bool(rng.random() < 0.7),
+                new_ctype=True,  # each writer's own ctype, w<N>
             )
             if args.scratch and rng.random() < 0.3:
                 tx.set_pars({"last": seq}, ctype=ctype, range=loc.range)
