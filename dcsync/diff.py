@@ -264,9 +264,11 @@ def value_stats(old: Payload, new: Payload) -> dict[str, Any]:
     Arrays of one shape are comparable whatever their dtypes; the difference ``new - old`` is taken
     in float64 (complex128 for complex input) one chunk of the flattened arrays at a time, so a
     200 MB payload needs only a few MB more. ``max_abs_diff`` and ``mean_diff`` (signed, new - old)
-    skip elements whose difference is undefined (NaN on a side, inf - inf) and are None when no
-    element has one; ``changed_elements`` counts unequal stored values exactly (NaN equals NaN
-    here), so it can see an int64 change that float64 rounds to a difference of 0. Text is
+    skip elements whose difference is not a finite number (NaN or inf on a side: the non-finite
+    counts report those, and JSON could not carry them) and are None when no element has one;
+    ``changed_elements`` counts unequal stored values exactly (NaN equals NaN here), so it can see
+    an int64 change that float64 rounds to a difference of 0. ``nonfinite_old``/``nonfinite_new``
+    count NaN and ±inf elements of each array (in the same pass when the shapes match). Text is
     compared line by line: ``changed_lines`` counts lines replaced, inserted or deleted.
     """
     dtype_old, shape_old = _describe(old)
@@ -281,14 +283,21 @@ def value_stats(old: Payload, new: Payload) -> dict[str, Any]:
         "mean_diff": None,
         "changed_elements": None,
         "changed_lines": None,
+        "nonfinite_old": None if isinstance(old, str) else 0,
+        "nonfinite_new": None if isinstance(new, str) else 0,
     }
     if isinstance(old, str) or isinstance(new, str):
         if isinstance(old, str) and isinstance(new, str):
             stats["comparable"] = True
             stats["changed_lines"] = _changed_lines(old, new)
+        if not isinstance(old, str):
+            stats["nonfinite_old"] = _nonfinite(np.asarray(old))
+        if not isinstance(new, str):
+            stats["nonfinite_new"] = _nonfinite(np.asarray(new))
         return stats
     a, b = np.asarray(old), np.asarray(new)
     if a.shape != b.shape:
+        stats["nonfinite_old"], stats["nonfinite_new"] = _nonfinite(a), _nonfinite(b)
         return stats
     stats["comparable"] = True
     stats.update(_array_diff(a, b))
@@ -305,16 +314,31 @@ def _flat(arr: np.ndarray) -> np.ndarray:
     return arr.reshape(-1)
 
 
+def _count_nonfinite(chunk: np.ndarray) -> int:
+    if chunk.dtype.kind not in "fc":
+        return 0  # integers and bools are always finite
+    return int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+
+
+def _nonfinite(arr: np.ndarray) -> int:
+    """NaN and ±inf elements, one chunk at a time (no full-size temporary)."""
+    flat = _flat(arr)
+    return sum(_count_nonfinite(flat[i : i + CHUNK_ELEMENTS]) for i in range(0, flat.size, CHUNK_ELEMENTS))
+
+
 def _array_diff(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     complex_ = a.dtype.kind == "c" or b.dtype.kind == "c"
     work = np.complex128 if complex_ else np.float64
     fa, fb = _flat(a), _flat(b)
+    nonfinite_a = nonfinite_b = 0
     changed = 0
     defined = 0
     max_abs = 0.0
     total: complex | float = 0.0
     for start in range(0, fa.size, CHUNK_ELEMENTS):
         ca, cb = fa[start : start + CHUNK_ELEMENTS], fb[start : start + CHUNK_ELEMENTS]
+        nonfinite_a += _count_nonfinite(ca)
+        nonfinite_b += _count_nonfinite(cb)
         # equality on the stored values (numpy promotes exactly where float64 would round int64)
         equal = ca == cb
         if ca.dtype.kind in "fc" and cb.dtype.kind in "fc":
@@ -322,7 +346,7 @@ def _array_diff(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
         changed += int(ca.size - np.count_nonzero(equal))
         d = cb.astype(work)
         d -= ca
-        ok = ~np.isnan(d)
+        ok = np.isfinite(d)
         n = int(np.count_nonzero(ok))
         if n < d.size:
             d = d[ok]
@@ -331,6 +355,7 @@ def _array_diff(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
             total += complex(d.sum()) if complex_ else float(d.sum())
             max_abs = max(max_abs, float(np.max(np.abs(d) if complex_ else np.abs(d, out=d))))
         del d, ok
+    counts = {"changed_elements": changed, "nonfinite_old": nonfinite_a, "nonfinite_new": nonfinite_b}
     if not defined:
-        return {"max_abs_diff": None, "mean_diff": None, "changed_elements": changed}
-    return {"max_abs_diff": max_abs, "mean_diff": total / defined, "changed_elements": changed}
+        return {"max_abs_diff": None, "mean_diff": None, **counts}
+    return {"max_abs_diff": max_abs, "mean_diff": total / defined, **counts}

@@ -27,11 +27,12 @@ import numpy as np
 import numpy.lib.format as npy_format
 from numpy.typing import NDArray
 
-from dcsync.errors import InputError
+from dcsync.errors import InputError, UsageError
 from dcsync.legacy.geometry import parse_geometry
 from dcsync.legacy.textarray import file_error, read_text_array, read_text_file, write_text_array
 
 GEOMETRY = "geometry"
+SAVE_SUFFIXES = (".npy", ".data", ".txt", ".dat")  # what save_constant writes (get -o)
 _NPY_KINDS = "biufc"  # bool, signed, unsigned, float, complex: what the store accepts
 _KIND_NAMES = {
     "O": "object dtype",
@@ -58,19 +59,30 @@ def load_constant(path: Path, ctype: str) -> NDArray[Any] | str:
     return read_text_array(path)
 
 
+def check_output_suffix(path: Path) -> None:
+    """Refuse an output name whose suffix says a format dcsync does not write (``out.xyz`` would
+    otherwise get a psana text file its reader cannot guess), naming the ones it does."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SAVE_SUFFIXES:
+        what = f"a {suffix} file" if suffix else "a file without a suffix"
+        raise UsageError(
+            f"{path}: dcsync does not write {what}; use .npy (arrays), or .data, .txt or .dat "
+            "(psana text: arrays and geometry)"
+        )
+
+
 def save_constant(path: Path, value: NDArray[Any] | str) -> None:
     """Write a constant so that :func:`load_constant` reads the same value back.
 
-    Text (geometry) is written as its UTF-8 bytes exactly; arrays as ``.npy`` (never pickled) or,
-    for any other suffix, as a psana text array.
+    Text (geometry) is written as its UTF-8 bytes exactly (``.data``/``.txt``); arrays as ``.npy``
+    (never pickled) or as a psana text array (``.data``/``.txt``). Other suffixes are refused.
     """
     path = Path(path)
+    check_output_suffix(path)
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        raise InputError(f"{path}: saving to .npz is not supported; use .npy, .data or .txt")
     if isinstance(value, str):
         if suffix == ".npy":
-            raise InputError(f"{path}: a text constant (geometry) cannot be saved as .npy; use .data or .txt")
+            raise UsageError(f"{path}: a text constant (geometry) cannot be saved as .npy; use .data or .txt")
         _write(path, value.encode("utf-8"))
     elif suffix == ".npy":
         _check_dtype(value.dtype, str(path))

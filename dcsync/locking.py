@@ -25,6 +25,7 @@ import getpass
 import json
 import math
 import os
+import pwd
 import random
 import secrets
 import shlex
@@ -37,7 +38,7 @@ from types import TracebackType
 
 import psutil
 
-from dcsync.errors import LockError, LockTimeout, NotMyLock, UsageError
+from dcsync.errors import AccessDenied, LockError, LockTimeout, NotMyLock, UsageError
 from dcsync.times import NS, format_time, now_ns
 
 STALE_AFTER = 120.0
@@ -236,7 +237,7 @@ def _create(lock_path: str, token: str, command: str) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        raise LockError(f"cannot create lock file {lock_path}: {exc.strerror}") from exc
+        raise _failure(lock_path, exc, "create") from exc
     record = {
         "user": _user(),
         "host": socket.gethostname(),
@@ -256,6 +257,24 @@ def _create(lock_path: str, token: str, command: str) -> bool:
             os.unlink(lock_path)
         raise LockError(f"cannot write lock file {lock_path}: {exc.strerror}") from exc
     return True
+
+
+def write_denied(path: str | os.PathLike[str], detail: str) -> AccessDenied:
+    """The error for a writer the file system turns away: not a lock problem but the user's
+    missing permission, said as such (exit 10) with who the user is (the effective user, which
+    the file system judges, not $USER)."""
+    try:
+        who = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        who = str(os.geteuid())
+    return AccessDenied(f"you (user {who}) may not write {os.fspath(path)}: {detail}")
+
+
+def _failure(lock_path: str, exc: OSError, doing: str) -> LockError | AccessDenied:
+    if isinstance(exc, PermissionError):  # the directory is not ours to write in
+        repository_file = lock_path.rpartition(".lock")[0] or lock_path
+        return write_denied(repository_file, f"cannot {doing} its lock file {lock_path} ({exc.strerror})")
+    return LockError(f"cannot {doing} lock file {lock_path}: {exc.strerror}")
 
 
 def _read(lock_path: str) -> LockInfo | None:
@@ -351,7 +370,7 @@ def _remove_if(lock_path: str, is_expected: Callable[[LockInfo], bool]) -> bool:
     except FileNotFoundError:
         return False  # someone else released or broke it first
     except OSError as exc:
-        raise LockError(f"cannot remove lock file {lock_path}: {exc.strerror}") from exc
+        raise _failure(lock_path, exc, "remove") from exc
     try:
         found = _read(broken)
         if found is not None and is_expected(found):

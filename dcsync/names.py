@@ -9,13 +9,15 @@ never renumbers anything.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from typing import NewType
 
 import xxhash
 
-from dcsync.errors import AmbiguousName, InvalidName
+from dcsync.errors import AmbiguousName, InvalidName, UsageError
 from dcsync.times import NS, format_seconds
 
 VersionKey = NewType("VersionKey", str)
@@ -27,6 +29,21 @@ _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 _PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 VERSION_KEY_LEN = 12
 _VERSION_KEY = re.compile(rf"^[0-9a-f]{{{VERSION_KEY_LEN}}}\Z")
+
+# The calibration types psana knows: adding one of these never needs --new-ctype (docs/cli.md, add).
+PSANA_CTYPES = (
+    "pedestals",
+    "pixel_status",
+    "pixel_rms",
+    "pixel_gain",
+    "pixel_mask",
+    "pixel_bkgd",
+    "common_mode",
+    "geometry",
+    "pixel_offset",
+    "status_data",
+    "status_extra",
+)
 
 
 def check_detname(name: str) -> str:
@@ -51,6 +68,23 @@ def check_ctype(ctype: str) -> str:
             f"invalid ctype {ctype!r}: use lower-case letters, digits and '_', starting with a letter"
         )
     return ctype
+
+
+def check_known_ctype(ctype: str, existing: Iterable[str], where: str, *, new_ctype: bool) -> str:
+    """A ctype an addition may use: one psana knows, one ``where`` already has, or one the caller
+    declares new. A misspelling (``pedestal``) would otherwise start a ctype of its own that no
+    lookup of the real one ever sees, and nobody would notice; the error names the close matches.
+    """
+    check_ctype(ctype)
+    have = set(existing)
+    if new_ctype or ctype in PSANA_CTYPES or ctype in have:
+        return ctype
+    close = difflib.get_close_matches(ctype, sorted(have | set(PSANA_CTYPES)), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise UsageError(
+        f"{where} has no ctype {ctype!r} and psana knows none of that name: {hint}"
+        "To start a new ctype, say so with --new-ctype (new_ctype=True in Python)."
+    )
 
 
 def check_alias(alias: str) -> str:

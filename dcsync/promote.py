@@ -291,6 +291,7 @@ def promote(
                         det,
                         predecessor=root.predecessor,
                         message=f"create {det} for promotion from {location}",
+                        check_predecessor=False,  # the source's link, even if the target lacks it
                     )
                     # new_detector's repository carries no policy: without this, the promotion of a
                     # new detector would skip the target's ACL and hooks.
@@ -316,6 +317,8 @@ def promote(
                                 tsprod_ns=entry.tsprod,
                                 origin=origin,
                                 version=keep,
+                                # the source has this ctype: copying it is no typo, whatever the name
+                                new_ctype=True,
                             )
                             if tree.pars:
                                 tx.set_pars(dict(tree.pars), ctype=ctype, range=key)

@@ -41,6 +41,7 @@ from dcsync.names import (
     VersionKey,
     check_ctype,
     check_detname,
+    check_known_ctype,
     check_par_key,
     check_version_key,
     new_version_key,
@@ -294,6 +295,36 @@ class Repository:
             return self.find_version(ctype, version)
         return self._consistent(read)  # type: ignore[no-any-return]
 
+    def replaced_by_add(self, ctype: str, *, begin_ns: int, end_ns: int | None) -> Located | None:
+        """The version a new one added to [begin_ns, end_ns) stands in for, to compare the two (``dcsync
+        add`` reports the change): that range's current version when the range exists; else what
+        lookups at ``begin_ns`` returned (a range the new one narrows or follows); else the nearest
+        range before, else after it. None for the first constant of a ctype."""
+
+        def read() -> Located | None:
+            root = self.root()
+            if ctype not in root.ctypes:
+                return None
+            ct = self.ctype_tree(ctype, root)
+            key: RangeKey | None = range_key(begin_ns, end_ns)
+            if key not in ct.ranges:
+                key = ct.lookup(begin_ns)
+            if key is None and ct.ranges:
+                before = [k for k, r in ct.ranges.items() if r.begin <= begin_ns]
+                after = [k for k, r in ct.ranges.items() if r.begin > begin_ns]
+                key = (
+                    max(before, key=lambda k: ct.ranges[k].begin)
+                    if before
+                    else min(after, key=lambda k: ct.ranges[k].begin)
+                )
+            if key is None:
+                return None
+            tree = self.range_tree(ct.ranges[key])
+            vkey = tree.effective()
+            return None if vkey is None else Located(ctype, key, tree, vkey, tree.versions[vkey])
+
+        return self._consistent(read)  # type: ignore[no-any-return]
+
     def get(
         self,
         ctype: str,
@@ -386,6 +417,15 @@ class _Work:
         if not create and not tree.ranges and not tree.pars:
             raise CtypeNotFound(f"{self.root.detname} has no ctype {name!r}")
         return tree
+
+    def has_ctype(self, name: str) -> bool:
+        """Whether the tree as this transaction has left it so far has the ctype."""
+        tree = self.ctypes.get(name)
+        return name in self.root.ctypes if tree is None else bool(tree.ranges or tree.pars)
+
+    def check_known_ctype(self, name: str, new_ctype: bool) -> None:
+        have = [c for c in {*self.root.ctypes, *self.ctypes} if self.has_ctype(c)]
+        check_known_ctype(name, have, self.root.detname, new_ctype=new_ctype)
 
     def range_key(self, ctype: str, prefix: str) -> RangeKey:
         key = resolve_range(prefix, list(self.ctype(ctype).ranges), f"{self.root.detname} {ctype}")
@@ -527,6 +567,7 @@ class Transaction:
         tsprod_ns: int | None = None,
         origin: Mapping[str, Any] | None = None,
         version: str | None = None,
+        new_ctype: bool = False,
     ) -> Located:
         """Add a version to the range [begin, end); the new version becomes the pinned default
         unless ``make_default`` is false, in which case lookups keep returning what they did.
@@ -536,8 +577,11 @@ class Transaction:
 
         Times are given as users write them (ISO text, datetime, unix seconds, "now") or, through
         the ``*_ns`` parameters, in nanoseconds. No end means open; no tsprod means now.
+
+        A ctype that is neither one psana knows nor already in the detector needs ``new_ctype``
+        (a misspelled ctype would otherwise quietly start a new one).
         """
-        check_ctype(ctype)
+        self._work.check_known_ctype(ctype, new_ctype)
         t0 = time_arg("begin", begin, begin_ns)
         if t0 is None:
             raise UsageError(f"add {ctype}: the range needs a begin (begin= or begin_ns=)")
@@ -548,6 +592,10 @@ class Transaction:
         if isinstance(value, str):
             if "\0" in value:
                 raise InputError(f"{ctype}: text constants may not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: text is stored as UTF-8
+                raise InputError(f"{ctype}: text constants must be valid Unicode ({exc.reason})") from exc
             payload: Payload = value
         else:
             payload = canonical_array(np.asarray(value))
@@ -695,12 +743,16 @@ class Transaction:
         ctype: str | None = None,
         range: str | None = None,
         version: str | None = None,
+        new_ctype: bool = False,
     ) -> None:
-        """Merge parameters into a level (a value of None deletes the key)."""
+        """Merge parameters into a level (a value of None deletes the key). On a ctype the detector
+        does not have yet this creates it, so the same names as :meth:`add` need ``new_ctype``."""
         for key in pars:
             check_par_key(key)
-        if ctype is not None:
-            check_ctype(ctype)  # a ctype-level set_pars creates the ctype: same names as add()
+        if ctype is not None and range is None and version is None:
+            self._work.check_known_ctype(ctype, new_ctype)
+        elif ctype is not None:
+            check_ctype(ctype)  # a range or version must exist: its lookup names what is missing
 
         def merged(old: Mapping[str, ParValue]) -> dict[str, ParValue]:
             out = dict(old)

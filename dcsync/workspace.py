@@ -253,10 +253,23 @@ class Workspace:
         return repo
 
     def new_detector(
-        self, detname: str, *, predecessor: str = "", alias: str | None = None, message: str | None = None
+        self,
+        detname: str,
+        *,
+        predecessor: str = "",
+        alias: str | None = None,
+        message: str | None = None,
+        check_predecessor: bool = True,
     ) -> Repository:
+        """Create a detector repository. ``predecessor`` (a name or alias) must be a detector of
+        this workspace, which then names the new one its successor; a promotion passes
+        ``check_predecessor=False`` to copy the source's link even where the target lacks it."""
         check_detname(detname)
         self.acl().require(current_identity(), "add", detname)
+        if predecessor and check_predecessor:
+            predecessor = self._existing_detector(predecessor, "predecessor")
+        elif predecessor:
+            check_detname(predecessor)
         if alias is not None:
             check_alias(alias)
             self._check_alias_free(alias)
@@ -272,6 +285,22 @@ class Workspace:
         if alias is not None:
             self.add_alias(alias, detname)
         return repo
+
+    def _existing_detector(self, name: str, role: str) -> str:
+        """The detector name ``name`` (a name or alias) stands for, which must exist here."""
+        alias = self.aliases().get(name)
+        detname = alias.detname if alias is not None else name
+        try:
+            exists = self.detector_path(detname).is_file()
+        except UsageError:  # not even a well-formed name
+            exists = False
+        if not exists:
+            via = f" (alias of {detname})" if alias is not None else ""
+            known = ", ".join(self.detectors()[:10]) or "none yet"
+            raise DetectorNotFound(
+                f"{role} {name!r}{via} is not a detector in {self.root} (detectors: {known})"
+            )
+        return detname
 
     # -- aliases ---------------------------------------------------------------------------------
     def _alias_files(self) -> Iterator[Path]:

@@ -407,7 +407,7 @@ def test_get_geometry_output_is_byte_exact(ws: Path, tmp_path: Path) -> None:
     out = tmp_path / "geo-out.data"
     run(C(ws), "get", "Cam1", "geometry", "-o", str(out))
     assert out.read_text() == GEOMETRY
-    run_fails(C(ws), "get", "Cam1", "geometry", "-o", str(tmp_path / "g.npy"), code=4, names=("g.npy",))
+    run_fails(C(ws), "get", "Cam1", "geometry", "-o", str(tmp_path / "g.npy"), code=2, names=("g.npy",))
 
 
 # -- ls / show / log ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def repo() -> Repository:
     r = Repository.create(None, "epix-1")
     with r.transaction() as tx:
         tx.add("pedestals", arr(1), begin_ns=T0)
-        tx.add("gain", arr(2), begin_ns=T0)
+        tx.add("pixel_gain", arr(2), begin_ns=T0)
         tx.add("geometry", "line 1\nline 2\n", begin_ns=T0)
     return r
 
@@ -55,11 +55,11 @@ def test_added_removed_and_default_changes(repo: Repository) -> None:
     store = repo.store
     old = repo.root()
     first = repo.locate("pedestals", at_ns=T0).version
-    old_gain = repo.locate("gain", at_ns=T0)
+    old_gain = repo.locate("pixel_gain", at_ns=T0)
     with repo.transaction() as tx:
         tx.add("pedestals", arr(3), begin_ns=T0)  # a new version, pinned
         tx.add("pedestals", arr(4), begin_ns=T1)  # a new range
-        tx.remove("gain")
+        tx.remove("pixel_gain")
     new = repo.root()
     second = repo.locate("pedestals", at_ns=T0).version
     third = repo.locate("pedestals", at_ns=T1).version
@@ -70,8 +70,8 @@ def test_added_removed_and_default_changes(repo: Repository) -> None:
     assert ("pedestals", R1, None, "default") in got
     assert ("pedestals", R1, third, "added") in got
     gain = old_gain.version
-    assert ("gain", R0, gain, "removed") in got
-    assert ("gain", R0, None, "default") in got  # its pinned default went with it
+    assert ("pixel_gain", R0, gain, "removed") in got
+    assert ("pixel_gain", R0, None, "default") in got  # its pinned default went with it
     assert "geometry" not in {c.ctype for c in changes}  # unchanged ctypes are skipped
     default = next(c for c in changes if c.kind == "default" and c.ctype == "pedestals" and c.range == R0)
     assert (default.old, default.new) == (first, second)
@@ -143,7 +143,7 @@ def test_absent_detector(repo: Repository) -> None:
     store = repo.store
     with repo.transaction() as tx:
         tx.set_pars({"k": 1})
-        tx.set_pars({"c": 2}, ctype="gain")
+        tx.set_pars({"c": 2}, ctype="pixel_gain")
         tx.set_links(successor="epix-2")
     root = repo.root()
     added = diff_roots(MemoryStore(), None, store, root)
@@ -164,10 +164,10 @@ def test_ctype_filter(repo: Repository) -> None:
     old = repo.root()
     with repo.transaction() as tx:
         tx.add("pedestals", arr(3), begin_ns=T1)
-        tx.add("gain", arr(3), begin_ns=T1)
+        tx.add("pixel_gain", arr(3), begin_ns=T1)
         tx.set_pars({"k": 1})
-    changes = diff_roots(store, old, store, repo.root(), ctypes={"gain"})
-    assert {c.ctype for c in changes} == {"gain"}  # and no detector-level changes
+    changes = diff_roots(store, old, store, repo.root(), ctypes={"pixel_gain"})
+    assert {c.ctype for c in changes} == {"pixel_gain"}  # and no detector-level changes
     assert diff_roots(store, old, store, repo.root(), ctypes={"geometry", "missing"}) == []
     assert diff_roots(store, None, store, repo.root(), ctypes={"pedestals"})[-1].ctype == "pedestals"
 
@@ -187,13 +187,13 @@ def test_across_stores_short_circuits_on_equal_ids(tmp_path: Path) -> None:
     path_a, path_b = tmp_path / "a.h5", tmp_path / "b.h5"
     with Repository.create(path_a, "epix-1") as repo, repo.transaction() as tx:
         tx.add("pedestals", arr(1), begin_ns=T0)
-        tx.add("gain", arr(2), begin_ns=T0)
+        tx.add("pixel_gain", arr(2), begin_ns=T0)
     shutil.copy(path_a, path_b)
     with Repository.open(path_b) as rb, rb.transaction() as tx:
         tx.add("pedestals", arr(5), begin_ns=T1)
     with Repository.open(path_a) as ra, Repository.open(path_b) as rb:
         root_a, root_b = ra.root(), rb.root()
-        assert root_a.ctypes["gain"] == root_b.ctypes["gain"]
+        assert root_a.ctypes["pixel_gain"] == root_b.ctypes["pixel_gain"]
         changes = diff_roots(ra.store, root_a, rb.store, root_b)
         assert kinds(changes) == [
             ("pedestals", R1, None, "default"),
@@ -212,7 +212,7 @@ def test_across_stores_short_circuits_on_equal_ids(tmp_path: Path) -> None:
     sb.reads.clear()
     assert kinds(diff_roots(sa, root_a, sb, root_b)) == kinds(changes)
     reads = sa.reads + sb.reads
-    assert root_a.ctypes["gain"] not in reads  # the shared ctype is never opened
+    assert root_a.ctypes["pixel_gain"] not in reads  # the shared ctype is never opened
     assert ped_a.ranges[RangeKey(R0)].tree not in reads  # nor the shared range
     assert len(reads) == 3  # pedestals on each side, and the new range
 
@@ -250,6 +250,8 @@ def test_value_stats_known_arrays() -> None:
         "mean_diff": pytest.approx(1.5 / 6),
         "changed_elements": 2,
         "changed_lines": None,
+        "nonfinite_old": 0,
+        "nonfinite_new": 0,
     }
     same = value_stats(old, old.astype(np.float64))  # a dtype change alone changes no value
     assert same["changed_elements"] == 0 and same["max_abs_diff"] == 0.0 and same["mean_diff"] == 0.0
@@ -313,6 +315,19 @@ def test_value_stats_chunks_agree_with_whole_arrays(monkeypatch: pytest.MonkeyPa
     assert whole["max_abs_diff"] == pytest.approx(np.abs(d).max())
     assert whole["mean_diff"] == pytest.approx(d.mean())
     assert whole["changed_elements"] == int(np.count_nonzero(new != old))  # NaN vs value counts
+    assert chunked["nonfinite_new"] == whole["nonfinite_new"] == 1
+
+
+def test_value_stats_counts_nan_and_inf_on_each_side() -> None:
+    inf, nan = np.inf, np.nan
+    stats = value_stats(np.array([1.0, nan, 3.0], np.float32), np.array([inf, nan, -inf]))
+    assert (stats["nonfinite_old"], stats["nonfinite_new"]) == (1, 3)
+    reshaped = value_stats(np.array([nan, 1.0]), np.array([[nan], [inf]]))  # not comparable
+    assert not reshaped["comparable"] and (reshaped["nonfinite_old"], reshaped["nonfinite_new"]) == (1, 2)
+    ints = value_stats(np.arange(4), np.array([1.0, 2.0, nan, 4.0]))
+    assert (ints["nonfinite_old"], ints["nonfinite_new"]) == (0, 1)
+    text = value_stats("a\n", np.array([nan]))
+    assert (text["nonfinite_old"], text["nonfinite_new"]) == (None, 1)
 
 
 def test_value_stats_memory_stays_bounded() -> None:

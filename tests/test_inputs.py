@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dcsync.errors import InputError
+from dcsync.errors import InputError, UsageError
 from dcsync.inputs import load_constant, save_constant
 
 GEOMETRY = (
@@ -282,13 +282,23 @@ def test_save_then_load(tmp_path: Path, name: str, dtype: str) -> None:
 
 
 def test_save_refuses(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"x\.npz: saving to \.npz"):
-        save_constant(tmp_path / "x.npz", np.zeros(2))
-    with pytest.raises(InputError, match=r"x\.npy: a text constant"):
+    # an output name is the caller's choice: a format dcsync does not write is a usage error
+    for name, what in (
+        ("x.npz", "a .npz file"),
+        ("out.xyz", "a .xyz file"),
+        ("out", "a file without a suffix"),
+    ):
+        with pytest.raises(UsageError) as info:
+            save_constant(tmp_path / name, np.zeros(2))
+        assert f"{name}: dcsync does not write {what}" in str(info.value)
+        assert all(s in str(info.value) for s in (".npy", ".data", ".txt", ".dat"))
+        assert not (tmp_path / name).exists()
+    with pytest.raises(UsageError, match=r"x\.npy: a text constant"):
         save_constant(tmp_path / "x.npy", GEOMETRY)
     with pytest.raises(InputError, match="object dtype"):
         save_constant(tmp_path / "x.npy", np.array([None], dtype=object))
     with pytest.raises(InputError, match="no such file"):
         save_constant(tmp_path / "missing" / "x.npy", np.zeros(2))
+    (tmp_path / "d.data").mkdir()
     with pytest.raises(InputError, match="is a directory"):
-        save_constant(tmp_path, "text")
+        save_constant(tmp_path / "d.data", "text")

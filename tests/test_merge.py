@@ -171,7 +171,7 @@ def repo() -> Repository:
     r = Repository.create(None, "epix-1")
     with r.transaction(message="A") as tx:
         tx.add("pedestals", arr(1), begin_ns=T0)
-        tx.add("gain", arr(2), begin_ns=T0)
+        tx.add("pixel_gain", arr(2), begin_ns=T0)
     return r
 
 
@@ -219,7 +219,7 @@ def test_merge_base_diverged_and_after_merges(repo: Repository) -> None:
     store = repo.store
     a = head(repo)
     b = commit_at(repo, a, lambda tx: tx.add("pedestals", arr(3), begin_ns=T1, make_default=False))
-    c = commit_at(repo, a, lambda tx: tx.add("gain", arr(4), begin_ns=T1))
+    c = commit_at(repo, a, lambda tx: tx.add("pixel_gain", arr(4), begin_ns=T1))
     assert merge_base(store, b, c) == a == merge_base(store, c, b)
     assert not is_ancestor(store, b, c) and not is_ancestor(store, c, b)
     move_head(repo, b)
@@ -265,12 +265,12 @@ def test_unrelated_histories_have_no_base_and_still_merge() -> None:
         tx.add("pedestals", arr(1), begin_ns=T0)
     two = Repository.create(None, "epix-1")
     with two.transaction() as tx:
-        tx.add("gain", arr(2), begin_ns=T0)
+        tx.add("pixel_gain", arr(2), begin_ns=T0)
     theirs = fetch(one, two)
     assert merge_base(one.store, head(one), theirs) is None
     result = merge_commit(one, theirs)
     assert result.conflicts == []
-    assert set(result.root.ctypes) == {"gain", "pedestals"}
+    assert set(result.root.ctypes) == {"pixel_gain", "pedestals"}
     assert result.root.created == min(root_of(one.store, theirs).created, one.root(head(one)).created)
 
 
@@ -320,14 +320,17 @@ def test_additions_in_different_ctypes_and_ranges(repo: Repository) -> None:
     result = merged(
         repo,
         lambda tx: (tx.add("pedestals", arr(5), begin_ns=T1), tx.add("geometry", "a\nb\n", begin_ns=T0)),
-        lambda tx: (tx.add("gain", arr(6), begin_ns=T1), tx.add("pixel_mask", arr(1, "u1"), begin_ns=T0)),
+        lambda tx: (
+            tx.add("pixel_gain", arr(6), begin_ns=T1),
+            tx.add("pixel_mask", arr(1, "u1"), begin_ns=T0),
+        ),
     )
     assert result.conflicts == []
     root = stored(repo.store, result)
     snap = snapshot(repo.store, root)
-    assert set(snap) == {ROOT, "pedestals", "gain", "geometry", "pixel_mask"}
+    assert set(snap) == {ROOT, "pedestals", "pixel_gain", "geometry", "pixel_mask"}
     assert set(snap["pedestals"]["ranges"]) == {R0, R1}
-    assert set(snap["gain"]["ranges"]) == {R0, R1}
+    assert set(snap["pixel_gain"]["ranges"]) == {R0, R1}
     # every new tree comes before the trees that name it
     ids = [object_id(o) for o in result.new_objects]
     for i, obj in enumerate(result.new_objects):
@@ -374,12 +377,12 @@ def test_removals_and_identical_changes(repo: Repository) -> None:
     ped = repo.locate("pedestals", at_ns=T0).version
     result = merged(
         repo,
-        lambda tx: (tx.remove("gain"), tx.set_pars({"same": 1}, ctype="pedestals")),
+        lambda tx: (tx.remove("pixel_gain"), tx.set_pars({"same": 1}, ctype="pedestals")),
         lambda tx: (tx.set_pars({"same": 1}, ctype="pedestals"), tx.add("pedestals", arr(3), begin_ns=T1)),
     )
     assert result.conflicts == []
     snap = snapshot(store, stored(store, result))
-    assert "gain" not in snap  # removed on ours, unchanged on theirs
+    assert "pixel_gain" not in snap  # removed on ours, unchanged on theirs
     assert snap["pedestals"]["pars"] == {"same": 1}
     assert set(snap["pedestals"]["ranges"][R0]["versions"]) == {ped}
     # each side removing another of the two versions: the emptied range and ctype are pruned
@@ -392,7 +395,7 @@ def test_removals_and_identical_changes(repo: Repository) -> None:
         lambda tx: (tx.remove("pedestals", version=other), tx.set_pars({"t": 1})),
     )
     assert result.conflicts == []
-    assert set(result.root.ctypes) == {"gain"}
+    assert set(result.root.ctypes) == {"pixel_gain"}
     assert dict(result.root.pars) == {"t": 1}
 
 
@@ -549,41 +552,47 @@ def test_remove_vs_change_conflicts(repo: Repository) -> None:
     assert snap["pedestals"]["ranges"][R0]["versions"][ped][1] == {"k": 1}
     # a ctype removed on theirs, added to on ours: merges like a deleted directory in git, so
     # the addition survives and what theirs removed (and ours left alone) is gone
-    gain = repo.locate("gain", at_ns=T0).version
-    result = merged(repo, lambda tx: tx.add("gain", arr(9), begin_ns=T1), lambda tx: tx.remove("gain"))
+    gain = repo.locate("pixel_gain", at_ns=T0).version
+    result = merged(
+        repo, lambda tx: tx.add("pixel_gain", arr(9), begin_ns=T1), lambda tx: tx.remove("pixel_gain")
+    )
     assert result.conflicts == []
     snap = snapshot(store, stored(store, result))
-    assert set(snap["gain"]["ranges"]) == {R1}
+    assert set(snap["pixel_gain"]["ranges"]) == {R1}
     # ... but a version in it that ours changed is a conflict, named exactly
     result = merged(
         repo,
-        lambda tx: tx.set_pars({"k": 1}, ctype="gain", version=gain),
-        lambda tx: tx.remove("gain"),
+        lambda tx: tx.set_pars({"k": 1}, ctype="pixel_gain", version=gain),
+        lambda tx: tx.remove("pixel_gain"),
     )
-    assert [(c.path, c.theirs) for c in result.conflicts] == [(("gain", R0, gain), None)]
+    assert [(c.path, c.theirs) for c in result.conflicts] == [(("pixel_gain", R0, gain), None)]
     assert "removed on theirs" in result.conflicts[0].what
     ours_wins = merged(
         repo,
-        lambda tx: tx.set_pars({"k": 1}, ctype="gain", version=gain),
-        lambda tx: tx.remove("gain"),
+        lambda tx: tx.set_pars({"k": 1}, ctype="pixel_gain", version=gain),
+        lambda tx: tx.remove("pixel_gain"),
         prefer="ours",
     )
-    assert snapshot(store, stored(store, ours_wins))["gain"]["ranges"][R0]["versions"][gain][1] == {"k": 1}
+    assert snapshot(store, stored(store, ours_wins))["pixel_gain"]["ranges"][R0]["versions"][gain][1] == {
+        "k": 1
+    }
     # a range removed on ours, added to on theirs: the addition survives alone
     result = merged(
         repo,
-        lambda tx: tx.remove("gain", range=R0),
-        lambda tx: tx.add("gain", arr(9), begin_ns=T0, make_default=False),
+        lambda tx: tx.remove("pixel_gain", range=R0),
+        lambda tx: tx.add("pixel_gain", arr(9), begin_ns=T0, make_default=False),
     )
     assert result.conflicts == []
-    rng = snapshot(store, stored(store, result))["gain"]["ranges"][R0]
+    rng = snapshot(store, stored(store, result))["pixel_gain"]["ranges"][R0]
     assert set(rng["versions"]) != {gain} and len(rng["versions"]) == 1
     assert rng["default"] is None
     # a range removed on ours whose default theirs re-pinned to a new version: a default conflict
     result = merged(
-        repo, lambda tx: tx.remove("gain", range=R0), lambda tx: tx.add("gain", arr(9), begin_ns=T0)
+        repo,
+        lambda tx: tx.remove("pixel_gain", range=R0),
+        lambda tx: tx.add("pixel_gain", arr(9), begin_ns=T0),
     )
-    assert [c.path for c in result.conflicts] == [("gain", R0, "default")]
+    assert [c.path for c in result.conflicts] == [("pixel_gain", R0, "default")]
     assert (result.conflicts[0].base, result.conflicts[0].ours) == (gain, None)
 
 
@@ -713,7 +722,7 @@ def test_taking_the_remotes_pinned_version_settles_a_default_conflict(repo: Repo
 
 PROP_VERSIONS = [VersionKey(f"{i:012x}") for i in range(3)]
 PROP_RANGES = [(0, None), (0, 10 * NS), (5 * NS, None)]
-PROP_CTYPES = ["pedestals", "gain"]
+PROP_CTYPES = ["pedestals", "pixel_gain"]
 PROP_ENTRIES = [
     VersionEntry.describe(np.full(2, i, np.float32), tsprod=i, author="t", pars={}) for i in range(3)
 ]

@@ -41,8 +41,10 @@ from dcsync.errors import (
     InvalidTime,
     NoValidConstant,
     RangeNotFound,
+    UsageError,
     VersionNotFound,
 )
+from dcsync.names import PSANA_CTYPES
 from dcsync.repository import Repository, Transaction
 from dcsync.verify import verify_path
 
@@ -52,7 +54,7 @@ NS = 1_000_000_000
 # "1-2"/"1-20" make range keys prefixes of each other.
 TIMES = [-NS // 2, 0, 1 * NS, 2 * NS, 5 * NS, 10 * NS, 10 * NS + NS // 2, 20 * NS]
 PROBES = sorted({t + d for t in TIMES for d in (-1, 0, 1)} | {-NS, 15 * NS, 30 * NS, 2**62})
-CTYPES = ["pedestals", "gain", "geometry"]
+CTYPES = ["pedestals", "pixel_gain", "geometry"]
 MISSING_CTYPE = "missing"  # a valid name that is never added
 BAD_CTYPE = "Bad-Name"  # an invalid name
 UNKNOWN_VERSION = "zzzzzzzzzzzz"  # not hex: never a key nor a prefix of one
@@ -264,7 +266,7 @@ class Model:
         if end is not None and end <= begin:
             raise ModelError(InvalidTime)
         if isinstance(op.value, str):
-            if "\0" in op.value:
+            if "\0" in op.value or any(0xD800 <= ord(c) <= 0xDFFF for c in op.value):
                 raise ModelError(InputError)
         elif op.value.dtype.kind not in "biufc":
             raise ModelError(InputError)
@@ -314,6 +316,8 @@ class Model:
             raise ModelError(InvalidName)
         if op.level != "root" and op.ctype == BAD_CTYPE:
             raise ModelError(InvalidName)
+        if op.level == "ctype" and op.ctype not in state["ctypes"] and op.ctype not in PSANA_CTYPES:
+            raise ModelError(UsageError)  # it would start a ctype psana does not know: needs new_ctype
         if op.level == "root":
             target = state["pars"]
         elif op.level == "version":

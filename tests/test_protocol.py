@@ -713,7 +713,7 @@ def test_a_new_detector_can_be_pushed(
     work.mkdir()
     with Repository.create(work / "cspad-7.h5", "cspad-7") as repo:
         with repo.transaction("x") as tx:
-            tx.add("gain", np.ones((2, 2), dtype="<f8"), begin_ns=5)
+            tx.add("pixel_gain", np.ones((2, 2), dtype="<f8"), begin_ns=5)
         new = repo.head()
     assert new is not None
     raw = session()

@@ -94,7 +94,7 @@ def arrays(count: int, shape: tuple[int, ...], seed: int) -> list[np.ndarray]:
 def commit_arrays(ws: Workspace, values: list[np.ndarray], begin: int) -> ObjectId:
     with ws.repository(DET) as repo, repo.transaction(f"{len(values)} constants") as tx:
         for i, value in enumerate(values):
-            tx.add(f"pixel_c{i:02d}", value, begin_ns=begin)
+            tx.add(f"pixel_c{i:02d}", value, begin_ns=begin, new_ctype=True)
     assert tx.commit_id is not None
     return tx.commit_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,12 +22,13 @@ from dcsync.cli.output import (
     say,
     shape_text,
 )
-from dcsync.errors import InvalidTime, UsageError, VersionNotFound
-from dcsync.inputs import load_constant, save_constant
-from dcsync.names import RangeKey, check_ctype
-from dcsync.objects import Payload, RangeTree
+from dcsync.diff import value_stats
+from dcsync.errors import InvalidTime, ObjectNotFound, UsageError, VersionNotFound
+from dcsync.inputs import check_output_suffix, load_constant, save_constant
+from dcsync.names import RangeKey, check_ctype, check_known_ctype
+from dcsync.objects import Payload, RangeTree, VersionEntry
 from dcsync.refs import remote_ref
-from dcsync.repository import Constant, Repository, Transaction
+from dcsync.repository import Constant, Located, Repository, Transaction
 from dcsync.times import format_time, parse_time
 
 app = typer.Typer()
@@ -63,9 +65,18 @@ def add(
     no_default: Annotated[
         bool, typer.Option("--no-default", help="Do not pin the new version as its range's default.")
     ] = False,
+    new_ctype: Annotated[
+        bool,
+        typer.Option(
+            "--new-ctype", help="Start CTYPE in this detector even though psana does not know the name."
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Add a constant from FILE as a new version valid over [begin, end)."""
+    """Add a constant from FILE as a new version valid over [begin, end).
+
+    Prints how it differs from the version it stands in for (dtype, shape, NaN/Inf, values).
+    """
     t0 = parse_time(begin)
     t1 = None if end is None else parse_time(end)
     if t1 is not None and t1 <= t0:
@@ -73,14 +84,26 @@ def add(
     check_ctype(ctype)
     pars = parse_pairs(par or [])
     with state(ctx).repository(det) as repo:
-        value = load_constant(file, ctype)
-        with repo.transaction(message or "", command="add") as tx:
-            loc = tx.add(ctype, value, begin_ns=t0, end_ns=t1, pars=pars, make_default=not no_default)
         detname = repo.detname
+        check_known_ctype(ctype, repo.ctypes(), detname, new_ctype=new_ctype)  # before reading FILE
+        value = load_constant(file, ctype)
+        replaced = repo.replaced_by_add(ctype, begin_ns=t0, end_ns=t1)
+        with repo.transaction(message or "", command="add") as tx:
+            loc = tx.add(
+                ctype,
+                value,
+                begin_ns=t0,
+                end_ns=t1,
+                pars=pars,
+                make_default=not no_default,
+                new_ctype=new_ctype,
+            )
+        compared = None if replaced is None else _compare(repo, replaced, loc.entry, value)
     doc = {
         **constant_json(detname, ctype, loc.range, loc.tree, loc.version, loc.entry),
         "commit": tx.commit_id,
         "file": str(file),
+        "compared_with": compared,
     }
     if json:
         emit_json(doc)
@@ -88,6 +111,69 @@ def add(
     pinned = "pinned as default" if loc.tree.default == loc.version else "not the default"
     say(f"added {detname} {ctype} range {loc.range} [{format_time(t0)}, {format_time(t1)})")
     say(f"  version {loc.version} ({pinned}), object {loc.entry.obj}, {doc['dtype']} {shape_text(loc.entry)}")
+    if compared is not None:
+        say(_comparison_line(compared))
+
+
+def _compare(repo: Repository, old: Located, new: VersionEntry, value: Payload) -> dict[str, Any]:
+    """How a new constant differs from the version it stands in for: one pass over the two arrays,
+    nothing else read. A partial clone may lack the old payload: then only what the tree records
+    (dtype and shape) is compared."""
+    where = {"version": old.version, "range": old.range, "object": old.entry.obj}
+    try:
+        previous = repo.store.read_payload(old.entry.obj)
+    except ObjectNotFound:
+        return {
+            **where,
+            "fetched": False,
+            "dtype_old": old.entry.dtype or "text",
+            "dtype_new": new.dtype or "text",
+            "shape_old": old.entry.shape,
+            "shape_new": new.shape,
+            "comparable": False,
+            **dict.fromkeys(("max_abs_diff", "mean_diff", "changed_elements", "changed_lines")),
+            **dict.fromkeys(("nonfinite_old", "nonfinite_new")),
+        }
+    stats = value_stats(previous, value)
+    if isinstance(stats["mean_diff"], complex):  # JSON has no complex numbers
+        stats["mean_diff"] = None
+    return {**where, "fetched": True, **stats}
+
+
+def _dtype_text(dtype: str) -> str:
+    return dtype if dtype == "text" else np.dtype(dtype).name
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _comparison_line(c: dict[str, Any]) -> str:
+    """One line: what changed from the version this one stands in for."""
+    head = f"  compared with version {c['version']} (range {c['range']}):"
+    old, new = _dtype_text(c["dtype_old"]), _dtype_text(c["dtype_new"])
+    if "text" in (old, new):
+        if old != new:
+            return f"{head} {'text' if old == 'text' else 'array'} -> {'text' if new == 'text' else 'array'}"
+        if c["changed_lines"] is None:
+            return f"{head} text; not compared (its payload was not fetched)"
+        return f"{head} " + (f"{c['changed_lines']} line(s) changed" if c["changed_lines"] else "same text")
+    shape_old, shape_new = _shape_text(c["shape_old"]), _shape_text(c["shape_new"])
+    if (old, shape_old) == (new, shape_new):
+        parts = [f"{new} {shape_new} as before"]
+    else:
+        parts = [f"dtype {old} -> {new}" if old != new else f"dtype {new} as before"]
+        parts.append(f"shape {shape_old} -> {shape_new}" if shape_old != shape_new else f"shape {shape_new}")
+    if not c["fetched"]:
+        parts.append("values not compared (its payload was not fetched)")
+        return f"{head} " + ", ".join(parts)
+    nan_old, nan_new = c["nonfinite_old"], c["nonfinite_new"]
+    parts.append(f"NaN/Inf {nan_old} -> {nan_new}" if nan_old != nan_new else f"NaN/Inf {nan_new}")
+    if c["comparable"]:
+        if c["max_abs_diff"] is not None:
+            parts.append(f"max |diff| {c['max_abs_diff']:g}")
+        parts.append(f"{c['changed_elements']} of {math.prod(c['shape_new'])} pixels changed")
+    return f"{head} " + ", ".join(parts)
 
 
 def _stats(value: Payload) -> dict[str, Any]:
@@ -138,13 +224,18 @@ def get(
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Write the value to OUT.npy, OUT.txt or OUT.data.", metavar="FILE"
+            "-o",
+            "--output",
+            help="Write the value to OUT.npy (arrays), OUT.data or OUT.txt (psana text); others are refused.",
+            metavar="OUT",
         ),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Show (or with -o, write) the constant valid at a time, or a named version."""
     t = None if at is None else parse_time(at)
+    if output is not None:
+        check_output_suffix(output)  # before the lookup: a wrong name costs nothing
     with state(ctx).repository(det) as repo:
         c = repo.get(ctype, version=version, at_ns=t)
         _, tree = repo.find_range(ctype, c.range)

@@ -39,6 +39,10 @@ def set_(
     unset: Annotated[
         list[str] | None, typer.Option("--unset", help="Remove KEY (repeatable).", metavar="KEY")
     ] = None,
+    new_ctype: Annotated[
+        bool,
+        typer.Option("--new-ctype", help="Start CTYPE here even though psana does not know the name."),
+    ] = False,
     message: Annotated[
         str | None, typer.Option("-m", "--message", help="Commit message.", metavar="MESSAGE")
     ] = None,
@@ -59,7 +63,7 @@ def set_(
     summary = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in values.items())
     with state(ctx).repository(det) as repo:
         with repo.transaction(message or f"par {level or 'detector'}: {summary}", command="par") as tx:
-            tx.set_pars(values, ctype=ctype, range=range_, version=version)
+            tx.set_pars(values, ctype=ctype, range=range_, version=version, new_ctype=new_ctype)
         detname = repo.detname
     if json:
         emit_json(

@@ -44,7 +44,11 @@ def new(
     detname: Annotated[str, typer.Argument(help="DETTYPE-DETID, lower case (e.g. epix100a-3925868555).")],
     predecessor: Annotated[
         str | None,
-        typer.Option("--predecessor", help="The detector this one replaces (name or alias).", metavar="DET"),
+        typer.Option(
+            "--predecessor",
+            help="The detector of this workspace this one replaces (name or alias); it must exist.",
+            metavar="DET",
+        ),
     ] = None,
     alias: Annotated[
         str | None, typer.Option("--alias", help="Also add this alias.", metavar="ALIAS")
@@ -55,11 +59,10 @@ def new(
     json: JsonOpt = False,
 ) -> None:
     """Create a detector repository in the workspace."""
-    st = state(ctx)
-    ws = st.workspace()
-    pred = st.detname(predecessor) if predecessor else ""
-    with ws.new_detector(detname, predecessor=pred, alias=alias, message=message) as repo:
+    ws = state(ctx).workspace()
+    with ws.new_detector(detname, predecessor=predecessor or "", alias=alias, message=message) as repo:
         head = repo.head()
+        pred = repo.root().predecessor  # an alias resolved to the detector's name
         path = ws.detector_path(detname)
     if json:
         emit_json(

@@ -44,7 +44,7 @@ from dcsync.errors import (
     StorageFull,
 )
 from dcsync.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
-from dcsync.locking import FileLock
+from dcsync.locking import FileLock, write_denied
 from dcsync.objects import Payload
 from dcsync.refs import HEAD, LogRecord, check_ref
 from dcsync.store import view
@@ -158,6 +158,9 @@ class HDF5Store(ObjectStore):
         except OSError as exc:
             if isinstance(exc, AlreadyExists):
                 raise
+            if isinstance(exc, PermissionError):  # the directory is not ours to write in
+                why = os.strerror(exc.errno) if exc.errno else exc.strerror  # h5py's text is long
+                raise write_denied(path, f"cannot create it ({why})") from exc
             raise RepositoryError(f"cannot create {path}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
@@ -398,8 +401,11 @@ class HDF5Store(ObjectStore):
         lock.acquire(timeout=self.lock_timeout)
         handed_over = False
         try:
-            recover(self.path)
-            journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
+            try:
+                recover(self.path)
+                journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
+            except PermissionError as exc:  # the directory let us lock, the file is not ours
+                raise write_denied(self.path, f"cannot open it for writing ({exc.strerror})") from exc
             try:
                 self._w = h5py.File(journaled, "r+", libver=LIBVER)
                 self._check_format(self._w)  # never write into a file of a newer format

@@ -412,7 +412,7 @@ def build_big_file(path: Path, nbytes: int) -> float:
         for start in range(0, count, per_tx):
             with repo.transaction(f"bulk {start}") as tx:
                 for k in range(start, min(start + per_tx, count)):
-                    tx.add("bulk", base + np.float32(k + 1), **range_ns(k))
+                    tx.add("bulk", base + np.float32(k + 1), **range_ns(k), new_ctype=True)
     finally:
         repo.close()
     return time.perf_counter() - t

@@ -349,7 +349,12 @@ def build_workspace(root: Path, sizes: Sizes) -> None:
     for s in range(sizes.small_detectors):
         with ws.new_detector(f"epix100-{s + 1}") as repo, repo.transaction("calibrate") as tx:
             for ctype in SMALL_CTYPES:
-                tx.add(ctype, rng.random(sizes.small_constant_shape, dtype=np.float32), begin_ns=T0)
+                tx.add(
+                    ctype,
+                    rng.random(sizes.small_constant_shape, dtype=np.float32),
+                    begin_ns=T0,
+                    new_ctype=True,
+                )
 
 
 SINGLE = "jungfrau-100"

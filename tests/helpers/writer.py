@@ -73,13 +73,18 @@ def main() -> int:
                 end_ns=None,
                 pars={"w": args.wid, "s": seq},
                 make_default=bool(rng.random() < 0.7),
+                new_ctype=True,  # each writer's own ctype, w<N>
             )
             if args.scratch and rng.random() < 0.3:
                 tx.set_pars({"last": seq}, ctype=ctype, range=loc.range)
             if args.scratch and rng.random() < 0.3:
                 scratch.append(
                     tx.add(
-                        "scratch", np.full(int(rng.integers(1, 2000)), seq), begin_ns=T0, end_ns=None
+                        "scratch",
+                        np.full(int(rng.integers(1, 2000)), seq),
+                        begin_ns=T0,
+                        end_ns=None,
+                        new_ctype=True,
                     ).version
                 )
             if args.scratch and len(scratch) > 3 and rng.random() < 0.3:
