@@ -6,7 +6,7 @@ One ``write``/``pwrite``/``sendfile`` call can be short: Linux moves at most :da
 file-size limit stops a file write part way; a signal cuts a pipe write; a non-blocking pipe takes
 only what fits. Positioned reads are short the same ways. Every raw-descriptor write in dcsync goes
 through :func:`write_all` (and :func:`sendfile_all`), every positioned read that must be full
-through :func:`pread_into`, so the loop exists once.
+through :func:`pread_into` (and :class:`FullFileIO` for h5py), so the loop exists once.
 
 A write that moves no byte at all would loop forever; it is an error instead: :class:`StorageFull`
 for a file (with ``errno`` ENOSPC, so callers that name the file in their own message still do),
@@ -16,6 +16,7 @@ for a file (with ``errno`` ENOSPC, so callers that name the file in their own me
 from __future__ import annotations
 
 import errno
+import io
 import os
 import select
 import stat
@@ -96,3 +97,17 @@ def sendfile_all(out_fd: int, in_fd: int, offset: int, count: int) -> int:
             break  # the file ended under us
         done += n
     return done
+
+
+class FullFileIO(io.FileIO):
+    """An unbuffered binary file whose ``readinto`` fills the buffer up to the end of the file.
+
+    h5py's file-object driver reads a whole dataset in one ``readinto`` and takes a short count
+    for the end of the file, filling the rest with zeros: a plain ``FileIO`` returned a 2 GiB
+    array with zeros past 0x7ffff000.
+    """
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = pread_into(self.fileno(), memoryview(buffer).cast("B"), self.tell())
+        self.seek(n, os.SEEK_CUR)
+        return n
