@@ -57,6 +57,7 @@ from dcsync.protocol import (
     write_frame,
 )
 from dcsync.quarantine import Header, Quarantine
+from dcsync.rawio import pread_into, sendfile_all, write_all
 from dcsync.reach import is_ancestor, objects_for, transfer_header, walk_missing
 from dcsync.refs import HEAD, LogRecord, current_host
 from dcsync.repository import Repository
@@ -333,9 +334,10 @@ class Server:
         write(bytes_frame_head(rid, part.length))  # the frame promises exactly part.length bytes
         sent = self.sendfile(part.fd, part.offset, part.length) if self.sendfile else 0
         if sent < part.length:  # no sendfile here, or it stopped short
-            data = os.pread(part.fd, part.length - sent, part.offset + sent)
             # A file cut short under us: zeros keep the stream in step; the trailer says not ok.
-            write(data.ljust(part.length - sent, b"\0"))
+            rest = bytearray(part.length - sent)
+            pread_into(part.fd, memoryview(rest), part.offset + sent)
+            write(bytes(rest))
 
     def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
         answers = []
@@ -586,20 +588,10 @@ def run_stdio(
 
     def sendfile(fd: int, offset: int, count: int) -> int:
         """Bytes of a file to our output in the kernel; returns how many went (0: unsupported)."""
-        done = 0
-        with contextlib.suppress(OSError):  # EINVAL and the like: the caller writes the rest
-            while done < count:
-                n = os.sendfile(outfd, fd, offset + done, count - done)
-                if n == 0:
-                    break
-                done += n
-        return done
+        return sendfile_all(outfd, fd, offset, count)
 
     def write(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(outfd, view)
-            view = view[written:]
+        write_all(outfd, data)
 
     try:
         real, asked_read_only = resolve_root(

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from dcsync.errors import ProtocolError, StorageFull
 from dcsync.hashing import ObjectId
+from dcsync.rawio import write_all
 from dcsync.refs import HEAD, LogRecord, remote_ref
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import journal_path
@@ -142,9 +143,7 @@ class _Part:
         if self.got + len(data) > self.size:
             raise ProtocolError(f"more bytes of {self.det} than announced")
         try:
-            view = memoryview(data)
-            while view:  # a write may be short (a file-size limit, a signal): write the rest
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, data)
         except OSError as exc:
             self.close()
             self._discard_files()

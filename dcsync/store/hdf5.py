@@ -46,6 +46,7 @@ from dcsync.errors import (
 from dcsync.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
 from dcsync.locking import FileLock, write_denied
 from dcsync.objects import Payload
+from dcsync.rawio import FullFileIO
 from dcsync.refs import HEAD, LogRecord, check_ref
 from dcsync.store import view
 from dcsync.store.base import ObjectKind, ObjectStore
@@ -202,7 +203,7 @@ class HDF5Store(ObjectStore):
         # second store (or verify) in this process would read a stale, mixed state of the file.
         fobj: Any = None
         try:
-            fobj = OverlayReader(self.path) if hot_journal else open(self.path, "rb", buffering=0)  # noqa: SIM115
+            fobj = OverlayReader(self.path) if hot_journal else FullFileIO(self.path, "rb")
             return h5py.File(fobj, "r"), fobj
         except OSError as exc:
             if fobj is not None:

@@ -44,6 +44,7 @@ from typing import NamedTuple
 import xxhash
 
 from dcsync.errors import StorageFull
+from dcsync.rawio import pread_into, write_all
 
 PAGE_SIZE = 4096
 _MAGIC = b"DCSJRNL1"
@@ -123,7 +124,7 @@ class JournaledFile(_Positioned):
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self._size - self._pos))
         start = self._pos
-        got = os.preadv(self._fd, [view[:n]], start) if n else 0
+        got = pread_into(self._fd, view[:n], start)
         if got < n:  # beyond the real end of file (can only be inside a page we cache): zeros
             view[got:n] = bytes(n - got)
         self._overlay_cached(view[:n], start)
@@ -139,7 +140,7 @@ class JournaledFile(_Positioned):
             self._write_cached(view[:split], start)
         if split < n:
             try:
-                os.pwrite(self._fd, view[split:], start + split)
+                write_all(self._fd, view[split:], start + split)
             except OSError as exc:
                 self.failure = _translate(exc, self.path)
                 raise self.failure from exc
@@ -198,7 +199,7 @@ class JournaledFile(_Positioned):
         except FileExistsError:
             raise RuntimeError(f"{jpath} exists: recover() must run before a new transaction") from None
         try:
-            os.write(fd, header)
+            write_all(fd, header)
         except OSError as exc:
             os.close(fd)
             jpath.unlink(missing_ok=True)
@@ -214,7 +215,7 @@ class JournaledFile(_Positioned):
             data = original[:length]
             digest = xxhash.xxh64_intdigest(struct.pack("<QI", offset, length) + data)
             chunks.append(_RECORD.pack(offset, length, digest) + data)
-        os.write(self._journal_fd, b"".join(chunks))
+        write_all(self._journal_fd, b"".join(chunks))
         os.fsync(self._journal_fd)
         _fsync_dir(self.path)  # the journal's own name must survive a power loss too (as SQLite does)
 
@@ -230,7 +231,7 @@ class JournaledFile(_Positioned):
             for page, content in sorted(self._pages.items()):
                 offset = page * ps
                 length = min(ps, self.original_size - offset)
-                os.pwrite(self._fd, content[:length], offset)
+                write_all(self._fd, memoryview(content)[:length], offset)
             os.fsync(self._fd)
         except OSError as exc:
             self.rollback()
@@ -331,7 +332,7 @@ def recover(path: Path) -> bool:
         fd = os.open(path, os.O_RDWR)
         try:
             for offset, data in records:
-                os.pwrite(fd, data, offset)
+                write_all(fd, data, offset)
             os.ftruncate(fd, original_size)
             os.fsync(fd)
         finally:
@@ -359,7 +360,7 @@ class ReadOnlyFile(_Positioned):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self._size - self._pos))
-        got = os.preadv(self._fd, [view[:n]], self._pos) if n else 0
+        got = pread_into(self._fd, view[:n], self._pos)
         if got < n:
             self._short_read(view[got:n])
         self._patch(view[:n], self._pos)

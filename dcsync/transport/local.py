@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from dcsync.errors import ConnectionFailed, ConnectionLost, RemoteError
+from dcsync.rawio import write_all
 from dcsync.transport.base import Channel
 from dcsync.transport.stderr import StderrTail, quote_stderr
 
@@ -118,11 +119,8 @@ class SubprocessChannel(Channel):
     def write(self, data: bytes) -> None:
         if self._closed:
             raise ConnectionLost(f"{self._description}: write to a closed channel")
-        view = memoryview(data)
         try:
-            while view:
-                written = self._stdin.write(view)
-                view = view[written:]
+            write_all(self._stdin.fileno(), data)
         except OSError as exc:  # BrokenPipeError: the peer exited or closed its input
             raise self._lost("the peer stopped reading its input") from exc
 
@@ -209,10 +207,8 @@ class InProcessChannel(Channel):
             return os.read(in_fd, n)
 
         def server_write(data: bytes) -> None:
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(out_fd, view) :]
+                write_all(out_fd, data)
             except OSError as exc:
                 raise ConnectionLost("in-process client: closed the channel") from exc
 
@@ -236,10 +232,8 @@ class InProcessChannel(Channel):
     def write(self, data: bytes) -> None:
         if self._closed:
             raise ConnectionLost(f"{self._description}: write to a closed channel")
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._to_server_w, view) :]
+            write_all(self._to_server_w, data)
         except OSError as exc:
             raise self._lost("the peer stopped reading its input") from exc
 

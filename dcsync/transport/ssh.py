@@ -43,6 +43,7 @@ from dcsync.errors import (
     RemoteError,
     UsageError,
 )
+from dcsync.rawio import write_all
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel, popen_pipe
 from dcsync.transport.stderr import StderrTail, quote_stderr
@@ -271,7 +272,8 @@ def _changed_host_key(target: _Target, exc: paramiko.BadHostKeyException) -> Hos
 
 class _ProxyCommandSocket(paramiko.ProxyCommand):  # type: ignore[misc]
     """paramiko's ProxyCommand, run by the shell like OpenSSH does, with its stderr drained, end
-    of stream reported (paramiko's spins on it) and the process reaped on close."""
+    of stream reported (paramiko's spins on it), every byte sent (paramiko's ``send`` ignores a
+    short write to the unbuffered pipe) and the process reaped on close."""
 
     def __init__(self, command: str, stderr: StderrTail) -> None:
         shell = os.environ.get("SHELL") or "/bin/sh"
@@ -288,6 +290,15 @@ class _ProxyCommandSocket(paramiko.ProxyCommand):  # type: ignore[misc]
         self._stderr = stderr
         self._out = popen_pipe(self.process.stdout)
         stderr.drain(popen_pipe(self.process.stderr).read, "ProxyCommand")
+
+    def send(self, content: bytes) -> int:
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            write_all(stdin.fileno(), content)
+        except (OSError, ValueError) as exc:  # ValueError: closed under us by close()
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), str(exc)) from exc
+        return len(content)
 
     def recv(self, size: int) -> bytes:
         stdout = self._out
