@@ -115,7 +115,7 @@ def test_a_constant_over_2_gib_survives_add_get_verify_and_both_kinds_of_clone(
     assert source.nbytes > MAX_IO + 16 * 2**20
     central = Workspace.init(big_dir / "central", kind="repository")
     with central.new_detector(DET) as repo, repo.transaction("a Jungfrau-sized pedestal set") as tx:
-        tx.add("pedestals", source, T0)
+        tx.add("pedestals", source, begin_ns=T0)
     lap("add")
     check_detector(central.detector_path(DET), source)
     lap("verify and get")
