@@ -57,15 +57,18 @@ def _small_chunks_and_no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def central(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two detectors; jungfrau has six 256 KiB arrays, dozens of chunks to cut a transfer in."""
+    """Two detectors; jungfrau has 24 256 KiB arrays, dozens of chunks to cut a transfer in: far
+    more than the 1 MiB pipe buffers hold, so a server killed a third of the way has not sent all."""
     ws = Workspace.init(tmp_path_factory.mktemp("central") / "central", kind="experiment")
     rng = np.random.default_rng(8)
     for det in DETS:
         with ws.new_detector(det) as repo, repo.transaction("first") as tx:
             tx.add("pedestals", np.zeros((4, 4), np.float32), begin_ns=T0)
     with ws.repository(DETS[1]) as repo, repo.transaction("big") as tx:
-        for i in range(6):
-            tx.add(f"pixel_c{i:02d}", rng.normal(size=(256, 256)).astype(np.float32), begin_ns=T0)
+        for i in range(24):
+            tx.add(
+                f"pixel_c{i:02d}", rng.normal(size=(256, 256)).astype(np.float32), begin_ns=T0, new_ctype=True
+            )
     return ws.root
 
 

@@ -676,12 +676,14 @@ def test_taking_the_remotes_pinned_version_settles_a_default_conflict(repo: Repo
     store = repo.store
     _, b, c = three(
         repo,
-        lambda tx: tx.add("pedestals", arr(5), T0),
-        lambda tx: (tx.add("pedestals", arr(6), T0), tx.add("pedestals", arr(7), T1)),
+        lambda tx: tx.add("pedestals", arr(5), begin_ns=T0),
+        lambda tx: (tx.add("pedestals", arr(6), begin_ns=T0), tx.add("pedestals", arr(7), begin_ns=T1)),
     )
     ours_key, theirs_key = _pinned(store, b, R0), _pinned(store, c, R0)
     conflicts = merged(
-        repo, lambda tx: tx.add("pedestals", arr(5), T0), lambda tx: tx.add("pedestals", arr(6), T0)
+        repo,
+        lambda tx: tx.add("pedestals", arr(5), begin_ns=T0),
+        lambda tx: tx.add("pedestals", arr(6), begin_ns=T0),
     )
     text = describe_conflicts("epix-1", conflicts.conflicts, remote="central")
     assert "dcsync default epix-1 pedestals central:" in text and f"--range {R0}" in text

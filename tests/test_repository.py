@@ -406,14 +406,14 @@ def test_invalid_detector_names(tmp_path: Path, detname: str) -> None:
 
 def test_a_misspelled_ctype_is_refused_with_the_close_match(repo: Repository) -> None:
     with repo.transaction() as tx:
-        tx.add("pedestals", arr(1), t(0), None)
+        tx.add("pedestals", arr(1), begin_ns=t(0), end_ns=None)
     for mistake, meant in (
         ("pedestal", "pedestals"),
         ("pixel_stauts", "pixel_status"),
         ("geomtry", "geometry"),
     ):
         with pytest.raises(UsageError) as info, repo.transaction() as tx:
-            tx.add(mistake, arr(2), t(1), None)
+            tx.add(mistake, arr(2), begin_ns=t(1), end_ns=None)
         assert type(info.value) is UsageError  # not an InvalidName: the name is well formed
         text = str(info.value)
         assert f"{mistake!r}" in text and f"did you mean {meant!r}" in text and "new_ctype=True" in text
@@ -421,7 +421,7 @@ def test_a_misspelled_ctype_is_refused_with_the_close_match(repo: Repository) ->
     with pytest.raises(UsageError, match="did you mean"), repo.transaction() as tx:
         tx.set_pars({"a": 1}, ctype="pedestal")  # parameters on a ctype create it too
     with pytest.raises(UsageError) as far, repo.transaction() as tx:
-        tx.add("zzzz", arr(2), t(1), None)
+        tx.add("zzzz", arr(2), begin_ns=t(1), end_ns=None)
     assert "did you mean" not in str(far.value)  # nothing close: no guess
     assert repo.ctypes() == ["pedestals"]
     assert marker(repo, "pedestals", t(1)) == 1
@@ -430,12 +430,19 @@ def test_a_misspelled_ctype_is_refused_with_the_close_match(repo: Repository) ->
 def test_new_ctype_is_explicit_and_then_known(repo: Repository) -> None:
     for ctype in PSANA_CTYPES:  # every ctype psana knows needs no flag
         with repo.transaction() as tx:
-            tx.add(ctype, "IP 0 CAMERA 0 0 0 0 0 0 0 0 0 0\n" if ctype == "geometry" else arr(1), t(0), None)
+            tx.add(
+                ctype,
+                "IP 0 CAMERA 0 0 0 0 0 0 0 0 0 0\n" if ctype == "geometry" else arr(1),
+                begin_ns=t(0),
+                end_ns=None,
+            )
     with repo.transaction() as tx:
-        tx.add("dark_current", arr(3), t(0), None, new_ctype=True)
-        tx.add("dark_current", arr(4), t(5), None)  # created earlier in this transaction: known
+        tx.add("dark_current", arr(3), begin_ns=t(0), end_ns=None, new_ctype=True)
+        tx.add(
+            "dark_current", arr(4), begin_ns=t(5), end_ns=None
+        )  # created earlier in this transaction: known
     with repo.transaction() as tx:
-        tx.add("dark_current", arr(5), t(9), None)  # in the detector now: known
+        tx.add("dark_current", arr(5), begin_ns=t(9), end_ns=None)  # in the detector now: known
         tx.set_pars({"mode": "fast"}, ctype="dark_current")
     with repo.transaction() as tx:
         tx.set_pars({"units": "adu"}, ctype="dark_rms", new_ctype=True)
@@ -444,7 +451,7 @@ def test_new_ctype_is_explicit_and_then_known(repo: Repository) -> None:
     # removed in this transaction: adding it again is starting it anew
     with pytest.raises(UsageError, match="'dark_current'"), repo.transaction() as tx:
         tx.remove("dark_current")
-        tx.add("dark_current", arr(6), t(0), None)
+        tx.add("dark_current", arr(6), begin_ns=t(0), end_ns=None)
     assert marker(repo, "dark_current", t(10)) == 5
 
 
