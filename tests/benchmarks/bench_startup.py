@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 # Benchmark this checkout, whatever else is installed; reuse the report helpers.
-CHECKOUT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(CHECKOUT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from bench_store import Benchmark, Row, finish, fmt_bytes, machine, median, print_benchmark
 
+CHECKOUT = Path(__file__).resolve().parents[2]
 DET = "epix100a-3925868555"
 BEGIN = "2024-01-01T00:00:00Z"
 VERSION_LIMIT = 0.15  # seconds, absolute
@@ -96,7 +96,8 @@ def run_checked(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
     proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+        why = proc.stderr.decode(errors="replace")
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {why}")
     return elapsed
 
 
