@@ -11,16 +11,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from dcsync.cli import acl, alias, browse, constants, hooks, lock, par, promote, sync, verify, workspace
+from dcsync.cli.commands import LazyCommands
 from dcsync.cli.context import State
 from dcsync.errors import DcsyncError
+from dcsync.version import __version__
 
 # typer (>= 0.26 vendors click) signals exits and usage errors with exceptions that must pass through.
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -67,6 +67,10 @@ class DcsyncGroup(TyperGroup):
     """The root group: every command runs inside :meth:`invoke`, so errors map the same way for the
     installed executable and for in-process runners."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(self.commands)  # a command line builds only what it runs
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -85,26 +89,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials (SSH)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (workspace, constants, browse, verify, sync, promote):
-    app.add_typer(group.app)
-app.add_typer(sync.remote_app, name="remote", help="Named remote workspaces.")
-app.add_typer(acl.app, name="acl", help="Who may read and write this location.")
-app.add_typer(alias.app, name="alias", help="Human names for detectors.")
-app.add_typer(lock.app, name="lock", help="Inspect and break repository locks.")
-app.add_typer(par.app, name="par", help="Parameters on a detector, ctype, range or version.")
-app.add_typer(hooks.app, name="hooks", help="Hooks that check changes before they land; the samples.")
-
-
-def _package_version() -> str:
-    try:
-        return version("dcsync")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"dcsync {_package_version()}")
+        typer.echo(f"dcsync {__version__}")
         raise typer.Exit()
 
 
