@@ -1,17 +1,16 @@
 """The ``dcsync`` program's entry point: what runs before anything is imported, so it stays small.
 
-Importing is most of a short command's life (typer, rich, numpy, h5py), so three things are settled
-here with nothing but ``os``, ``signal`` and ``sys``:
+Importing is most of a short command's life (typer, pydantic, rich, numpy, h5py), so three things
+are settled here with nothing but ``os``, ``signal`` and ``sys``:
 
-- **Ctrl-C.** From the first line of :func:`run` on, SIGINT means ``dcsync: interrupted`` on
-  stderr and exit status 130, whenever it comes. While modules are imported or a command works, it
-  raises :class:`KeyboardInterrupt` as usual, so transactions roll back and locks are released on
-  the way out (:mod:`dcsync.cli.main` reports it for commands, :func:`run` for everything around
-  them); a second Ctrl-C during that unwinding is another :class:`KeyboardInterrupt` that ends
-  the cleanup it lands in (the store survives a crash at any instant; see
-  :mod:`dcsync.store.journal`). Once the exit status is known, a Ctrl-C during the interpreter's
-  teardown exits at once instead of printing "Exception ignored" tracebacks. The only window left
-  is the interpreter's own start-up, before any dcsync code runs.
+- **Ctrl-C** means ``dcsync: interrupted`` on stderr and exit status 130, whenever it comes, in
+  three phases. Until a command starts its work (imports, parsing) there is nothing to undo: SIGINT
+  ends the process at once. While a command works (:func:`unwind_on_interrupt`, around the root
+  group's ``invoke``) it raises :class:`KeyboardInterrupt` as usual, so transactions roll back and
+  locks are released on the way out; one that lands where Python cannot raise (a weakref callback,
+  ``__del__``) is sent again rather than printed as "Exception ignored" and lost. Once the command
+  is over (its output written, its status known), SIGINT ends the teardown at once. The only
+  window left is the interpreter's own start-up, before any dcsync code runs.
 - ``dcsync --version`` answers from :mod:`dcsync.version` without importing the command line.
 - ``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
   command-line framework and parses its few options itself. Every other command goes to
@@ -20,6 +19,7 @@ here with nothing but ``os``, ``signal`` and ``sys``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -41,6 +41,7 @@ def _serve_fast(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from dcsync.server import run_stdio
 
+    unwind_on_interrupt(True)  # the session may write and lock from here on
     return run_stdio(args.root, read_only=args.read_only, restrict_to=args.restrict_to_path)
 
 
@@ -65,10 +66,8 @@ def _dispatch(argv: list[str]) -> int:
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing to say there
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
-            pass
 
 
 def _exit_status(code: object) -> int:
@@ -80,38 +79,71 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _say_interrupted() -> None:
-    try:
-        os.write(2, INTERRUPTED.encode())
-    except OSError:  # stderr is gone: the status still says it
-        pass
+_said = False  # whether this process has said "interrupted" (the handlers say it at most once)
 
 
-def _exit_now(signum: int, frame: object) -> None:
-    """SIGINT once the outcome is known: the teardown is not worth finishing."""
-    _say_interrupted()
+def say_interrupted() -> None:
+    """Say that the command was interrupted (the command line's error handling calls this)."""
+    global _said
+    _said = True
+    with contextlib.suppress(OSError, ValueError):  # stderr is gone: the status still says it
+        sys.stderr.write(INTERRUPTED)
+        sys.stderr.flush()
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    """SIGINT with nothing to undo (before a command's work, after it): end the process at once."""
+    if not _said:
+        with contextlib.suppress(OSError):
+            os.write(2, INTERRUPTED.encode())  # not sys.stderr: it may be mid-write in this thread
     os._exit(INTERRUPT_EXIT)
 
 
-def _exit_quietly(signum: int, frame: object) -> None:
-    """SIGINT once an interruption has been reported: the same outcome, without saying it twice."""
-    os._exit(INTERRUPT_EXIT)
+def unwind_on_interrupt(unwind: bool) -> None:
+    """From now on, SIGINT raises :class:`KeyboardInterrupt` (``unwind``) or ends the process.
+
+    Only switches between the two while :func:`run` is in charge, so in-process callers (tests,
+    embedders) keep whatever handler they have.
+    """
+    if signal.getsignal(signal.SIGINT) in (_stop_now, signal.default_int_handler) and _running:
+        signal.signal(signal.SIGINT, signal.default_int_handler if unwind else _stop_now)
+
+
+def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that landed in code which cannot raise (a weakref callback,
+    ``__del__``) is sent again a moment later, to be raised in the command's own code."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import threading
+
+    # Not from here: a signal sent now would be raised inside this hook and be lost again.
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+
+
+_running = False
 
 
 def run() -> None:
     """Console-script entry point (``dcsync = dcsync.entry:run``); exits with the command's status."""
-    # SIGINT keeps the handler the interpreter chose: KeyboardInterrupt, or ignored when the parent
-    # ignored it (nohup, a background job of a script), which must stay so.
+    global _running
+    # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _running = True
+        signal.signal(signal.SIGINT, _stop_now)
+        sys.unraisablehook = _redeliver_interrupt
     try:
         status = _dispatch(sys.argv[1:])
-    except KeyboardInterrupt:  # while importing, or anywhere a command's own handler does not reach
-        _say_interrupted()
+    except KeyboardInterrupt:  # raised where the command line's own handling does not reach
         status = INTERRUPT_EXIT
     except SystemExit as exc:  # how the command line ends
         if exc.code is not None and not isinstance(exc.code, int):
             sys.stderr.write(f"{exc.code}\n")
         status = _exit_status(exc.code)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _exit_quietly if status == INTERRUPT_EXIT else _exit_now)
+    unwind_on_interrupt(False)
+    if status == INTERRUPT_EXIT and not _said:  # typer ends a Ctrl-C while parsing with a bare 130
+        say_interrupted()
     _flush()
     sys.exit(status)

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from dcsync.cli.commands import LazyCommands
 from dcsync.cli.context import State
+from dcsync.entry import say_interrupted, unwind_on_interrupt
 from dcsync.errors import DcsyncError
 from dcsync.version import __version__
 
@@ -40,7 +41,7 @@ def _error(text: str) -> None:
 def exit_code_for(exc: BaseException) -> int:
     """Report ``exc`` on stderr and return the exit code it maps to."""
     if isinstance(exc, KeyboardInterrupt):
-        typer.echo("dcsync: interrupted", err=True)
+        say_interrupted()
         return INTERRUPT_EXIT
     if _debug():
         traceback.print_exception(exc, file=sys.stderr)
@@ -72,12 +73,15 @@ class DcsyncGroup(TyperGroup):
         self.commands = LazyCommands(self.commands)  # a command line builds only what it runs
 
     def invoke(self, ctx: Any) -> Any:
+        unwind_on_interrupt(True)  # before, Ctrl-C just ends the process: nothing to undo yet
         try:
             return super().invoke(ctx)
         except _CONTROL:
             raise
         except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(exit_code_for(exc)) from exc
+        finally:
+            unwind_on_interrupt(False)
 
 
 app = typer.Typer(
@@ -133,7 +137,7 @@ def run() -> None:
     try:
         app(prog_name="dcsync")
     except KeyboardInterrupt:  # outside a command (while parsing): still the conventional code
-        typer.echo("dcsync: interrupted", err=True)
+        say_interrupted()
         sys.exit(INTERRUPT_EXIT)
     except Exception as exc:  # typer rethrows what escapes; invoke() already caught command errors
         sys.exit(exit_code_for(exc))

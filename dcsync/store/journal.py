@@ -104,14 +104,16 @@ class JournaledFile(_Positioned):
         self.path = path
         self.group_marker = group_marker
         self.page_size = page_size
+        # __del__ runs even when __init__ fails (a refused open, Ctrl-C): nothing to close until here.
+        self._done = True
+        self._journal_fd: int | None = None
         self._fd = os.open(path, os.O_RDWR)
+        self._done = False
         self.original_size = os.fstat(self._fd).st_size
         self._size = self.original_size
         self._pos = 0
         self._pages: dict[int, bytearray] = {}  # page index -> current content (original region only)
         self._originals: dict[int, bytes] = {}  # page index -> content before the transaction
-        self._journal_fd: int | None = None
-        self._done = False
         self.failure: OSError | None = None  # h5py swallows driver errors; the store re-raises this
         self._open_journal()
 
