@@ -10,7 +10,8 @@ are settled here with nothing but ``os``, ``signal`` and ``sys``:
   locks are released on the way out; one that lands where Python cannot raise (a weakref callback,
   ``__del__``) is sent again rather than printed as "Exception ignored" and lost. Once the command
   is over (its output written, its status known), SIGINT ends the teardown at once. The only
-  window left is the interpreter's own start-up, before any dcsync code runs.
+  window left is before :func:`run`: the interpreter's start-up (``site``, ``.pth`` files) and
+  the console script's ``from dcsync.entry import run`` (kept to a few modules).
 - ``dcsync --version`` answers from :mod:`dcsync.version` without importing the command line.
 - ``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
   command-line framework and parses its few options itself. Every other command goes to
@@ -146,4 +147,8 @@ def run() -> None:
     if status == INTERRUPT_EXIT and not _said:  # typer ends a Ctrl-C while parsing with a bare 130
         say_interrupted()
     _flush()
+    if status == INTERRUPT_EXIT:
+        # Unwound already (transactions rolled back, locks released); the teardown would wait for
+        # worker threads that may be blocked on a peer the same Ctrl-C stopped.
+        os._exit(status)
     sys.exit(status)
