@@ -35,8 +35,6 @@ import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-import psutil
-
 from dcsync.errors import LockError, LockTimeout, NotMyLock, UsageError
 from dcsync.times import NS, format_time, now_ns
 
@@ -393,6 +391,8 @@ def _heartbeat(lock_path: str, token: str, interval: float, stop: threading.Even
 
 def _pid_alive(pid: int, start: int) -> bool:
     """Whether a process on this host could still be the holder that took the lock at ``start``."""
+    import psutil  # only judging a holder needs it; readers and most writers never do (start-up)
+
     if pid <= 0 or not psutil.pid_exists(pid):
         return False
     try:
