@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,15 +91,18 @@ def child_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_checked(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
-    """Seconds from start to exit of one process; its failure is the benchmark's failure."""
+def run_checked(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one process from start to exit; its failure is the
+    benchmark's failure. CPU time is the steadier figure on a loaded machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         why = proc.stderr.decode(errors="replace")
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {why}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def build_workspace(root: Path, dcsync: list[str], env: dict[str, str]) -> None:
@@ -136,10 +140,14 @@ def bench_startup(sizes: Sizes, work: Path, dcsync: list[str]) -> Benchmark:
         for case in cases:
             run_checked(case.argv, ws, env)
     times: dict[str, list[float]] = {case.name: [] for case in cases}
+    cpu: dict[str, list[float]] = {case.name: [] for case in cases}
     for _ in range(sizes.samples):
         for case in cases:
-            times[case.name].append(run_checked(case.argv, ws, env))
+            wall, used = run_checked(case.argv, ws, env)
+            times[case.name].append(wall)
+            cpu[case.name].append(used)
     m = {name: median(samples) for name, samples in times.items()}
+    c = {name: median(samples) for name, samples in cpu.items()}
     bare, floor = m["python -c pass"], m['python -c "import numpy, h5py"']
     for case in cases:
         ours = m[case.name]
@@ -152,8 +160,18 @@ def bench_startup(sizes: Sizes, work: Path, dcsync: list[str]) -> Benchmark:
             row = Row(case.name, ours, floor, target=case.target, passed=ours <= FLOOR_FACTOR * floor)
             row.note = "baseline: import numpy, h5py"
         row.samples = sizes.samples
-        row.extra = {"argv": case.argv[len(dcsync) :] if case.argv[: len(dcsync)] == dcsync else case.argv}
+        row.extra = {
+            "argv": case.argv[len(dcsync) :] if case.argv[: len(dcsync)] == dcsync else case.argv,
+            "cpu_seconds": c[case.name],
+        }
         b.rows.append(row)
+    cpu_floor = c['python -c "import numpy, h5py"']
+    b.notes.append(
+        "CPU (user+sys) medians: "
+        + ", ".join(f"{case.name.split(' (')[0]} {c[case.name] * 1e3:.0f} ms" for case in cases)
+        + "; CPU ratio to numpy+h5py: "
+        + ", ".join(f"{case.name.split()[1]} {c[case.name] / cpu_floor:.2f}x" for case in cases[3:])
+    )
     b.notes.append(
         f"time above bare Python: numpy+h5py {(floor - bare) * 1e3:.0f} ms; "
         + ", ".join(f"{c.name.split(' (')[0]} {(m[c.name] - bare) * 1e3:.0f} ms" for c in cases[2:])
