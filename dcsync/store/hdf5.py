@@ -364,13 +364,13 @@ class HDF5Store(ObjectStore):
             try:
                 self._w = h5py.File(journaled, "r+", libver=LIBVER)
                 self._check_format(self._w)  # never write into a file of a newer format
-            except Exception as exc:
+            except BaseException as exc:  # Ctrl-C too: the journal must not outlive the transaction
                 if self._w is not None:
                     with contextlib.suppress(Exception):
                         self._w.close()
                     self._w = None
                 journaled.rollback()
-                if isinstance(exc, RepositoryError):
+                if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
                     raise
                 raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
             try:

@@ -201,10 +201,12 @@ class JournaledFile(_Positioned):
             raise RuntimeError(f"{jpath} exists: recover() must run before a new transaction") from None
         try:
             os.write(fd, header)
-        except OSError as exc:
+        except BaseException as exc:  # a failed write, or Ctrl-C: no transaction owns this journal yet
             os.close(fd)
             jpath.unlink(missing_ok=True)
-            raise _translate(exc, self.path) from exc
+            if isinstance(exc, OSError):
+                raise _translate(exc, self.path) from exc
+            raise
         self._journal_fd = fd
 
     def _journal_pages(self) -> None:
@@ -234,9 +236,11 @@ class JournaledFile(_Positioned):
                 length = min(ps, self.original_size - offset)
                 os.pwrite(self._fd, content[:length], offset)
             os.fsync(self._fd)
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C too: undo now rather than leave a hot journal behind
             self.rollback()
-            raise _translate(exc, self.path) from exc
+            if isinstance(exc, OSError):
+                raise _translate(exc, self.path) from exc
+            raise
         self._close_fds()
 
     def finish(self) -> None:
