@@ -199,6 +199,9 @@ class JournaledFile(_Positioned):
             fd = os.open(jpath, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             raise RuntimeError(f"{jpath} exists: recover() must run before a new transaction") from None
+        except BaseException:  # Ctrl-C as the call returned: the journal (ours, under the lock) is
+            jpath.unlink(missing_ok=True)  # unnamed yet, so nothing would roll it back
+            raise
         try:
             os.write(fd, header)
         except BaseException as exc:  # a failed write, or Ctrl-C: no transaction owns this journal yet
