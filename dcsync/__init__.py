@@ -11,19 +11,48 @@ Scripts start here::
 
 Times take the command line's forms everywhere (ISO 8601 text, "now", a datetime, unix seconds);
 nanoseconds only through parameters named for them (``begin_ns=``, ``at_ns=``...).
+
+The names below are imported when first used (PEP 562): ``import dcsync`` and every ``dcsync``
+command import only what they need, so ``dcsync --version`` or ``dcsync ls`` never load the sync
+protocol, SSH or the command line they do not use.
 """
 
 from __future__ import annotations
 
-from dcsync.errors import DcsyncError
-from dcsync.facade import DCRange, DCStore, DCType, DCVersion
-from dcsync.history import HistoryEntry, level_history
-from dcsync.repository import Constant, Located, Repository, Transaction
-from dcsync.sync import RemoteConfig, clone
-from dcsync.times import format_time, parse_time
-from dcsync.verify import VerifyReport, verify_path
 from dcsync.version import __version__
-from dcsync.workspace import Workspace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms at every start)
+if TYPE_CHECKING:
+    from dcsync.errors import DcsyncError
+    from dcsync.facade import DCRange, DCStore, DCType, DCVersion
+    from dcsync.history import HistoryEntry, level_history
+    from dcsync.repository import Constant, Located, Repository, Transaction
+    from dcsync.sync import RemoteConfig, clone
+    from dcsync.times import format_time, parse_time
+    from dcsync.verify import VerifyReport, verify_path
+    from dcsync.workspace import Workspace
+
+_HOMES = {
+    "Constant": "dcsync.repository",
+    "DCRange": "dcsync.facade",
+    "DCStore": "dcsync.facade",
+    "DCType": "dcsync.facade",
+    "DCVersion": "dcsync.facade",
+    "DcsyncError": "dcsync.errors",
+    "HistoryEntry": "dcsync.history",
+    "Located": "dcsync.repository",
+    "RemoteConfig": "dcsync.sync",
+    "Repository": "dcsync.repository",
+    "Transaction": "dcsync.repository",
+    "VerifyReport": "dcsync.verify",
+    "Workspace": "dcsync.workspace",
+    "clone": "dcsync.sync",
+    "format_time": "dcsync.times",
+    "level_history": "dcsync.history",
+    "parse_time": "dcsync.times",
+    "verify_path": "dcsync.verify",
+}
+"""Where each public name is defined."""
 
 __all__ = [
     "Constant",
@@ -46,3 +75,25 @@ __all__ = [
     "parse_time",
     "verify_path",
 ]
+
+
+def _load(name: str) -> object:
+    """A public name, imported from its module on first use and kept as a module attribute."""
+    home = _HOMES.get(name)
+    if home is None:  # also how ``from dcsync import wire`` falls through to importing a submodule
+        raise AttributeError(f"module 'dcsync' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def _names() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if not TYPE_CHECKING:  # for type checkers the names above are imported; no catch-all
+    __getattr__ = _load
+    __dir__ = _names
+del TYPE_CHECKING  # not part of the API

@@ -1,19 +1,39 @@
-"""The ``dcsync`` program's entry point.
+"""The ``dcsync`` program's entry point: what runs before anything is imported, so it stays small.
 
-``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
-command-line framework (typer and rich cost a fifth of a second to import) and parses its few
-options itself; every other command goes to :mod:`dcsync.cli.main`.
+Importing is most of a short command's life (typer, pydantic, rich, numpy, h5py), so three things
+are settled here with nothing but ``os``, ``signal`` and ``sys``:
+
+- **Ctrl-C** means ``dcsync: interrupted`` on stderr and exit status 130, whenever it comes, in
+  three phases. Until a command starts its work (imports, parsing) there is nothing to undo: SIGINT
+  ends the process at once. While a command works (:func:`unwind_on_interrupt`, around the root
+  group's ``invoke``) it raises :class:`KeyboardInterrupt` as usual, so transactions roll back and
+  locks are released on the way out; one that lands where Python cannot raise (a weakref callback,
+  ``__del__``) is sent again rather than printed as "Exception ignored" and lost. Once the command
+  is over (its output written, its status known), SIGINT ends the teardown at once. The only
+  window left is before :func:`run`: the interpreter's start-up (``site``, ``.pth`` files) and
+  the console script's ``from dcsync.entry import run`` (kept to a few modules).
+- ``dcsync --version`` answers from :mod:`dcsync.version` without importing the command line.
+- ``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
+  command-line framework and parses its few options itself. Every other command goes to
+  :mod:`dcsync.cli.main`.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
+import signal
 import sys
-from pathlib import Path
+
+INTERRUPT_EXIT = 130
+"""The shell's status for a program ended by SIGINT (128 + 2)."""
+INTERRUPTED = "dcsync: interrupted\n"
 
 
 def _serve_fast(argv: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
     parser = argparse.ArgumentParser(prog="dcsync serve", add_help=False)
     parser.add_argument("--stdio", action="store_true", required=True)
     parser.add_argument("--root", type=Path)
@@ -22,18 +42,113 @@ def _serve_fast(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from dcsync.server import run_stdio
 
+    unwind_on_interrupt(True)  # the session may write and lock from here on
     return run_stdio(args.root, read_only=args.read_only, restrict_to=args.restrict_to_path)
 
 
-def run() -> None:
-    argv = sys.argv[1:]
+def _dispatch(argv: list[str]) -> int:
+    """Run one command line; return its exit status (commands that end by ``sys.exit`` raise)."""
+    if argv == ["--version"]:
+        from dcsync.version import __version__
+
+        sys.stdout.write(f"dcsync {__version__}\n")
+        return 0
     if argv[:1] == ["serve"] and "--stdio" in argv and not {"-h", "--help"} & set(argv):
         status = _serve_fast(argv[1:])
         # The session is over and every file is closed: skip the interpreter's teardown (numpy,
         # h5py: a few tens of ms), which the client would otherwise wait out before it returns.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush()
         os._exit(status)
     from dcsync.cli.main import run as cli
 
     cli()
+    return 0
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing to say there
+            stream.flush()
+
+
+def _exit_status(code: object) -> int:
+    """The process status ``sys.exit(code)`` gives (None: 0; a message: printed, 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
+_said = False  # whether this process has said "interrupted" (the handlers say it at most once)
+
+
+def say_interrupted() -> None:
+    """Say that the command was interrupted (the command line's error handling calls this)."""
+    global _said
+    _said = True
+    with contextlib.suppress(OSError, ValueError):  # stderr is gone: the status still says it
+        sys.stderr.write(INTERRUPTED)
+        sys.stderr.flush()
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    """SIGINT with nothing to undo (before a command's work, after it): end the process at once."""
+    if not _said:
+        with contextlib.suppress(OSError):
+            os.write(2, INTERRUPTED.encode())  # not sys.stderr: it may be mid-write in this thread
+    os._exit(INTERRUPT_EXIT)
+
+
+def unwind_on_interrupt(unwind: bool) -> None:
+    """From now on, SIGINT raises :class:`KeyboardInterrupt` (``unwind``) or ends the process.
+
+    Only switches between the two while :func:`run` is in charge, so in-process callers (tests,
+    embedders) keep whatever handler they have.
+    """
+    if signal.getsignal(signal.SIGINT) in (_stop_now, signal.default_int_handler) and _running:
+        signal.signal(signal.SIGINT, signal.default_int_handler if unwind else _stop_now)
+
+
+def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that landed in code which cannot raise (a weakref callback,
+    ``__del__``) is sent again a moment later, to be raised in the command's own code."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import threading
+
+    # Not from here: a signal sent now would be raised inside this hook and be lost again.
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+
+
+_running = False
+
+
+def run() -> None:
+    """Console-script entry point (``dcsync = dcsync.entry:run``); exits with the command's status."""
+    global _running
+    # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _running = True
+        signal.signal(signal.SIGINT, _stop_now)
+        sys.unraisablehook = _redeliver_interrupt
+    try:
+        status = _dispatch(sys.argv[1:])
+    except KeyboardInterrupt:  # raised where the command line's own handling does not reach
+        status = INTERRUPT_EXIT
+    except SystemExit as exc:  # how the command line ends
+        if exc.code is not None and not isinstance(exc.code, int):
+            sys.stderr.write(f"{exc.code}\n")
+        status = _exit_status(exc.code)
+    unwind_on_interrupt(False)
+    if status == INTERRUPT_EXIT and not _said:  # typer ends a Ctrl-C while parsing with a bare 130
+        say_interrupted()
+    _flush()
+    if status == INTERRUPT_EXIT:
+        # Unwound already (transactions rolled back, locks released); the teardown would wait for
+        # worker threads that may be blocked on a peer the same Ctrl-C stopped.
+        os._exit(status)
+    sys.exit(status)

@@ -36,8 +36,6 @@ import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-import psutil
-
 from dcsync.errors import AccessDenied, LockError, LockTimeout, NotMyLock, UsageError
 from dcsync.times import NS, format_time, now_ns
 
@@ -154,7 +152,11 @@ class FileLock:
             token = secrets.token_hex(16)
             if _create(self.lock_path, token, self.command):
                 self._token = token
-                self._start_heartbeat(token)
+                try:
+                    self._start_heartbeat(token)
+                except BaseException:  # Ctrl-C before the caller holds it: nobody would release it
+                    self.release()
+                    raise
                 return
             holder = _read(self.lock_path)
             if holder is None:
@@ -182,7 +184,7 @@ class FileLock:
         if token is None:
             raise LockError(f"{self.lock_path} is not held by this FileLock")
         self._stop.set()
-        if self._beater is not None:
+        if self._beater is not None and self._beater.is_alive():  # (not started: Ctrl-C in acquire)
             self._beater.join()
         self._token = self._beater = None
         if not _remove_if(self.lock_path, lambda found: found.token == token):
@@ -232,12 +234,6 @@ class FileLock:
 
 def _create(lock_path: str, token: str, command: str) -> bool:
     """Create the lock file atomically and fill it in; False if it already exists."""
-    try:
-        fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        raise _failure(lock_path, exc, "create") from exc
     record = {
         "user": _user(),
         "host": socket.gethostname(),
@@ -247,15 +243,23 @@ def _create(lock_path: str, token: str, command: str) -> bool:
         "command": command,
     }
     try:
+        fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise _failure(lock_path, exc, "create") from exc
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(record).encode() + b"\n")
             # No fsync: after a power loss the holder is gone and the lock is judged stale by
             # its pid's start time or its heartbeat, so durability would buy nothing here.
             f.flush()
-    except OSError as exc:
+    except BaseException as exc:  # a failed write, or Ctrl-C: a half-made lock would block others
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
-        raise LockError(f"cannot write lock file {lock_path}: {exc.strerror}") from exc
+        if isinstance(exc, OSError):
+            raise LockError(f"cannot write lock file {lock_path}: {exc.strerror}") from exc
+        raise
     return True
 
 
@@ -406,6 +410,8 @@ def _heartbeat(lock_path: str, token: str, interval: float, stop: threading.Even
 
 def _pid_alive(pid: int, start: int) -> bool:
     """Whether a process on this host could still be the holder that took the lock at ``start``."""
+    import psutil  # only judging a holder needs it; readers and most writers never do (start-up)
+
     if pid <= 0 or not psutil.pid_exists(pid):
         return False
     try:

@@ -1,4 +1,4 @@
-"""The store benchmark still runs: ``--quick`` end to end, with every benchmark reporting figures.
+"""The store and start-up benchmarks still run: ``--quick`` end to end, every benchmark reporting figures.
 
 No timing assertions: the targets live in the benchmark, and figures from a test machine are noise.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 from helpers.benchrun import is_number, run_quick
 
 SCRIPT = Path(__file__).parent / "benchmarks" / "bench_store.py"
+STARTUP_SCRIPT = Path(__file__).parent / "benchmarks" / "bench_startup.py"
 BENCHMARKS = ("get", "commit", "hash", "memory")
 
 
@@ -33,4 +34,26 @@ def test_quick_benchmark_reports_every_benchmark(tmp_path: Path) -> None:
     # the target-bearing rows carry a baseline beside the median
     for name in ("get", "hash", "memory"):
         assert all(is_number(r["baseline"]) for r in results["benchmarks"][name]["rows"]), name
+    assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"
+
+
+def test_quick_startup_benchmark_judges_every_target(tmp_path: Path) -> None:
+    results = run_quick(STARTUP_SCRIPT, tmp_path)
+    assert set(results["benchmarks"]) == {"startup"}
+    rows = {row["case"]: row for row in results["benchmarks"]["startup"]["rows"]}
+    assert set(rows) == {
+        "python -c pass",
+        'python -c "import numpy, h5py"',
+        "dcsync --version",
+        "dcsync --help",
+        "dcsync ls (local workspace)",
+        "dcsync get (local workspace)",
+    }
+    for case, row in rows.items():
+        assert row["skipped"] is None and is_number(row["median"]) and row["median"] > 0, (case, row)
+        if case.startswith("dcsync"):  # a target, judged beside its baseline
+            assert isinstance(row["passed"], bool) and is_number(row["baseline"]), (case, row)
+            assert is_number(row["ratio"]), (case, row)
+    assert rows["dcsync --version"]["baseline"] == rows["python -c pass"]["median"]
+    assert rows["dcsync ls (local workspace)"]["baseline"] == rows['python -c "import numpy, h5py"']["median"]
     assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"

@@ -7,6 +7,7 @@ SIGKILLs itself at a chosen stage; the parent then inspects and recovers the fil
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import subprocess
@@ -437,3 +438,16 @@ def test_group_commit_and_abort(tmp_path: Path) -> None:
         assert not has_hot_journal(p)
         with h5py.File(p, "r") as f:
             assert_changed(f)
+
+
+def test_a_refused_open_leaves_nothing_for_the_finalizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``__del__`` runs on a half-made object too (open refused, or Ctrl-C inside ``__init__``): it
+    must not fail there and print "Exception ignored" on the way out."""
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(FileNotFoundError):
+        JournaledFile(tmp_path / "missing.h5")
+    gc.collect()
+    assert unraisable == []

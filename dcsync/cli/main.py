@@ -12,18 +12,19 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from dcsync.cli import acl, alias, browse, constants, hooks, lock, par, promote, sync, verify, workspace
+from dcsync.cli.commands import LazyCommands
 from dcsync.cli.context import State
 from dcsync.cli.output import error_json, json_mode
 from dcsync.cli.usage import readable, readable_params
+from dcsync.entry import say_interrupted, unwind_on_interrupt
 from dcsync.errors import DcsyncError
+from dcsync.version import __version__
 
 # typer (>= 0.26 vendors click) signals exits and usage errors with exceptions that must pass through.
 _CLICK_EXCEPTION: type[Exception] = next(
@@ -46,7 +47,7 @@ def _error(text: str) -> None:
 def exit_code_for(exc: BaseException, *, json: bool = False) -> int:
     """Report ``exc`` on stderr (and as a JSON document on stdout with ``json``); return its exit code."""
     if isinstance(exc, KeyboardInterrupt):
-        typer.echo("dcsync: interrupted", err=True)
+        say_interrupted()
         if json:
             error_json("interrupted", INTERRUPT_EXIT, "interrupted")
         return INTERRUPT_EXIT
@@ -101,7 +102,12 @@ class DcsyncGroup(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         return None if command is None else readable(command, ctx)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(self.commands)  # a command line builds only what it runs
+
     def invoke(self, ctx: Any) -> Any:
+        unwind_on_interrupt(True)  # before, Ctrl-C just ends the process: nothing to undo yet
         with json_mode() as mode:
             try:
                 return super().invoke(ctx)
@@ -114,6 +120,8 @@ class DcsyncGroup(TyperGroup):
                 raise
             except (Exception, KeyboardInterrupt) as exc:
                 raise typer.Exit(exit_code_for(exc, json=mode.requested)) from exc
+            finally:
+                unwind_on_interrupt(False)
 
 
 app = typer.Typer(
@@ -125,26 +133,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials (SSH)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (workspace, constants, browse, verify, sync, promote):
-    app.add_typer(group.app)
-app.add_typer(sync.remote_app, name="remote", help="Named remote workspaces.")
-app.add_typer(acl.app, name="acl", help="Who may read and write this location.")
-app.add_typer(alias.app, name="alias", help="Human names for detectors.")
-app.add_typer(lock.app, name="lock", help="Inspect and break repository locks.")
-app.add_typer(par.app, name="par", help="Parameters on a detector, ctype, range or version.")
-app.add_typer(hooks.app, name="hooks", help="Hooks that check changes before they land; the samples.")
-
-
-def _package_version() -> str:
-    try:
-        return version("dcsync")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"dcsync {_package_version()}")
+        typer.echo(f"dcsync {__version__}")
         raise typer.Exit()
 
 
@@ -184,7 +177,7 @@ def run() -> None:
     try:
         app(prog_name="dcsync")
     except KeyboardInterrupt:  # outside a command (while parsing): still the conventional code
-        typer.echo("dcsync: interrupted", err=True)
+        say_interrupted()
         sys.exit(INTERRUPT_EXIT)
     except Exception as exc:  # typer rethrows what escapes; invoke() already caught command errors
         sys.exit(exit_code_for(exc))

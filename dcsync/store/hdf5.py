@@ -410,22 +410,26 @@ class HDF5Store(ObjectStore):
             try:
                 self._w = h5py.File(journaled, "r+", libver=LIBVER)
                 self._check_format(self._w)  # never write into a file of a newer format
-            except Exception as exc:
-                if self._w is not None:
-                    with contextlib.suppress(Exception):
-                        self._w.close()
-                    self._w = None
-                journaled.rollback()
-                if isinstance(exc, RepositoryError):
+            except BaseException as exc:  # Ctrl-C too: the journal must not outlive the transaction
+                try:
+                    if self._w is not None:
+                        with contextlib.suppress(Exception):
+                            self._w.close()
+                        self._w = None
+                finally:
+                    journaled.rollback()
+                if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
                     raise
                 raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
             try:
                 yield
                 self._w.close()
             except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    self._w.close()
-                journaled.rollback()
+                try:
+                    with contextlib.suppress(Exception):
+                        self._w.close()
+                finally:  # even if closing raises again (a Ctrl-C that h5py kept for the close)
+                    journaled.rollback()
                 if journaled.failure is not None and not isinstance(exc, StorageFull):
                     raise journaled.failure from exc
                 raise

@@ -105,14 +105,16 @@ class JournaledFile(_Positioned):
         self.path = path
         self.group_marker = group_marker
         self.page_size = page_size
+        # __del__ runs even when __init__ fails (a refused open, Ctrl-C): nothing to close until here.
+        self._done = True
+        self._journal_fd: int | None = None
         self._fd = os.open(path, os.O_RDWR)
+        self._done = False
         self.original_size = os.fstat(self._fd).st_size
         self._size = self.original_size
         self._pos = 0
         self._pages: dict[int, bytearray] = {}  # page index -> current content (original region only)
         self._originals: dict[int, bytes] = {}  # page index -> content before the transaction
-        self._journal_fd: int | None = None
-        self._done = False
         self.failure: OSError | None = None  # h5py swallows driver errors; the store re-raises this
         self._open_journal()
 
@@ -198,12 +200,17 @@ class JournaledFile(_Positioned):
             fd = os.open(jpath, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             raise RuntimeError(f"{jpath} exists: recover() must run before a new transaction") from None
+        except BaseException:  # Ctrl-C as the call returned: the journal (ours, under the lock) is
+            jpath.unlink(missing_ok=True)  # unnamed yet, so nothing would roll it back
+            raise
         try:
             write_all(fd, header)
-        except OSError as exc:
+        except BaseException as exc:  # a failed write, or Ctrl-C: no transaction owns this journal yet
             os.close(fd)
             jpath.unlink(missing_ok=True)
-            raise _translate(exc, self.path) from exc
+            if isinstance(exc, OSError):
+                raise _translate(exc, self.path) from exc
+            raise
         self._journal_fd = fd
 
     def _journal_pages(self) -> None:
@@ -233,9 +240,11 @@ class JournaledFile(_Positioned):
                 length = min(ps, self.original_size - offset)
                 write_all(self._fd, memoryview(content)[:length], offset)
             os.fsync(self._fd)
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C too: undo now rather than leave a hot journal behind
             self.rollback()
-            raise _translate(exc, self.path) from exc
+            if isinstance(exc, OSError):
+                raise _translate(exc, self.path) from exc
+            raise
         self._close_fds()
 
     def finish(self) -> None:
