@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError
 from dcsync.protocol import (
@@ -54,8 +54,21 @@ class Connection:
 
     def _send(self, method: str, args: dict[str, Any]) -> int:
         self._next += 1
-        write_frame(self.channel.write, {"i": self._next, "m": method, "a": args})
+        try:
+            write_frame(self.channel.write, {"i": self._next, "m": method, "a": args})
+        except (ConnectionLost, OSError) as exc:
+            self._lost_while_sending(self._next, exc)
         return self._next
+
+    def _lost_while_sending(self, rid: int, exc: BaseException) -> NoReturn:
+        """A write failed: a server that refuses (a forced command's wrong key, a refused upload)
+        says why and stops reading, and may be gone before our request is out. Its answer is the
+        error to report; only without one is this a lost connection."""
+        try:
+            self._receive(rid)
+        except DcsyncError as refusal:  # its error, or the lost connection with what it said on stderr
+            raise refusal from exc
+        raise ConnectionLost(f"{self.peer}: connection lost while sending: {exc}") from exc
 
     def _receive(self, rid: int) -> dict[str, Any]:
         try:
@@ -101,13 +114,7 @@ class Connection:
                 write_frame(self.channel.write, {"i": rid, "s": item})
             write_frame(self.channel.write, {"i": rid, "end": True})
         except (ConnectionLost, OSError) as exc:
-            # The server stops reading when it refuses something; its error explains why.
-            try:
-                self._receive(rid)
-            except DcsyncError as refusal:
-                if not isinstance(refusal, ConnectionLost):
-                    raise refusal from exc
-            raise ConnectionLost(f"{self.peer}: connection lost while sending: {exc}") from exc
+            self._lost_while_sending(rid, exc)
         return self.call_result(rid)
 
     def call_result(self, rid: int) -> Any:

@@ -39,6 +39,7 @@ from sshd import SSHServer
 from dcsync import sync
 from dcsync.client import Connection
 from dcsync.errors import (
+    AccessDenied,
     ConnectionFailed,
     CorruptObject,
     DcsyncError,
@@ -572,6 +573,35 @@ def test_a_missing_remote_dcsync_is_named(
     with pytest.raises(RemoteError, match="/nonexistent/dcsync"):
         sync.clone(url, tmp_path / "laptop", remote_dcsync="/nonexistent/dcsync")
     assert_nothing_cloned(tmp_path / "laptop")
+
+
+# A server that refuses at once, as a forced command does for a key that may not run dcsync: it
+# closes its input, says why in an error frame and exits, before the client's hello is out.
+REFUSING_SERVER = """
+import os, sys
+from dcsync.errors import AccessDenied
+from dcsync.protocol import PREAMBLE, error_to_wire, write_frame
+os.close(0)  # the client's hello can no longer be written: the refusal must still be read
+out = sys.stdout.buffer
+out.write(PREAMBLE)
+write_frame(out.write, {"i": 0, "e": error_to_wire(AccessDenied("this key may not"))})
+out.flush()
+"""
+
+
+@pytest.mark.parametrize("kind", ["pipe", "ssh"])
+def test_a_refusal_sent_before_the_hello_is_read_is_reported(
+    kind: str, request: pytest.FixtureRequest, medium: Sides, tmp_path: Path
+) -> None:
+    """Before, the hello's failed write reported 'connection lost' and the refusal went unread."""
+    url = remote_url(kind, request, medium.central0)
+    script = tmp_path / "refuse.py"
+    script.write_text(REFUSING_SERVER)
+    refusing = f"sh -c 'exec {shlex.quote(sys.executable)} {shlex.quote(str(script))}' sh"
+    for _ in range(5):  # the write fails whatever the timing: the server closed its input first
+        with pytest.raises(AccessDenied, match="this key may not"):
+            sync.clone(url, tmp_path / "laptop", remote_dcsync=refusing)
+        assert_nothing_cloned(tmp_path / "laptop")
 
 
 @pytest.mark.parametrize("kind", ["pipe", "ssh"])
