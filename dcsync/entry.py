@@ -1,7 +1,7 @@
 """The ``dcsync`` program's entry point: what runs before anything is imported, so it stays small.
 
 Importing is most of a short command's life (typer, pydantic, rich, numpy, h5py), so three things
-are settled here with nothing but ``os``, ``signal`` and ``sys``:
+are settled here with little more than ``os``, ``signal`` and ``sys``:
 
 - **Ctrl-C** means ``dcsync: interrupted`` on stderr and exit status 130, whenever it comes, in
   three phases. Until a command starts its work (imports, parsing) there is nothing to undo: SIGINT
@@ -10,8 +10,9 @@ are settled here with nothing but ``os``, ``signal`` and ``sys``:
   locks are released on the way out; one that lands where Python cannot raise (a weakref callback,
   ``__del__``) is sent again rather than printed as "Exception ignored" and lost. Once the command
   is over (its output written, its status known), SIGINT ends the teardown at once. The only
-  window left is before :func:`run`: the interpreter's start-up (``site``, ``.pth`` files) and
-  the console script's ``from dcsync.entry import run`` (kept to a few modules).
+  window left is the interpreter's start-up (``site``, ``.pth`` files) and the first lines of the
+  console script's ``from dcsync.entry import run``: ``dcsync/__init__.py`` (one small import) and
+  this module up to its handler, which goes in before anything slow is imported.
 - ``dcsync --version`` answers from :mod:`dcsync.version` without importing the command line.
 - ``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
   command-line framework and parses its few options itself. Every other command goes to
@@ -20,14 +21,40 @@ are settled here with nothing but ``os``, ``signal`` and ``sys``:
 
 from __future__ import annotations
 
-import contextlib
+# Only what the interpreter has loaded already (os, sys) or builds in (_signal), so that as the
+# console script the first handler is in place before any import that takes time (``signal``
+# alone builds enums for milliseconds, long enough for an early Ctrl-C to land in it).
+import _signal  # type: ignore[import-not-found]  # (no stubs: the C half of signal)
 import os
-import signal
 import sys
 
 INTERRUPT_EXIT = 130
 """The shell's status for a program ended by SIGINT (128 + 2)."""
 INTERRUPTED = "dcsync: interrupted\n"
+_said = False  # whether this process has said "interrupted" (the handlers say it at most once)
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    """SIGINT with nothing to undo (before a command's work, after it): end the process at once."""
+    if not _said:
+        try:  # noqa: SIM105  (contextlib is not imported yet: it takes time)
+            os.write(2, INTERRUPTED.encode())  # not sys.stderr: it may be mid-write in this thread
+        except OSError:
+            pass
+    os._exit(INTERRUPT_EXIT)
+
+
+def _is_console_script() -> bool:
+    """Whether this process is the ``dcsync`` program (not a script or test importing the CLI)."""
+    return os.path.basename(sys.argv[0]) == "dcsync" if sys.argv else False
+
+
+# A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored.
+if _is_console_script() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _stop_now)
+
+import contextlib  # noqa: E402  (after the handler: see above)
+import signal  # noqa: E402
 
 
 def _serve_fast(argv: list[str]) -> int:
@@ -80,9 +107,6 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-_said = False  # whether this process has said "interrupted" (the handlers say it at most once)
-
-
 def say_interrupted() -> None:
     """Say that the command was interrupted (the command line's error handling calls this)."""
     global _said
@@ -90,14 +114,6 @@ def say_interrupted() -> None:
     with contextlib.suppress(OSError, ValueError):  # stderr is gone: the status still says it
         sys.stderr.write(INTERRUPTED)
         sys.stderr.flush()
-
-
-def _stop_now(signum: int, frame: object) -> None:
-    """SIGINT with nothing to undo (before a command's work, after it): end the process at once."""
-    if not _said:
-        with contextlib.suppress(OSError):
-            os.write(2, INTERRUPTED.encode())  # not sys.stderr: it may be mid-write in this thread
-    os._exit(INTERRUPT_EXIT)
 
 
 def unwind_on_interrupt(unwind: bool) -> None:
@@ -130,8 +146,9 @@ _running = False
 def run() -> None:
     """Console-script entry point (``dcsync = dcsync.entry:run``); exits with the command's status."""
     global _running
-    # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored.
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored; as
+    # the console script the handler is in already (at import, above).
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _stop_now):
         _running = True
         signal.signal(signal.SIGINT, _stop_now)
         sys.unraisablehook = _redeliver_interrupt

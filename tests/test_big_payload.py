@@ -83,7 +83,7 @@ def check_detector(path: Path, source: np.ndarray) -> None:
     report = verify_path(path)
     assert report.ok, report.problems
     with Repository.open(path) as repo:
-        constant = repo.get("pedestals", T0 + 1)
+        constant = repo.get("pedestals", at_ns=T0 + 1)
         assert_same_array(np.asarray(constant.value), source)
         del constant
 
