@@ -103,17 +103,23 @@ def test_write_all_finishes_a_blocking_pipe_write_cut_by_signals() -> None:
     assert bytes(received) == PAYLOAD
 
 
-def test_write_all_at_an_offset_finishes_through_a_file_write_cut_by_a_size_limit(tmp_path: Path) -> None:
-    """Under RLIMIT_FSIZE the first pwrite moves only up to the limit; the loop's next one then
-    meets the limit itself (EFBIG), where a single call would have reported a short count only."""
+def _limited_write(path: Path, mode: str) -> subprocess.CompletedProcess[str]:
+    """Run ``_LIMITED_WRITE`` in a child (the size limit is per process) and check it ran."""
     out = subprocess.run(
-        [sys.executable, "-c", _LIMITED_WRITE, str(tmp_path / "f"), "write_all"],
+        [sys.executable, "-c", _LIMITED_WRITE, str(path), mode],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_write_all_at_an_offset_finishes_through_a_file_write_cut_by_a_size_limit(tmp_path: Path) -> None:
+    """Under RLIMIT_FSIZE the first pwrite moves only up to the limit; the loop's next one then
+    meets the limit itself (EFBIG), where a single call would have reported a short count only."""
+    out = _limited_write(tmp_path / "f", "write_all")
     first, loop = out.stdout.split()
     assert 0 < int(first) < 65536  # one pwrite: short, without an error
     assert loop == f"errno={errno.EFBIG}"  # the loop goes on, and the limit is an error
@@ -123,14 +129,7 @@ def test_write_all_at_an_offset_finishes_through_a_file_write_cut_by_a_size_limi
 def test_a_journaled_write_cut_by_a_size_limit_is_storage_full_not_a_silent_success(tmp_path: Path) -> None:
     """The bug behind issue 8's zeros: JournaledFile.write ignored pwrite's count, so the bytes
     past a short write were never written and nothing said so."""
-    out = subprocess.run(
-        [sys.executable, "-c", _LIMITED_WRITE, str(tmp_path / "f"), "journaled"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
+    out = _limited_write(tmp_path / "f", "journaled")
     assert out.stdout.startswith("StorageFull: no space left writing"), out.stdout
 
 
