@@ -136,8 +136,9 @@ def verify_store(
     return report
 
 
-def verify_path(path: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_path(path: Path | str, progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Verify one repository file; a file that cannot be opened at all is a one-problem report."""
+    path = Path(path)
     try:
         store = HDF5Store(path)
     except RepositoryError as exc:  # not a repository, too new, unreadable
