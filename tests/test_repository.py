@@ -606,3 +606,11 @@ def test_log_records_every_move(repo: Repository) -> None:
     assert all(later.old == earlier.new for earlier, later in itertools.pairwise(log))
     assert log[-1].new == repo.head()
     assert repo.log(last=1) == log[-1:]
+
+
+def test_verify_path_takes_a_path_as_text(tmp_path: Path) -> None:
+    repo = Repository.create(tmp_path / "epix100a-0001.h5", "epix100a-0001")
+    with repo.transaction("first") as tx:
+        tx.add("pedestals", np.zeros((2, 2), np.float32), begin_ns=t(0))
+    repo.close()
+    assert verify_path(str(tmp_path / "epix100a-0001.h5")).ok  # it raised AttributeError
