@@ -17,7 +17,6 @@ not say what to type (``--begin TIME``); the rest fall back to the upper-cased n
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
 
 from typer.core import TyperArgument, TyperOption
@@ -31,9 +30,13 @@ def _no_metavar(self: Any, param: Any, ctx: Any = None) -> str:
     return ""  # not None: typer would print ``<name>`` instead
 
 
-@functools.cache
+_UNNAMED: dict[type, type] = {}
+
+
 def _unnamed_class(cls: type) -> type:
-    return type(cls.__name__, (cls,), {"get_metavar": _no_metavar})
+    if cls not in _UNNAMED:
+        _UNNAMED[cls] = type(cls.__name__, (cls,), {"get_metavar": _no_metavar})
+    return _UNNAMED[cls]
 
 
 def _unnamed(param_type: Any) -> Any:
