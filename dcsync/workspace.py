@@ -37,7 +37,6 @@ from dcsync.errors import (
     UsageError,
     WorkspaceNotFound,
 )
-from dcsync.hooks import DEFAULT_TIMEOUT
 from dcsync.names import check_alias, check_detname, split_detname
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
@@ -151,6 +150,7 @@ class Workspace:
         return ACL.load(self.root, str(self.config().get("kind", "local")))
 
     def policy(self) -> Policy:
+        from dcsync.hooks import DEFAULT_TIMEOUT
         from dcsync.policy import Policy
 
         timeout = float(self.config().get("hooks", {}).get("timeout", DEFAULT_TIMEOUT))

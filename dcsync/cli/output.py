@@ -36,6 +36,7 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -110,6 +111,13 @@ def _default(value: Any) -> Any:
     if isinstance(value, tuple | set):
         return list(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def new_table(*args: Any, **kwargs: Any) -> Table:
+    """A rich table, rich imported now (``--json`` never pays for it)."""
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
 
 
 def say(text: str) -> None:
