@@ -27,7 +27,6 @@ import math
 import os
 import pwd
 import random
-import secrets
 import shlex
 import socket
 import sys
@@ -149,7 +148,7 @@ class FileLock:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
         while True:
-            token = secrets.token_hex(16)
+            token = _token()
             if _create(self.lock_path, token, self.command):
                 self._token = token
                 try:
@@ -230,6 +229,12 @@ class FileLock:
             daemon=True,
         )
         self._beater.start()
+
+
+def _token() -> str:
+    """A lock holder's random token; what ``secrets.token_hex`` returns, without importing
+    ``secrets`` (hmac, hashlib: ~5 ms of every command's start-up)."""
+    return os.urandom(16).hex()
 
 
 def _create(lock_path: str, token: str, command: str) -> bool:
@@ -339,7 +344,7 @@ def _break(judged: LockInfo) -> bool:
     tests caught this). Inside the guard we re-read; then only the judged holder itself, alive after
     all, can still change the file. Whoever finds the guard taken waits and looks again.
     """
-    guard, token = judged.path + ".break", secrets.token_hex(16)
+    guard, token = judged.path + ".break", _token()
     if not _create(guard, token, f"breaking {judged.path}"):
         other = _read(guard)  # a breaker holds it for milliseconds; an old one crashed
         if other is not None and other.is_stale(INCOMPLETE_GRACE):
@@ -368,7 +373,7 @@ def _remove_if(lock_path: str, is_expected: Callable[[LockInfo], bool]) -> bool:
     yet another process created meanwhile. In that last case the displaced holder has lost its lock
     and will learn so from ``NotMyLock`` at release.
     """
-    broken = f"{lock_path}.broken-{secrets.token_hex(8)}"
+    broken = f"{lock_path}.broken-{os.urandom(8).hex()}"
     try:
         os.rename(lock_path, broken)
     except FileNotFoundError:

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from dcsync.acl import current_identity
 from dcsync.errors import (
     CtypeNotFound,
     InputError,
@@ -60,12 +59,14 @@ from dcsync.objects import (
     RootTree,
     VersionEntry,
 )
-from dcsync.policy import Incoming, Policy
 from dcsync.refs import HEAD, LogRecord, current_host, current_user
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.times import TimeLike, format_time, now_ns, time_arg
+
+if TYPE_CHECKING:  # imported where a commit needs them: reads never check a policy (start-up)
+    from dcsync.policy import Incoming, Policy
 
 
 @dataclass(frozen=True)
@@ -849,6 +850,9 @@ class Transaction:
     def _incoming(self, head: ObjectId | None, new: ObjectId) -> Incoming | None:
         if self.repo.policy is None:
             return None
+        from dcsync.acl import current_identity
+        from dcsync.policy import Incoming
+
         detname = self._work.root.detname
         return Incoming(
             detname,

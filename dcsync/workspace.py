@@ -37,14 +37,13 @@ from dcsync.errors import (
     UsageError,
     WorkspaceNotFound,
 )
-from dcsync.hooks import DEFAULT_TIMEOUT
 from dcsync.names import check_alias, check_detname, split_detname
-from dcsync.policy import Policy
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 
 if TYPE_CHECKING:
     from dcsync import sync
+    from dcsync.policy import Policy  # imported by policy(): reads never check one (start-up)
 
 KINDS = ("local", "experiment", "repository")
 CONFIG_DIR = ".dcsync"
@@ -151,6 +150,9 @@ class Workspace:
         return ACL.load(self.root, str(self.config().get("kind", "local")))
 
     def policy(self) -> Policy:
+        from dcsync.hooks import DEFAULT_TIMEOUT
+        from dcsync.policy import Policy
+
         timeout = float(self.config().get("hooks", {}).get("timeout", DEFAULT_TIMEOUT))
         return Policy(self.root, self.kind, hook_timeout=timeout)
 

@@ -78,20 +78,23 @@ def ws(tmp_path: Path) -> Path:
 # -- what a command imports ------------------------------------------------------------------------
 
 PROBE = """
-import json, sys
+import atexit, json, sys
 out, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["dcsync", *args]
-code = None
+
+
+@atexit.register  # run() ends the process itself, after the atexit handlers
+def dump():
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+
+
 if args:
     from dcsync.entry import run
-    try:
-        run()
-    except SystemExit as exc:
-        code = exc.code
+
+    run()
 else:
     import dcsync.cli.main
-with open(out, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
 """
 
 
@@ -101,10 +104,8 @@ def modules_after(tmp_path: Path, *args: str | Path) -> set[str]:
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), *map(str, args)], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(out.read_text())
-    assert doc["code"] in (None, 0), (args, proc.stdout, proc.stderr)
-    return set(doc["modules"])
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return set(json.loads(out.read_text()))
 
 
 def loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
@@ -133,6 +134,54 @@ def test_local_commands_load_no_sync_transport_or_ssh(ws: Path, tmp_path: Path, 
     modules = modules_after(tmp_path, "-C", ws, *[a.format(value=value) for a in args])
     assert "h5py" in modules  # it did read the repository
     assert loaded(modules, NOT_FOR_LOCAL_COMMANDS) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ls"], ["ls", "--json"], ["ls", DET, "--json"], ["get", DET, "pedestals"], ["show", DET, "--json"]],
+    ids=" ".join,
+)
+def test_reading_loads_no_pydantic_policy_or_unneeded_rich(ws: Path, tmp_path: Path, args: list[str]) -> None:
+    """What a read does without: pydantic (typer 0.29 builds a TypeAdapter per parameter: ~100 ms),
+    the commit checks (ACL, hooks, diff), ``secrets``, and rich where nothing is a table."""
+    modules = modules_after(tmp_path, "-C", ws, *args)
+    assert "h5py" in modules
+    unneeded = ("pydantic", "dcsync.policy", "dcsync.hooks", "dcsync.reach", "secrets")
+    if "--json" in args or args[0] == "get":
+        unneeded += ("rich",)
+    assert loaded(modules, unneeded) == []
+
+
+def test_a_command_ends_after_atexit_handlers_and_other_threads(ws: Path, tmp_path: Path) -> None:
+    """The console script skips the interpreter's teardown, not what an exit must still do: it runs
+    the atexit handlers, waits for a thread that is not a daemon, and keeps the exit status."""
+    marks = tmp_path / "marks"
+    script = f"""
+import atexit, sys, threading, time
+from pathlib import Path
+marks = Path({str(marks)!r})
+atexit.register(lambda: marks.open("a").write("atexit\\n"))
+def late():
+    time.sleep(0.3)
+    marks.open("a").write("thread\\n")
+threading.Thread(target=late).start()
+sys.argv = ["dcsync", *sys.argv[1:]]
+from dcsync.entry import run
+run()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "-C", str(ws), "ls", "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["detectors"][0]["detector"] == DET
+    assert marks.read_text() == "thread\natexit\n"
+    marks.unlink()
+    script = script.replace("threading.Thread(target=late).start()", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "-C", str(ws), "get", DET, "nosuch"], capture_output=True, text=True
+    )
+    assert proc.returncode == 3 and "nosuch" in proc.stderr, (proc.returncode, proc.stderr)
+    assert marks.read_text() == "atexit\n"
 
 
 def test_version_loads_neither_the_command_line_nor_numpy(tmp_path: Path) -> None:

@@ -6,11 +6,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.tree import Tree
 
 from dcsync.cli.context import State, looks_like_path, state
-from dcsync.cli.output import JsonOpt, console, emit_json, entry_json, pars_text, range_json, say, short
+from dcsync.cli.output import (
+    JsonOpt,
+    console,
+    emit_json,
+    entry_json,
+    new_table,
+    pars_text,
+    range_json,
+    say,
+    short,
+)
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.repository import Repository
 from dcsync.times import format_time
@@ -80,7 +88,7 @@ def _ls_workspace(st: State, json: bool) -> None:
     if json:
         emit_json({"workspace": str(ws.root), "kind": ws.kind, "detectors": rows})
     else:
-        table = Table(title=f"{ws.root} ({ws.kind})", title_justify="left")
+        table = new_table(title=f"{ws.root} ({ws.kind})", title_justify="left")
         for col in ("detector", "aliases", "ctypes"):
             table.add_column(col, justify="right" if col == "ctypes" else "left", no_wrap=col == "detector")
         for row in rows:
@@ -110,7 +118,7 @@ def _ls_detector(repo: Repository, json: bool) -> None:
     if json:
         emit_json({"detector": repo.detname, "path": repo.store.where, "ctypes": rows})
         return
-    table = Table(title=repo.detname, title_justify="left")
+    table = new_table(title=repo.detname, title_justify="left")
     for col in ("ctype", "ranges", "versions", "latest begin"):
         table.add_column(col, justify="left" if col in ("ctype", "latest begin") else "right")
     for row in rows:
@@ -127,7 +135,7 @@ def _ls_ctype(repo: Repository, ctype: str, json: bool) -> None:
     if json:
         emit_json({"detector": repo.detname, "ctype": ctype, "ranges": docs})
         return
-    table = Table(title=f"{repo.detname} {ctype}", title_justify="left")
+    table = new_table(title=f"{repo.detname} {ctype}", title_justify="left")
     for col in ("range", "begin", "end", "version", "", "produced", "dtype", "shape"):
         table.add_column(col, no_wrap=col in ("range", "version", "begin", "end"))
     for doc in docs:
@@ -192,6 +200,8 @@ def show(
 
 
 def _print_tree(doc: dict[str, Any]) -> None:
+    from rich.tree import Tree  # only here: see dcsync.cli.output
+
     links = "".join(
         [
             f"  predecessor {doc['predecessor']}" if doc["predecessor"] else "",
@@ -268,7 +278,7 @@ def log(
 
 
 def _print_log(entries: list[dict[str, Any]], *, with_detector: bool) -> None:
-    table = Table()
+    table = new_table()
     for col in (
         "time",
         *(["detector"] if with_detector else []),

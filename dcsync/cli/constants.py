@@ -8,15 +8,14 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.table import Table
 
 from dcsync.cli.context import state
 from dcsync.cli.output import (
     JsonOpt,
-    console,
     constant_json,
     emit_json,
     finite,
+    key_values,
     parse_pairs,
     range_json,
     say,
@@ -253,9 +252,6 @@ def get(
 
 
 def _print_summary(doc: dict[str, Any]) -> None:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
     stats = doc["stats"]
     rows = [
         ("detector", doc["detector"]),
@@ -282,9 +278,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
             rows.append(("non-finite", str(stats["nonfinite"])))
     if doc["pars"]:
         rows.append(("pars", " ".join(f"{k}={v}" for k, v in doc["pars"].items())))
-    for key, value in rows:
-        table.add_row(key, str(value))
-    console().print(table)
+    key_values([(key, str(value)) for key, value in rows])
 
 
 @app.command()

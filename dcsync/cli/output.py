@@ -1,6 +1,8 @@
 """How commands print: rich tables for people, one JSON document for scripts, ISO 8601 UTC times.
 
-Everything user-supplied is printed with markup off, so a ``[tag]`` in a message stays text.
+Everything user-supplied is printed with markup off, so a ``[tag]`` in a message stays text. rich
+is imported by :func:`console`, when a table is printed: importing it is ~20 ms of a command's
+start-up, which lines (:func:`say`) and key/value listings (:func:`key_values`) do without.
 
 With ``--json`` stdout carries exactly one JSON document, also when the command fails: every
 command takes the one :data:`JsonOpt`, which records the request for this invocation, and the
@@ -15,15 +17,14 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 
 from dcsync.errors import UsageError
 from dcsync.objects import ParValue, RangeTree, VersionEntry
@@ -33,9 +34,15 @@ SHORT_ID = 12
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 
 def console(*, stderr: bool = False) -> Console:
     """A console for this call (tests swap ``sys.stdout``); wide when piped so ids are not cut."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 200
     return Console(file=stream, width=width, markup=False, highlight=False, emoji=False)
@@ -106,9 +113,23 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def new_table(*args: Any, **kwargs: Any) -> Table:
+    """A rich table, rich imported now (``--json`` never pays for it)."""
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
+
+
 def say(text: str) -> None:
     """One line for humans on stdout."""
     typer.echo(text)
+
+
+def key_values(rows: Sequence[tuple[str, str]]) -> None:
+    """``key  value`` lines for humans, the keys in one column (no table, so no rich)."""
+    width = max((len(key) for key, _ in rows), default=0)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
 
 
 def short(oid: str | None) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from dcsync import sync
 from dcsync.cli.context import state
@@ -57,6 +56,9 @@ def progress_bar(quiet: bool) -> Iterator[sync.Progress]:
     if quiet or not err.is_terminal:
         yield lambda phase, done, total: None
         return
+    # here, not at the top: rich.progress is ~10 ms of every `dcsync --help`
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     with Progress(
         TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),

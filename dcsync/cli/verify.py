@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dcsync.cli.context import State, looks_like_path, state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
@@ -76,6 +75,9 @@ def verify(
     reports: list[VerifyReport] = []
     total = sum(_count(p) for p in paths) if err.is_terminal else 0
     if total >= PROGRESS_MIN_OBJECTS:
+        # here, not at the top: rich.progress is ~10 ms of every `dcsync --help`
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("verify", total=total)
