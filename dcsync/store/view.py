@@ -247,11 +247,9 @@ def link_payloads(f: h5py.File, store: ObjectStore, oids: set[ObjectId]) -> None
     if root is None or not oids:
         return
     for name, tid in root.ctypes.items():
-        ctype = store.read_object(tid)
-        assert isinstance(ctype, CtypeTree)
+        ctype = store.read_as(tid, CtypeTree)
         for key, ref in ctype.ranges.items():
-            rng = store.read_object(ref.tree)
-            assert isinstance(rng, RangeTree)
+            rng = store.read_as(ref.tree, RangeTree)
             for vkey, version in rng.versions.items():
                 group = f.get(f"/{name}/{key}/{vkey}") if version.obj in oids else None
                 if group is None or "calib" in group:

@@ -292,8 +292,7 @@ class _ProxyCommandSocket(paramiko.ProxyCommand):  # type: ignore[misc]
         stderr.drain(popen_pipe(self.process.stderr).read, "ProxyCommand")
 
     def send(self, content: bytes) -> int:
-        stdin = self.process.stdin
-        assert stdin is not None
+        stdin = popen_pipe(self.process.stdin)
         try:
             write_all(stdin.fileno(), content)
         except (OSError, ValueError) as exc:  # ValueError: closed under us by close()
