@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from bench_store import Benchmark, Row, finish, fmt_bytes, machine, median, print_benchmark
+from bench_store import Benchmark, Row, finish, machine, machine_line, median, print_benchmark
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DET = "epix100a-3925868555"
@@ -192,10 +192,7 @@ def bench_startup(sizes: Sizes, work: Path, dcsync: list[str]) -> Benchmark:
 
 def print_header(m: dict[str, Any], work: Path, quick: bool, how: str) -> None:
     print("dcsync start-up benchmark" + (" (--quick: fewer samples)" if quick else ""))
-    print(
-        f"machine: {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['cpu']}, "
-        f"{fmt_bytes(m['memory_bytes'])} RAM, {m['platform']}"
-    )
+    print(machine_line(m))
     print(f"python {m['python']} ({sys.executable}), h5py {m['h5py']}, numpy {m['numpy']}")
     print(f"dcsync runs as: {how}")
     print(f"workspace under {work}")

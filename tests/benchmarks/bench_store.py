@@ -670,12 +670,17 @@ def load_average() -> list[float] | None:
         return None
 
 
-def print_header(m: dict[str, Any], work: Path, quick: bool) -> None:
-    print("dcsync store benchmarks" + (" (--quick: sizes shrunk ~10x)" if quick else ""))
-    print(
+def machine_line(m: dict[str, Any]) -> str:
+    """The machine a benchmark ran on, as every benchmark's header names it."""
+    return (
         f"machine: {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['cpu']}, "
         f"{fmt_bytes(m['memory_bytes'])} RAM, {m['platform']}"
     )
+
+
+def print_header(m: dict[str, Any], work: Path, quick: bool) -> None:
+    print("dcsync store benchmarks" + (" (--quick: sizes shrunk ~10x)" if quick else ""))
+    print(machine_line(m))
     print(
         f"python {m['python']}, h5py {m['h5py']}, HDF5 {m['hdf5']}, numpy {m['numpy']}, xxhash {m['xxhash']}"
     )

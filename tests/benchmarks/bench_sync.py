@@ -77,6 +77,7 @@ from bench_store import (
     distinct_array,
     finish,
     fmt_bytes,
+    machine_line,
     median,
     peak_rss,
     print_benchmark,
@@ -969,10 +970,7 @@ def machine(env: Loopback) -> dict[str, Any]:
 
 def print_header(m: dict[str, Any], work: Path, quick: bool, env: Loopback) -> None:
     print("dcsync sync benchmarks over SSH on loopback" + (" (--quick: sizes shrunk ~20x)" if quick else ""))
-    print(
-        f"machine: {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['cpu']}, "
-        f"{fmt_bytes(m['memory_bytes'])} RAM, {m['platform']}"
-    )
+    print(machine_line(m))
     print(
         f"python {m['python']}, paramiko {m['paramiko']}, cryptography {m['cryptography']}, "
         f"msgpack {m['msgpack']}, h5py {m['h5py']}, HDF5 {m['hdf5']}, numpy {m['numpy']}"
