@@ -138,10 +138,11 @@ class _Sources:
         out; a missing one the walk refuses). An entry and a payload both stored are the file's
         own, for ``verify``; a payload of another kind is the kind check's to name."""
         oid = entry.obj
+        tree_from_peer = holder not in self._stored
+        if self.arrived is None or not (tree_from_peer or oid in self.held):
+            return  # cheap first: most entries of a walk sit in trees the file holds
         stored = self.store.has(oid)
-        if self.arrived is None or not (stored or oid in self.held):
-            return
-        if stored and holder in self._stored:
+        if not (stored or oid in self.held) or (stored and not tree_from_peer):
             return
         if self.kind(oid, None) != entry.kind:
             return
