@@ -172,7 +172,7 @@ def empty_range(b: Base, ctype: str, key: str, begin: int = T_JAN) -> ObjectId:
 def payload_claiming(b: Base, ctype: str, value: np.ndarray, **claims: Any) -> ObjectId:
     """A new version of ``ctype`` in June's range (a new one for ``pixel_*``) whose payload is
     ``value`` and whose entry says ``claims`` (dtype, shape, nbytes) instead of the truth."""
-    entry = VersionEntry.describe(value, tsprod=T_JUL, author="mallory", pars={})
+    entry = VersionEntry.describe(value, tsprod=T_2100, author="mallory", pars={})  # the newest
     b.put_payload(value)
     entry = replace(entry, **claims)
     key = range_key(T_JUN, None)
@@ -537,7 +537,7 @@ def test_over_ssh_a_payload_under_a_lying_entry_is_refused(served: Workspace, ss
     assert_untouched(served, b.head)
 
 
-@pytest.mark.parametrize("how", ["fetch", "pull", "clone"])
+@pytest.mark.parametrize("how", ["fetch", "pull", "clone", "diff --values"])
 def test_a_server_holding_a_lying_entry_cannot_pass_it_on(
     template: Path, tmp_path: Path, ssh: SSHServer, how: str
 ) -> None:
@@ -549,6 +549,10 @@ def test_a_server_holding_a_lying_entry_cannot_pass_it_on(
     if how == "clone":
         with pytest.raises(ProtocolError, match=r"dtype '<f4' \(the payload is '<f8'\)"):
             sync.clone(spec.url, tmp_path / "other", remote_dcsync=spec.remote_dcsync)
+        return
+    if how == "diff --values":  # the compared version's payload arrives only now
+        with pytest.raises(ProtocolError, match=r"a version of .* claiming dtype '<f4'"):
+            sync.diff_sources(spec.url, str(laptop.root), values=True, remote_dcsync=spec.remote_dcsync)
         return
     sync.add_remote(laptop, replace(spec, name="hostile"))
     with pytest.raises(ProtocolError, match=r"shape \(3, 4\) \(the payload is \(5, 7\)\)"):
