@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 TSEND_OPEN = np.iinfo(np.int64).max
 META_GROUP = ".dcsync"
 _MAX_CATCHUP = 10_000
-
-
 _LEVELS = ("ctype", "range", "version")
 
 
@@ -82,9 +80,14 @@ def level_path(ctype: str, range_key: str | None = None, version: str | None = N
     path = "/" + "/".join(resolved)
     if resolved != names or any("\0" in name for name in names) or resolved[0] == META_GROUP:
         parent = "/" + "/".join(names[:-1])
+        what = (
+            "the repository's own metadata"
+            if resolved[:1] == [META_GROUP]
+            else "not a group of its own there"
+        )
         raise CorruptObject(
             f"HEAD names {level} {names[-1]!r} in {parent!r}, which the view cannot hold: below "
-            f"{parent!r} it resolves to {path!r}, not to a group of its own there; nothing was written"
+            f"{parent!r} it resolves to {path!r}, {what}; nothing was written"
         )
     return "/" + "/".join(names)
 
