@@ -5,6 +5,12 @@ the experiment's): :func:`diff_roots` skips them unopened and costs O(changed pa
 difference is one :class:`Change`; a level's own attributes (a range's pinned default, any level's
 parameters, the detector's links) are compared with "absent" meaning "unpinned, no parameters", so
 an added range also reports its pinned default and parameters, and a removed one their loss.
+
+Every stored field that can change an answer of ``get`` or ``ls`` is compared, because the ACL and
+the hooks judge exactly this list: the detector's identity (``detector``), a ctype or a range
+appearing or going (``ctype``, ``range``: an empty one has no versions to report it), a range's
+bounds as lookups see them (in its ctype tree) and as its own tree records them (``range``), as
+well as versions, defaults, parameters and links.
 :func:`value_stats` compares two payloads in bounded memory; :func:`summarize` counts for ``--stat``.
 """
 
@@ -18,26 +24,35 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from dcsync import wire
 from dcsync.hashing import ObjectId, dtype_string
 from dcsync.names import RangeKey, VersionKey
 from dcsync.objects import CtypeTree, ParValue, Payload, RangeRef, RangeTree, RootTree, VersionEntry
 from dcsync.store.base import ObjectStore
 from dcsync.times import format_time
 
-__all__ = ["KINDS", "Change", "ChangeKind", "Scope", "diff_roots", "in_scope", "summarize", "value_stats"]
+__all__ = [
+    "KINDS", "Change", "ChangeKind", "Scope", "diff_roots", "in_scope", "readable", "summarize",
+    "value_stats",
+]  # fmt: skip
 
-ChangeKind = Literal["added", "removed", "changed", "default", "pars", "links"]
-KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed", "default", "pars", "links")
+ChangeKind = Literal["added", "removed", "changed", "default", "pars", "links", "range", "ctype", "detector"]
+KINDS: tuple[ChangeKind, ...] = (
+    "added", "removed", "changed", "default", "pars", "links", "range", "ctype", "detector",
+)  # fmt: skip
 CHUNK_ELEMENTS = 1 << 18  # 2 MiB of float64 per temporary per step, whatever the payload's size
 
 
 class Change(NamedTuple):
     """One difference, from old (a) to new (b).
 
-    ``ctype`` is None for the detector level (``links`` and the root's ``pars``); ``range`` and
-    ``version`` name the level a ``pars`` or ``default`` change is on. ``old``/``new`` are
-    :class:`VersionEntry` (added/removed/changed), a version key (default), a parameter dict
-    (pars), a ``{"predecessor", "successor"}`` dict (links), or None where absent or unpinned.
+    ``ctype`` is None for the detector level (``detector``, ``links`` and the root's ``pars``);
+    ``range`` and ``version`` name the level a ``pars``, ``default`` or ``range`` change is on.
+    ``old``/``new`` are :class:`VersionEntry` (added/removed/changed), a version key (default), a
+    parameter dict (pars), a ``{"predecessor", "successor"}`` dict (links), a ``{"begin", "end"}``
+    dict of ns (range: the bounds lookups use, with ``tree_begin``/``tree_end`` added where the
+    range's own tree records others), ``{"ranges": n}`` (ctype), ``{"dettype", "detid",
+    "created"}`` (detector), or None where absent or unpinned.
     """
 
     detname: str
@@ -69,6 +84,20 @@ class _Side:
 
 
 _NO_LINKS = {"predecessor": "", "successor": ""}
+
+
+def _identity(root: RootTree | None) -> dict[str, Any] | None:
+    return None if root is None else {"dettype": root.dettype, "detid": root.detid, "created": root.created}
+
+
+def _bounds(ref: RangeRef | None, tree: RangeTree | None) -> dict[str, int | None] | None:
+    """A range's bounds as lookups see them, and its tree's own where they differ."""
+    if ref is None:
+        return None
+    out: dict[str, int | None] = {"begin": ref.begin, "end": ref.end}
+    if tree is not None and (tree.begin, tree.end) != (ref.begin, ref.end):
+        out.update(tree_begin=tree.begin, tree_end=tree.end)
+    return out
 
 
 def _links(root: RootTree | None) -> dict[str, str] | None:
@@ -106,6 +135,8 @@ def diff_roots(
     ra_ctypes: Mapping[str, ObjectId] = {} if root_a is None else root_a.ctypes
     rb_ctypes: Mapping[str, ObjectId] = {} if root_b is None else root_b.ctypes
     if ctypes is None:
+        if _identity(root_a) != _identity(root_b):
+            out.append(Change(detname, None, None, None, "detector", _identity(root_a), _identity(root_b)))
         links_a, links_b = _links(root_a), _links(root_b)
         if (links_a or _NO_LINKS) != (links_b or _NO_LINKS):
             out.append(Change(detname, None, None, None, "links", links_a, links_b))
@@ -121,6 +152,10 @@ def diff_roots(
         if ida == idb:
             continue
         ct_a, ct_b = a.ctype(ida), b.ctype(idb)
+        if (ida is None) != (idb is None):
+            count_a = None if ida is None else {"ranges": len(ct_a.ranges)}
+            count_b = None if idb is None else {"ranges": len(ct_b.ranges)}
+            out.append(Change(detname, name, None, None, "ctype", count_a, count_b))
         if _pars_differ(ct_a.pars, ct_b.pars):
             out.append(Change(detname, name, None, None, "pars", _pars(ct_a.pars), _pars(ct_b.pars)))
         refs = {**ct_a.ranges, **ct_b.ranges}
@@ -128,7 +163,11 @@ def diff_roots(
             ref_a, ref_b = ct_a.ranges.get(rk), ct_b.ranges.get(rk)
             if ref_a == ref_b:
                 continue
-            out.extend(_diff_range(detname, name, rk, a.range(ref_a), b.range(ref_b)))
+            tree_a, tree_b = a.range(ref_a), b.range(ref_b)
+            bounds_a, bounds_b = _bounds(ref_a, tree_a), _bounds(ref_b, tree_b)
+            if bounds_a != bounds_b:
+                out.append(Change(detname, name, rk, None, "range", bounds_a, bounds_b))
+            out.extend(_diff_range(detname, name, rk, tree_a, tree_b))
     return out
 
 
@@ -153,7 +192,7 @@ def _diff_range(
             out.append(Change(detname, ctype, rk, vk, "added", None, eb))
         elif eb is None:
             out.append(Change(detname, ctype, rk, vk, "removed", ea, None))
-        elif ea == eb and not _pars_differ(ea.pars, eb.pars):
+        elif _stored_form(ea) == _stored_form(eb):
             continue
         elif _same_but_pars(ea, eb):
             out.append(Change(detname, ctype, rk, vk, "pars", _pars(ea.pars), _pars(eb.pars)))
@@ -162,17 +201,17 @@ def _diff_range(
     return out
 
 
+def _stored_form(entry: VersionEntry, *, pars: bool = True) -> bytes:
+    """An entry as stored (1, 1.0 and True differ there, as in parameters), optionally without
+    its parameters."""
+    fields = entry.to_wire()
+    if not pars:
+        fields["p"] = {}
+    return wire.pack(fields)
+
+
 def _same_but_pars(x: VersionEntry, y: VersionEntry) -> bool:
-    return (x.obj, x.tsprod, x.kind, x.dtype, x.shape, x.nbytes, x.author, dict(x.origin)) == (
-        y.obj,
-        y.tsprod,
-        y.kind,
-        y.dtype,
-        y.shape,
-        y.nbytes,
-        y.author,
-        dict(y.origin),
-    )
+    return _stored_form(x, pars=False) == _stored_form(y, pars=False)
 
 
 @dataclass(frozen=True)
@@ -238,6 +277,15 @@ def in_scope(
         and change.range in _Side(store).ctype(root.ctypes[change.ctype]).winners_from(scope.since)
         for store, root in ((store_a, root_a), (store_b, root_b))
     )
+
+
+def readable(value: Any) -> Any:
+    """A change's side for JSON (hooks, ``diff --json``): the times of a range's or detector's
+    fields as ISO 8601 like every other time there; anything else as it is."""
+    if not isinstance(value, dict):
+        return value
+    times = {"begin", "end", "tree_begin", "tree_end", "created"}
+    return {k: format_time(v) if k in times and isinstance(v, int) else v for k, v in value.items()}
 
 
 def summarize(changes: list[Change]) -> dict[str, int]:

@@ -4,6 +4,11 @@ One :class:`Incoming` describes a HEAD move asking to land (a local commit, a pu
 server, a promotion); :meth:`Policy.check` runs inside the repository's write transaction, after the
 new objects are in place and before HEAD moves, so a refusal leaves nothing behind.
 :meth:`Policy.after` runs the post-receive hooks once the move is durable.
+
+Both judge the complete diff of the move (:func:`dcsync.diff.diff_roots`, which lists every stored
+field that can change an answer), each change under the permission :func:`permissions` names and
+the ctype it is in. A change whose names would not stay inside its ctype's part of the file is
+refused to everyone: an ACL rule scoped to ``pixel_*`` must not grant a range named ``/.dcsync``.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any
 
 from dcsync import hooks
 from dcsync.acl import ACL, Identity, required_permission
-from dcsync.diff import Change, diff_roots
+from dcsync.diff import Change, diff_roots, readable
+from dcsync.errors import AccessDenied, CorruptObject
 from dcsync.hashing import ObjectId
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 from dcsync.reach import ancestors
+from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.times import format_time
 
@@ -97,7 +104,9 @@ class Policy:
         if incoming.old is None:
             acl.require(incoming.who, "add", incoming.detname)
         for change in incoming.changes():
-            acl.require(incoming.who, required_permission(change.kind), incoming.detname, change.ctype)
+            _stays_inside(acl, incoming, change)
+            for permission in permissions(change):
+                acl.require(incoming.who, permission, incoming.detname, change.ctype)
         if not hooks.programs(self.root, phase):
             return []
         return hooks.run(self.root, phase, self.describe(incoming), timeout=self.hook_timeout)
@@ -115,7 +124,7 @@ class Policy:
             item: dict[str, Any] = {
                 "change": c.kind, "ctype": c.ctype, "range": c.range, "version": c.version,
             }  # fmt: skip
-            tree = _range_tree(incoming.store, new if c.kind != "removed" else old, c.ctype, c.range)
+            tree = _range_tree(incoming.store, old if _gone(c) else new, c.ctype, c.range)
             if tree is not None:
                 item["begin"] = format_time(tree.begin)
                 item["end"] = None if tree.end is None else format_time(tree.end)
@@ -138,7 +147,7 @@ class Policy:
                     }
                 )
             else:
-                item.update({"old": c.old, "new": c.new})
+                item.update({"old": readable(c.old), "new": readable(c.new)})
             changes.append(item)
         return {
             "location": str(self.root),
@@ -155,6 +164,44 @@ class Policy:
             "changes": changes,
             "existing": _existing(incoming.store, old, {c.ctype for c in incoming.changes() if c.ctype}),
         }
+
+
+def permissions(change: Change) -> tuple[str, ...]:
+    """What a change needs: a ctype, range or detector appearing needs ``add``, going ``remove``;
+    a range whose bounds move needs both (it is a removal there and an addition here, as dcsync
+    itself writes one); a detector's identity changing needs ``admin``; the other kinds as
+    :func:`dcsync.acl.required_permission` says."""
+    if _is_level(change):
+        if change.old is None:
+            return ("add",)
+        if change.new is None:
+            return ("remove",)
+        return ("admin",) if change.kind == "detector" else ("add", "remove")
+    return (required_permission(change.kind),)
+
+
+def _is_level(change: Change) -> bool:
+    return change.kind in ("range", "ctype", "detector")
+
+
+def _gone(change: Change) -> bool:
+    """Whether the change takes its level away (its description comes from the old tree)."""
+    return change.kind == "removed" or (_is_level(change) and change.new is None)
+
+
+def _stays_inside(acl: ACL, incoming: Incoming, change: Change) -> None:
+    """Refuse (to everyone) a change whose names put it outside its ctype's part of the file: no
+    rule's ctype glob can judge where it would land (``pixel_mask`` range ``/.dcsync``)."""
+    if change.ctype is None:
+        return
+    try:
+        view.level_path(change.ctype, change.range, change.version if change.range is not None else None)
+    except CorruptObject as exc:
+        where = " ".join(repr(x) for x in (change.ctype, change.range, change.version) if x is not None)
+        raise AccessDenied(
+            f"user {incoming.who.user} may not change {incoming.detname} {where} in {acl.kind} "
+            f"location {acl.where}: no rule grants a name that leaves its ctype ({exc.message})"
+        ) from exc
 
 
 def _range_tree(

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeGuard
 
 import numpy as np
 
+from dcsync.claims import PayloadFacts
 from dcsync.errors import CorruptObject, ProtocolError, StorageFull
 from dcsync.hashing import ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
 from dcsync.objects import Commit, Payload, Tree, decode
@@ -175,6 +176,16 @@ def _writer_is_dead(part: Path) -> bool:
     return False
 
 
+def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``.npy`` file open in ``fh``, leaving it at the data."""
+    version = np.lib.format.read_magic(fh)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read_header(fh)
+    return tuple(shape), dtype
+
+
 class Quarantine:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -206,6 +217,19 @@ class Quarantine:
     def has(self, oid: ObjectId) -> bool:
         return any(self.path_of(oid, kind).exists() for kind in _KINDS)
 
+    def payload_facts(self, oid: ObjectId) -> PayloadFacts:
+        """What a quarantined payload is (for :mod:`dcsync.claims`): an array's ``.npy`` header,
+        a text's size; no data is read."""
+        text = self.path_of(oid, "text")
+        if text.exists():
+            return PayloadFacts.of_text(text.stat().st_size)
+        try:
+            with open(self.path_of(oid, "array"), "rb") as fh:
+                shape, dtype = _npy_header(fh)
+        except (OSError, ValueError) as exc:
+            raise CorruptObject(f"quarantined payload {oid} cannot be read: {exc}") from exc
+        return PayloadFacts.of_array(dtype, tuple(shape))
+
     def receive(self, header: Header) -> Receiver:
         return Receiver(self, header)
 
@@ -213,11 +237,7 @@ class Quarantine:
         self, path: Path, chunk_bytes: int
     ) -> tuple[np.dtype, tuple[int, ...], Iterator[np.ndarray]]:
         fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
-        version = np.lib.format.read_magic(fh)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read_header(fh)
+        shape, dtype = _npy_header(fh)
 
         def pieces() -> Iterator[np.ndarray]:
             with fh:

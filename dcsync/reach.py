@@ -9,13 +9,15 @@ ref, walks from the new commit through its own store and its quarantine to find 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
+from dcsync.claims import PayloadFacts, claims_error, disagreements, stored_facts
 from dcsync.errors import CorruptObject, DcsyncError
 from dcsync.hashing import ObjectId, dtype_string
+from dcsync.names import VersionKey
 from dcsync.objects import (
     Commit,
     CtypeTree,
@@ -23,6 +25,7 @@ from dcsync.objects import (
     RangeTree,
     RootTree,
     Tree,
+    VersionEntry,
     Via,
     expect,
     kind_name,
@@ -41,6 +44,8 @@ class Arrived(Protocol):
     def ids(self) -> Mapping[ObjectId, ObjectKind]: ...
 
     def read_object(self, oid: ObjectId) -> Tree | Commit: ...
+
+    def payload_facts(self, oid: ObjectId) -> PayloadFacts: ...
 
 
 def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
@@ -127,6 +132,26 @@ class _Sources:
         if (self.store.has(oid) or oid in self.held) and self.kind(oid, via) != kind:
             raise self.refuse(oid, self.kind_name_of(oid, via), kind_name(kind), via)
 
+    def check_claims(self, holder: ObjectId, vkey: VersionKey, entry: VersionEntry) -> None:
+        """A version entry's dtype, shape and size are its payload's (:mod:`dcsync.claims`), where
+        the peer sent the entry or the payload and the payload is here (a filter may leave it
+        out; a missing one the walk refuses). An entry and a payload both stored are the file's
+        own, for ``verify``; a payload of another kind is the kind check's to name."""
+        oid = entry.obj
+        tree_from_peer = holder not in self._stored
+        if self.arrived is None or not (tree_from_peer or oid in self.held):
+            return  # cheap first: most entries of a walk sit in trees the file holds
+        stored = self.store.has(oid)
+        if not (stored or oid in self.held) or (stored and not tree_from_peer):
+            return
+        if self.kind(oid, None) != entry.kind:
+            return
+        facts = stored_facts(self.store, oid) if stored else self.arrived.payload_facts(oid)
+        problems = disagreements(entry, facts)
+        if problems:
+            via = Via(holder, f"version {vkey!r}")
+            raise claims_error(entry, problems, what=via, where=self.store.where, peer=self.peer)
+
 
 def _wanted_payload(
     ctype: str, oid: ObjectId, flt: Mapping[str, Any], reachable: set[ObjectId] | None
@@ -170,9 +195,11 @@ def _tree_closure(
     known: dict[ObjectId, str],
     via: Via,
     reachable: set[ObjectId] | None = None,
+    entries: Callable[[ObjectId, VersionKey, VersionEntry], None] | None = None,
 ) -> Iterator[tuple[ObjectId, ObjectKind, Via]]:
     """The root tree ``via`` names and everything below it, as (id, kind, the reference to it),
-    skipping ids in ``known`` (and their subtrees).
+    skipping ids in ``known`` (and their subtrees). ``entries`` is called with (range tree id,
+    version key, entry) for every version of every range tree read, filtered out or not.
 
     ``known`` maps ids to the kind their first reference established; a later reference that
     promises another kind is refused even where the walk skips the subtree, so a tree reached
@@ -197,6 +224,8 @@ def _tree_closure(
             rng = src.read_as(ref.tree, RangeTree, rvia)
             yield ref.tree, "tree", rvia
             for vkey, entry in rng.versions.items():
+                if entries is not None:
+                    entries(ref.tree, vkey, entry)
                 if not _wanted_payload(ctype, entry.obj, flt, reachable):
                     continue
                 pvia = Via(ref.tree, f"version {vkey!r}")
@@ -292,7 +321,8 @@ def walk_missing(
     This walk is the gate for what a peer sent: every reference on the way must lead to the kind
     it promises (see :class:`_Sources` for whom a wrong one is blamed on), before anything is
     imported. ``flt`` is a partial clone's filter: payloads it excludes are not expected, nor
-    parents with ``history: False``.
+    parents with ``history: False``. Every version entry the peer sent is checked against its
+    payload (:meth:`_Sources.check_claims`) on the way.
     """
     flt = flt or {}
     src = _Sources(store, arrived, peer)
@@ -313,7 +343,10 @@ def walk_missing(
         yield cid, "commit", 0
         if flt.get("history", True):
             queue.extend((p, Via(cid, "a parent")) for p in commit.parents)
-        for oid, kind, ref in _tree_closure(src, commit.tree, flt, known, Via(cid, "the tree"), reachable):
+        closure = _tree_closure(
+            src, commit.tree, flt, known, Via(cid, "the tree"), reachable, src.check_claims
+        )
+        for oid, kind, ref in closure:
             if kind != "tree":
                 src.check_payload(oid, kind, ref)
             if store.has(oid):

@@ -24,8 +24,9 @@ import numpy as np
 from dcsync import acl as acl_module
 from dcsync import wholefile
 from dcsync.acl import KINDS, current_identity
+from dcsync.claims import PayloadFacts, claims_error, disagreements, stored_facts
 from dcsync.client import Connection
-from dcsync.diff import Change, Scope, diff_roots, in_scope, summarize, value_stats
+from dcsync.diff import Change, Scope, diff_roots, in_scope, readable, summarize, value_stats
 
 __all__ = ["summarize"]
 from dcsync.errors import (
@@ -943,6 +944,9 @@ class _Arrivals:
     def read_object(self, oid: ObjectId) -> Tree | Commit:
         return self.store.read_object(oid)
 
+    def payload_facts(self, oid: ObjectId) -> PayloadFacts:
+        return stored_facts(self.store, oid)
+
 
 @dataclass
 class Snapshot:
@@ -966,6 +970,10 @@ class Snapshot:
             if store.kind_of(oid) != entry.kind:
                 found, expected = store.kind_name_of(oid), kind_name(entry.kind)
                 raise wrong_kind(oid, found, expected, where=store.where, peer=self.conn.peer)
+            problems = disagreements(entry, stored_facts(store, oid))
+            if problems:  # the diff shows the entry: it must say what arrived
+                what = f"a version of {det} compared"
+                raise claims_error(entry, problems, what=what, where=store.where, peer=self.conn.peer)
         return store.read_payload(oid)
 
     def close(self) -> None:
@@ -1087,7 +1095,7 @@ class DiffReport:
                     "tsprod": value.tsprod,
                     "pars": dict(value.pars),
                 }
-            return value
+            return readable(value)
 
         return {
             "a": self.a,

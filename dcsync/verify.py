@@ -1,4 +1,5 @@
-"""``verify``: re-hash every object, check every reference, and check the view against HEAD.
+"""``verify``: re-hash every object, check every reference, check what each version entry says
+about its payload (:mod:`dcsync.claims`), and check the view against HEAD.
 
 It reads each object on its own and keeps going after a failure, so one damaged object is reported
 without hiding the state of the rest (and intact objects stay readable through the normal API).
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dcsync.claims import disagreements, stored_facts
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
@@ -114,7 +116,15 @@ def verify_store(
                 if partial and entry.obj not in kinds:
                     report.not_fetched += 1
                     continue
-                need(entry.obj, entry.kind, f"tree {oid} version {vkey}")
+                if need(entry.obj, entry.kind, f"tree {oid} version {vkey}"):
+                    try:
+                        problems = disagreements(entry, stored_facts(store, entry.obj))
+                    except _UNREADABLE as exc:
+                        problems = [f"a payload that cannot be read ({exc})"]
+                    if problems:
+                        report.problems.append(
+                            f"tree {oid} version {vkey} claims {', '.join(problems)} for payload {entry.obj}"
+                        )
     try:
         refs = store.refs()
     except _UNREADABLE as exc:

@@ -67,11 +67,13 @@ def test_added_removed_and_default_changes(repo: Repository) -> None:
     got = kinds(changes)
     assert ("pedestals", R0, None, "default") in got
     assert ("pedestals", R0, second, "added") in got
+    assert ("pedestals", R1, None, "range") in got  # a new range is itself a change
     assert ("pedestals", R1, None, "default") in got
     assert ("pedestals", R1, third, "added") in got
     gain = old_gain.version
     assert ("pixel_gain", R0, gain, "removed") in got
     assert ("pixel_gain", R0, None, "default") in got  # its pinned default went with it
+    assert ("pixel_gain", R0, None, "range") in got and ("pixel_gain", None, None, "ctype") in got
     assert "geometry" not in {c.ctype for c in changes}  # unchanged ctypes are skipped
     default = next(c for c in changes if c.kind == "default" and c.ctype == "pedestals" and c.range == R0)
     assert (default.old, default.new) == (first, second)
@@ -80,14 +82,17 @@ def test_added_removed_and_default_changes(repo: Repository) -> None:
     assert all(c.detname == "epix-1" for c in changes)
     # ordered: ctype, then ranges by begin, then versions by production time
     ped = [c for c in changes if c.ctype == "pedestals"]
-    assert [c.range for c in ped] == [R0, R0, R1, R1]
+    assert [c.range for c in ped] == [R0, R0, R1, R1, R1]
     # the reverse diff swaps added and removed
     back = diff_roots(store, new, store, old)
     assert summarize(back)["added"] == summarize(changes)["removed"] == 1
     assert summarize(back)["removed"] == summarize(changes)["added"] == 2
     stat = summarize(changes)
     assert list(stat) == list(KINDS)
-    assert stat == {"added": 2, "removed": 1, "changed": 0, "default": 3, "pars": 0, "links": 0}
+    assert stat == {
+        "added": 2, "removed": 1, "changed": 0, "default": 3, "pars": 0, "links": 0,
+        "range": 2, "ctype": 1, "detector": 0,
+    }  # fmt: skip
 
 
 def test_pars_and_links(repo: Repository) -> None:
@@ -150,13 +155,14 @@ def test_absent_detector(repo: Repository) -> None:
     stat = summarize(added)
     assert stat["added"] == 3 and stat["removed"] == 0
     assert stat["default"] == 3 and stat["pars"] == 2 and stat["links"] == 1
+    assert stat["detector"] == 1 and stat["ctype"] == 3 and stat["range"] == 3
     assert next(c for c in added if c.kind == "links").old is None
     removed = diff_roots(store, root, MemoryStore(), None)
     assert summarize(removed)["removed"] == 3 and summarize(removed)["added"] == 0
     assert {c.detname for c in added + removed} == {"epix-1"}
-    # an absent detector against one with no links reports no links change
+    # an absent detector against one with no links reports no links change (only its arrival)
     bare = Repository.create(None, "epix-9")
-    assert kinds(diff_roots(bare.store, None, bare.store, bare.root())) == []
+    assert kinds(diff_roots(bare.store, None, bare.store, bare.root())) == [(None, None, None, "detector")]
 
 
 def test_ctype_filter(repo: Repository) -> None:
@@ -196,6 +202,7 @@ def test_across_stores_short_circuits_on_equal_ids(tmp_path: Path) -> None:
         assert root_a.ctypes["pixel_gain"] == root_b.ctypes["pixel_gain"]
         changes = diff_roots(ra.store, root_a, rb.store, root_b)
         assert kinds(changes) == [
+            ("pedestals", R1, None, "range"),
             ("pedestals", R1, None, "default"),
             ("pedestals", R1, rb.locate("pedestals", at_ns=T1).version, "added"),
         ]
@@ -227,7 +234,7 @@ def test_range_ordering_uses_times_not_key_text() -> None:
             ranges[range_key(begin, None)] = RangeRef(begin, None, store.put_object(tree))
         ct = store.put_object(CtypeTree({}, ranges))
     root = RootTree("epix", "1", 0, ctypes={"pedestals": ct})
-    changes = diff_roots(store, None, store, root)
+    changes = [c for c in diff_roots(store, None, store, root) if c.kind == "added"]
     assert [c.range for c in changes] == ["9-end", "10-end", "100-end"]
 
 

@@ -398,7 +398,7 @@ def test_log_changes_appends_one_line_per_change(
     assert do_push(laptop, central).pushed == [DET]
     event = dumps(central, "post-receive")[0]
     lines = log.read_text().splitlines()
-    assert len(lines) == len(event["changes"]) == 4  # two versions, two defaults
+    assert len(lines) == len(event["changes"]) == 6  # two versions, two defaults, a new ctype and range
     rows = [line.split("\t") for line in lines]
     assert all(len(row) == 10 for row in rows)
     by_object = {row[9]: row for row in rows}
@@ -407,7 +407,7 @@ def test_log_changes_appends_one_line_per_change(
             row = by_object[c["object"]]
             assert row[1:9] == [event["user"], event["host"], event["source"], DET, "added",
                                 c["ctype"], c["range"], c["version"]]  # fmt: skip
-    assert sorted(row[5] for row in rows) == ["added", "added", "default", "default"]
+    assert sorted(row[5] for row in rows) == ["added", "added", "ctype", "default", "default", "range"]
     defaults = {row[6]: row[8] for row in rows if row[5] == "default"}  # the version is the new default
     assert defaults == {c["ctype"]: c["version"] for c in event["changes"] if c["change"] == "added"}
 
@@ -416,8 +416,8 @@ def test_log_changes_appends_one_line_per_change(
     monkeypatch.setenv("DCSYNC_CHANGES_LOG", str(other))  # the in-process server shares our environment
     commit(laptop, "gain from the flat field", add("pixel_gain", np.full(SHAPE, 2.0, np.float32), T1))
     assert do_push(laptop, central).pushed == [DET]
-    assert len(log.read_text().splitlines()) == 4  # the first log kept its lines, got none
-    assert [line.split("\t")[6] for line in other.read_text().splitlines()] == ["pixel_gain"] * 2
+    assert len(log.read_text().splitlines()) == 6  # the first log kept its lines, got none
+    assert [line.split("\t")[6] for line in other.read_text().splitlines()] == ["pixel_gain"] * 3
 
 
 def test_post_receive_cannot_reject(central: Path, laptop: Workspace) -> None:

@@ -695,6 +695,9 @@ def _check_changes(report: sync.DiffReport, expect: dict[str, Any]) -> None:
         "default": 2,
         "pars": 0,
         "links": 0,
+        "range": 1,  # the dropped range
+        "ctype": 0,
+        "detector": 0,
     }
 
 

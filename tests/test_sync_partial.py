@@ -180,8 +180,9 @@ def test_a_diff_against_a_partial_clone_compares_only_what_its_filter_covers(
         assert {(c.detname, c.ctype, c.range) for c in report.changes} == {(EPIX, "pedestals", shown.range)}
         assert report.left_out is not None and len(report.left_out.scopes) == 1
         assert report.left_out.detectors == [CSPAD]
-        # pixel_mask: added and default; the two ranges before T1: added, default each
-        assert report.left_out.changes == 6
+        # pixel_mask: its new range, added and default; the two ranges before T1: added, default
+        # each, and the one that is new here
+        assert report.left_out.changes == 8
     # --values where the clone's side is a version it never fetched: one a pinned default hid
     # when it came, pinned here by hand afterwards
     hidden = add(world.central, EPIX, "pedestals", np.full((352, 384), 8, np.float32), T1, make_default=False)

@@ -15,6 +15,7 @@ from dcsync.cli.output import JsonOpt, console, dtype_name, emit_json, pars_text
 from dcsync.diff import Change
 from dcsync.objects import VersionEntry
 from dcsync.server import run_stdio
+from dcsync.times import format_time
 
 app = typer.Typer()
 remote_app = typer.Typer(no_args_is_help=True)
@@ -355,6 +356,15 @@ def _side(kind: str, value: Any) -> str:
         return "unpinned" if kind == "default" else "absent"
     if isinstance(value, VersionEntry):
         return f"{short(value.obj)} {dtype_name(value)} {shape_text(value)}"
+    if kind == "range":  # bounds: lookups', and the range tree's own where they differ
+        text = f"[{format_time(value['begin'])}, {format_time(value['end'])})"
+        if "tree_begin" in value:
+            text += f" (its tree says [{format_time(value['tree_begin'])}, {format_time(value['tree_end'])}))"
+        return text
+    if kind == "ctype":
+        return f"{value['ranges']} range(s)"
+    if kind == "detector":
+        return f"{value['dettype']}-{value['detid']} created {format_time(value['created'])}"
     if isinstance(value, dict):  # pars, or links (an empty link is no link)
         shown = {k: v for k, v in value.items() if kind != "links" or v}
         return pars_text(shown) or "none"

@@ -19,6 +19,11 @@ that changed that level itself (its parameters, default, or which children it ha
 The view is a cache of HEAD, updated in the same crash-safe transaction that moves HEAD, commit by
 commit along the first-parent chain so each level's history is complete; ``view`` on ``/.dcsync``
 names the commit it shows and ``verify`` checks it.
+
+The writer only ever writes or deletes inside the groups of the view: every path it touches comes
+from :func:`level_path`, which resolves the joined names as HDF5 would and refuses any that land
+anywhere else (``/.dcsync``, the root, another ctype's group). Names are checked when trees are
+received and committed too; this holds even if a bad name got past those checks.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from dcsync.hashing import ObjectId
+from dcsync.errors import CorruptObject
+from dcsync.hashing import ObjectId, is_object_id
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 
 if TYPE_CHECKING:
@@ -39,6 +45,61 @@ if TYPE_CHECKING:
 TSEND_OPEN = np.iinfo(np.int64).max
 META_GROUP = ".dcsync"
 _MAX_CATCHUP = 10_000
+_LEVELS = ("ctype", "range", "version")
+
+
+def level_path(ctype: str, range_key: str | None = None, version: str | None = None) -> str:
+    """The HDF5 path of a ctype's, range's or version's group in the view.
+
+    Each name is resolved below its parent's group the way HDF5 resolves a name there (one that
+    begins with ``/`` starts again at the root; empty components and ``.`` collapse; ``..`` is
+    taken as the parent, to be safe), and the result must be exactly one component per name
+    below the root, not under ``/.dcsync``: a name holding ``/``, or being ``.``, ``..`` or
+    empty, would put the level somewhere else. Anything else is :class:`CorruptObject` (the tree
+    naming it breaks the rules), and nothing is written.
+    """
+    names = (
+        [ctype]
+        if range_key is None
+        else [ctype, range_key]
+        if version is None
+        else [ctype, range_key, version]
+    )
+    level = _LEVELS[len(names) - 1]
+    if not all(isinstance(name, str) for name in names):
+        raise CorruptObject(f"HEAD names a {level} by a {type(names[-1]).__name__}, not a string")
+    resolved: list[str] = []
+    for name in names:
+        if name.startswith("/"):
+            resolved = []
+        for part in name.split("/"):
+            if part == "..":
+                resolved = resolved[:-1]
+            elif part not in ("", "."):
+                resolved.append(part)
+    path = "/" + "/".join(resolved)
+    if resolved != names or any("\0" in name for name in names) or resolved[0] == META_GROUP:
+        parent = "/" + "/".join(names[:-1])
+        what = (
+            "the repository's own metadata"
+            if resolved[:1] == [META_GROUP]
+            else "not a group of its own there"
+        )
+        raise CorruptObject(
+            f"HEAD names {level} {names[-1]!r} in {parent!r}, which the view cannot hold: below "
+            f"{parent!r} it resolves to {path!r}, {what}; nothing was written"
+        )
+    return "/" + "/".join(names)
+
+
+def _object_path(oid: ObjectId, version: str) -> str:
+    """Where a version's payload sits; an entry whose object is not an id is refused, so a link
+    into the view never points anywhere but the object store."""
+    if not is_object_id(oid):
+        raise CorruptObject(
+            f"version {version!r} of HEAD names object {str(oid)[:80]!r}, which is not an object id"
+        )
+    return f"/{META_GROUP}/objects/{oid[:2]}/{oid[2:]}"
 
 
 def _json(value: Any) -> str:
@@ -121,6 +182,7 @@ def _clear(f: h5py.File) -> None:
 def _apply_root(
     f: h5py.File, store: ObjectStore, old: RootTree | None, new: RootTree, entry: Mapping[str, Any]
 ) -> None:
+    paths = {name: level_path(name) for name in new.ctypes}  # every name checked before any write
     a = f.attrs
     a["dettype"], a["detid"], a["detname"] = new.dettype, new.detid, new.detname
     a["tscfile"] = np.int64(new.created)
@@ -136,21 +198,24 @@ def _apply_root(
         _append_history(f, entry)
     _delete_children(f, keep=set(new.ctypes) | {META_GROUP})
     for name, tid in new.ctypes.items():
-        if old_ctypes.get(name) == tid and name in f:
+        if old_ctypes.get(name) == tid and paths[name] in f:
             continue
         ctype = store.read_as(tid, CtypeTree)
-        prev = store.read_as(old_ctypes[name], CtypeTree) if name in old_ctypes and name in f else None
-        _apply_ctype(f.require_group(name), store, name, prev, ctype, entry)
+        in_view = name in old_ctypes and paths[name] in f
+        prev = store.read_as(old_ctypes[name], CtypeTree) if in_view else None
+        _apply_ctype(f, store, name, prev, ctype, entry)
 
 
 def _apply_ctype(
-    g: h5py.Group,
+    f: h5py.File,
     store: ObjectStore,
     name: str,
     old: CtypeTree | None,
     new: CtypeTree,
     entry: Mapping[str, Any],
 ) -> None:
+    paths = {key: level_path(name, key) for key in new.ranges}
+    g = f.require_group(level_path(name))
     g.attrs["ctype"] = name
     g.attrs["dictpars"] = _json(dict(new.pars))
     old_ranges = dict(old.ranges) if old else {}
@@ -159,15 +224,21 @@ def _apply_ctype(
     _delete_children(g, keep=set(new.ranges))
     for key, ref in new.ranges.items():
         prev_ref = old_ranges.get(key)
-        if prev_ref is not None and prev_ref.tree == ref.tree and key in g:
+        if prev_ref is not None and prev_ref.tree == ref.tree and paths[key] in f:
             continue
         rng = store.read_as(ref.tree, RangeTree)
-        prev = store.read_as(prev_ref.tree, RangeTree) if prev_ref is not None and key in g else None
-        _apply_range(g.require_group(key), prev, rng, entry)
+        in_view = prev_ref is not None and paths[key] in f
+        prev = store.read_as(prev_ref.tree, RangeTree) if in_view and prev_ref is not None else None
+        _apply_range(f, name, key, prev, rng, entry)
 
 
-def _apply_range(g: h5py.Group, old: RangeTree | None, new: RangeTree, entry: Mapping[str, Any]) -> None:
+def _apply_range(
+    f: h5py.File, ctype: str, key: str, old: RangeTree | None, new: RangeTree, entry: Mapping[str, Any]
+) -> None:
+    paths = {vkey: level_path(ctype, key, vkey) for vkey in new.versions}
+    objects = {vkey: _object_path(version.obj, vkey) for vkey, version in new.versions.items()}
     order = new.ordered()
+    g = f.require_group(level_path(ctype, key))
     a = g.attrs
     a["tsbegin"] = np.int64(new.begin)
     a["tsend"] = np.int64(TSEND_OPEN if new.end is None else new.end)
@@ -184,13 +255,15 @@ def _apply_range(g: h5py.Group, old: RangeTree | None, new: RangeTree, entry: Ma
     ):
         _append_history(g, entry)
     _delete_children(g, keep=set(new.versions))
-    for key, version in new.versions.items():
-        if old_versions.get(key) == version and key in g:
+    for vkey, version in new.versions.items():
+        if old_versions.get(vkey) == version and paths[vkey] in f:
             continue
-        _apply_version(g.require_group(key), key, version, entry)
+        _apply_version(f.require_group(paths[vkey]), vkey, version, objects[vkey], entry)
 
 
-def _apply_version(g: h5py.Group, key: str, version: VersionEntry, entry: Mapping[str, Any]) -> None:
+def _apply_version(
+    g: h5py.Group, key: str, version: VersionEntry, object_path: str, entry: Mapping[str, Any]
+) -> None:
     a = g.attrs
     a["version"] = key
     a["tsprod"] = np.int64(version.tsprod)
@@ -201,7 +274,7 @@ def _apply_version(g: h5py.Group, key: str, version: VersionEntry, entry: Mappin
     _append_history(g, entry)
     if "calib" in g:
         del g["calib"]
-    target = g.file.get(f"/{META_GROUP}/objects/{version.obj[:2]}/{version.obj[2:]}")
+    target = g.file.get(object_path)
     if target is None:  # a partial clone did not fetch this payload
         a["fetched"] = False
         return
@@ -226,9 +299,13 @@ def check(f: h5py.File, store: ObjectStore, head: ObjectId | None) -> list[str]:
         for key, ref in ctype.ranges.items():
             rng = store.read_as(ref.tree, RangeTree)
             for vkey, version in rng.versions.items():
-                path = f"/{name}/{key}/{vkey}/calib"
+                try:
+                    path = f"{level_path(name, key, vkey)}/calib"
+                    target = f.get(_object_path(version.obj, vkey))
+                except CorruptObject as exc:  # a name no view can hold: reported, never looked up
+                    problems.append(exc.message)
+                    continue
                 link = f.get(path)
-                target = f.get(f"/{META_GROUP}/objects/{version.obj[:2]}/{version.obj[2:]}")
                 if link is None and target is None:
                     continue  # not fetched (partial clone); verify reports it if that is wrong
                 if link is None or target is None or link.id != target.id:
@@ -251,10 +328,12 @@ def link_payloads(f: h5py.File, store: ObjectStore, oids: set[ObjectId]) -> None
         for key, ref in ctype.ranges.items():
             rng = store.read_as(ref.tree, RangeTree)
             for vkey, version in rng.versions.items():
-                group = f.get(f"/{name}/{key}/{vkey}") if version.obj in oids else None
+                if version.obj not in oids:
+                    continue
+                group = f.get(level_path(name, key, vkey))
                 if group is None or "calib" in group:
                     continue
-                target = f.get(f"/{META_GROUP}/objects/{version.obj[:2]}/{version.obj[2:]}")
+                target = f.get(_object_path(version.obj, vkey))
                 if target is not None:
                     group["calib"] = target
                     group.attrs["fetched"] = True
