@@ -14,18 +14,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dcsync.errors import CorruptObject, DcsyncError
+from dcsync.errors import CorruptObject, DcsyncError, ProtocolError
 from dcsync.hashing import ObjectId, dtype_string
 from dcsync.objects import (
     Commit,
     CtypeTree,
     Obj,
+    RangeRef,
     RangeTree,
     RootTree,
     Tree,
     Via,
     expect,
     kind_name,
+    range_bounds_problem,
     wrong_kind,
 )
 from dcsync.store.base import ObjectKind, ObjectStore
@@ -40,7 +42,9 @@ class Arrived(Protocol):
 
     def ids(self) -> Mapping[ObjectId, ObjectKind]: ...
 
-    def read_object(self, oid: ObjectId) -> Tree | Commit: ...
+    def read_object(self, oid: ObjectId, *, peer: str | None = None) -> Tree | Commit:
+        """A tree or commit that arrived, decoded and checked (a rule broken is ``peer``'s
+        :class:`ProtocolError`)."""
 
 
 def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
@@ -100,7 +104,9 @@ class _Sources:
         if self.store.has(oid) or self.arrived is None:
             return self.store.kind_name_of(oid)
         kind = self.kind(oid, via)
-        return kind_name(self.arrived.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
+        if kind in ("tree", "commit"):
+            return kind_name(self.arrived.read_object(oid, peer=self.peer))
+        return kind_name(kind)
 
     def kind(self, oid: ObjectId, via: Via | None) -> ObjectKind:
         if self.store.has(oid):
@@ -119,8 +125,18 @@ class _Sources:
         kind = self.kind(oid, via)
         if kind not in ("tree", "commit"):
             raise self.refuse(oid, kind_name(kind), kind_name(expected), via)
-        arrived = self.arrived.read_object(oid)
+        arrived = self.arrived.read_object(oid, peer=self.peer)  # its bytes are the peer's
         return expect(arrived, expected, oid, where=self.store.where, via=via, peer=peer)
+
+    def check_bounds(self, key: str, ref: RangeRef, tree: RangeTree, via: Via) -> None:
+        """The bounds of range ``key`` in its ctype tree (``via.holder``) are its range tree's."""
+        problem = range_bounds_problem(key, ref, tree)
+        if problem is None:
+            return
+        peer = self._blamed(via)
+        if peer is not None:
+            raise ProtocolError(f"{problem}, in ctype tree {via.holder} from {peer}")
+        raise CorruptObject(f"ctype tree {via.holder} in {self.store.where} is inconsistent: {problem}")
 
     def check_payload(self, oid: ObjectId, kind: str, via: Via) -> None:
         """A version's object is a payload of the kind its entry says (if it is here at all)."""
@@ -192,9 +208,12 @@ def _tree_closure(
         yield ctid, "tree", cvia
         for key, ref in ct.ranges.items():
             rvia = Via(ctid, f"range {key!r}")
-            if _skip(src, known, ref.tree, RangeTree, rvia):
-                continue
+            met = _skip(src, known, ref.tree, RangeTree, rvia)
+            # read even when met before: a range tree met under another key has other bounds
             rng = src.read_as(ref.tree, RangeTree, rvia)
+            src.check_bounds(key, ref, rng, rvia)
+            if met:
+                continue
             yield ref.tree, "tree", rvia
             for vkey, entry in rng.versions.items():
                 if not _wanted_payload(ctype, entry.obj, flt, reachable):
