@@ -20,19 +20,22 @@ Integer ranges (docs/format.md, "Validity rules"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from dcsync.errors import InvalidName
-from dcsync.hashing import ObjectId, is_object_id
+from dcsync.hashing import ID_HEX_LEN, ObjectId
 from dcsync.names import check_par_key
+from dcsync.times import TIME_MAX, TIME_MIN
 
-TIME_MIN = -(2**63)
-TIME_MAX = 2**63 - 2  # 2**63 - 1 is the view's open end (store/view.py TSEND_OPEN)
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 COUNT_MAX = 2**63 - 1
 MAX_NDIM = 32  # as many dimensions as a transfer header may announce
 MAX_DEPTH = 16  # nesting of free-form metadata (a commit's meta, a version's origin)
+
+
+_OBJECT_ID = re.compile(rf"[0-9a-f]{{{ID_HEX_LEN}}}\Z")  # hashing.is_object_id, at a tree's pace
 
 
 class BadField(ValueError):
@@ -55,6 +58,8 @@ def exact_keys(
     """``w`` as a map holding every ``required`` key and nothing but those and ``optional`` ones
     (a key this version does not know could carry meaning it would silently drop)."""
     value = mapping(w, what)
+    if len(value) == len(required) and all(k in value for k in required):
+        return value  # the usual case, decided without building a message
     missing = [k for k in required if k not in value]
     if missing:
         raise BadField(f"{what} lacks the field {missing[0]!r}")
@@ -85,6 +90,8 @@ def attribute_text(value: Any, what: str) -> str:
 
 
 def integer(value: Any, what: str, low: int = INT_MIN, high: int = INT_MAX) -> int:
+    if type(value) is int and low <= value <= high:  # the usual case first: trees hold thousands
+        return value
     if not is_int(value):
         raise BadField(f"{what} must be an integer, not {type(value).__name__} {_shown(value)}")
     if not low <= value <= high:
@@ -93,7 +100,7 @@ def integer(value: Any, what: str, low: int = INT_MIN, high: int = INT_MAX) -> i
 
 
 def time(value: Any, what: str) -> int:
-    """Nanoseconds since the epoch, as int64 (see the module docstring for the top value)."""
+    """Nanoseconds since the epoch, as int64 but for the view's open end (``dcsync.times``)."""
     return integer(value, what, TIME_MIN, TIME_MAX)
 
 
@@ -102,7 +109,7 @@ def count(value: Any, what: str) -> int:
 
 
 def object_id(value: Any, what: str) -> ObjectId:
-    if not is_object_id(value):
+    if not (isinstance(value, str) and _OBJECT_ID.match(value)):
         raise BadField(f"{what} {_shown(value)} is not an object id (32 lower-case hex digits)")
     return ObjectId(value)
 

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TypeGuard
 import numpy as np
 
 from dcsync.errors import CorruptObject, ProtocolError, StorageFull
+from dcsync.fields import COUNT_MAX, MAX_NDIM
 from dcsync.hashing import ARRAY_DTYPES, ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
 from dcsync.objects import Commit, Payload, Tree, decode
 from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
@@ -35,7 +36,7 @@ _DTYPES = ARRAY_DTYPES  # the array dtypes a header may announce, by their exact
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= COUNT_MAX
 
 
 class Header:
@@ -56,7 +57,7 @@ class Header:
             dtype, shape = value.get("d"), value.get("s")
             if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise ProtocolError(f"object {oid}: unsupported dtype {str(dtype)[:40]!r}")
-            if not isinstance(shape, list) or len(shape) > 32 or not all(_is_count(x) for x in shape):
+            if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_count(x) for x in shape):
                 raise ProtocolError(f"object {oid}: bad shape {str(shape)[:80]}")
             self.dtype = _DTYPES[dtype]
             self.shape = tuple(shape)

@@ -305,13 +305,16 @@ def walk_missing(
     flt: Mapping[str, Any] | None = None,
     *,
     peer: str,
+    detector: str | None = None,
 ) -> Iterator[tuple[ObjectId, str, int]]:
     """Objects reachable from ``new`` that ``store`` lacks; each must have arrived from ``peer``.
 
     This walk is the gate for what a peer sent: every reference on the way must lead to the kind
-    it promises (see :class:`_Sources` for whom a wrong one is blamed on), before anything is
-    imported. ``flt`` is a partial clone's filter: payloads it excludes are not expected, nor
-    parents with ``history: False``.
+    it promises (see :class:`_Sources` for whom a wrong one is blamed on), every tree and commit
+    must keep the validity rules (checked as it is decoded, and a range's bounds against its range
+    tree here), and with ``detector`` every new commit's root must be that detector's, before
+    anything is imported. ``flt`` is a partial clone's filter: payloads it excludes are not
+    expected, nor parents with ``history: False``.
     """
     flt = flt or {}
     src = _Sources(store, arrived, peer)
@@ -319,6 +322,7 @@ def walk_missing(
     queue: deque[tuple[ObjectId, Via | None]] = deque([(new, None)])
     seen: set[ObjectId] = set()
     known: dict[ObjectId, str] = {}
+    other: tuple[ObjectId, str] | None = None  # a new commit whose root is another detector's
     while queue:
         cid, via = queue.popleft()
         if cid in seen:
@@ -340,6 +344,13 @@ def walk_missing(
             if oid not in src.held:
                 raise CorruptObject(f"object {oid} is needed but was never received")
             yield oid, src.held[oid], 0
+        if detector is not None and other is None:
+            root = src.read_as(commit.tree, RootTree, Via(cid, "the tree"))
+            other = None if root.detname == detector else (cid, root.detname)
+    if other is not None:  # after the walk, so a wrong kind anywhere is named first
+        raise ProtocolError(
+            f"{peer} sent commit {other[0]} for detector {detector}, but its tree is detector {other[1]}'s"
+        )
 
 
 def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict[str, Any], Iterator[bytes]]:

@@ -438,7 +438,7 @@ def _import_and_move(
     store = HDF5Store(path)
     try:
         with store.writing():
-            missing = list(walk_missing(store, q, new, spec.filter(), peer=peer))
+            missing = list(walk_missing(store, q, new, spec.filter(), peer=peer, detector=det))
             q.import_into(store, [oid for oid, _, _ in missing])
             old = store.refs().get(ref)
             source = {"source": spec.url}
@@ -1022,7 +1022,7 @@ def snapshot(
         receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
         for want in wants:
             det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])
-            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer):
+            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer, detector=det):
                 pass  # what the peer sent is what it claims to be, or nothing is compared
             snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
             snap.heads[det] = str(want["want"])

@@ -131,7 +131,7 @@ def test_a_pushed_tree_that_breaks_a_rule_is_refused_and_the_file_is_untouched(
         error = result["error"]
         assert isinstance(error, dict) and error["code"] == ProtocolError.wire_code, error
         assert_names_the_field(error["message"], name)
-        assert "from the client" in error["message"]
+        assert "the client " in error["message"]  # the peer is named
         assert conn.call("heads")["heads"] == {DET: case.base_head}  # the session goes on
     assert digest(path) == before
     assert_intact(path, case.base_head)
@@ -242,3 +242,26 @@ def test_a_planted_tree_that_breaks_a_rule_is_reported_by_verify(
     proc = dcsync("-C", ws.root, "verify", DET)
     assert proc.returncode == CorruptObject.exit_code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["ctype .dcsync", "moved to 2100"])
+def test_a_clone_of_a_file_holding_a_broken_tree_is_refused(
+    base: Path, cases: dict[str, Case], tmp_path: Path, name: str
+) -> None:
+    """The whole file a server sends is checked like ``verify`` before it is adopted (the broken
+    tree fails it), and the object way then refuses the same tree: no detector file is left."""
+    shutil.copytree(base, tmp_path / "served")
+    plant(Workspace(tmp_path / "served").detector_path(DET), cases[name])
+    proc = dcsync("clone", tmp_path / "served", tmp_path / "client")
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert_names_the_field(proc.stderr, name)
+    assert not list((tmp_path / "client").rglob("*.h5"))
+
+
+@pytest.mark.parametrize("name", ["range key /.dcsync", "uint64 begin"])
+def test_diff_against_a_hostile_server_refuses_its_trees(base: Path, tmp_path: Path, name: str) -> None:
+    """``diff`` reads the remote's trees into memory: they are checked as they arrive."""
+    with pytest.raises(ProtocolError) as caught:
+        sync.diff_sources(str(base), f"file://{base}", remote_dcsync=hostile_command(base, name))
+    assert_names_the_field(str(caught.value), name)

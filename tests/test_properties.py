@@ -17,7 +17,6 @@ from hypothesis import given, settings
 
 from dcsync import wire
 from dcsync.errors import CorruptObject, DcsyncError, InvalidName, InvalidTime
-from dcsync.fields import TIME_MAX, TIME_MIN
 from dcsync.hashing import canonical_array, hash_array, hash_bytes
 from dcsync.names import check_alias, check_ctype, check_detname, check_par_key, range_key, split_detname
 from dcsync.objects import (
@@ -33,7 +32,7 @@ from dcsync.objects import (
     payload_id,
 )
 from dcsync.refs import check_ref
-from dcsync.times import NS, format_seconds, format_time, parse_time
+from dcsync.times import NS, TIME_MAX, TIME_MIN, format_seconds, format_time, parse_time
 
 # -- (a) hashing --------------------------------------------------------------------------------------
 

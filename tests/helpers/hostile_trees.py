@@ -12,7 +12,8 @@ rules of docs/format.md can refuse them:
 - ``moved to 2100``: the newest pedestals range's bounds in the ctype tree say 2100 (and its key
   too), its range tree still says June: lookups and the view would answer differently;
 - ``moved, key kept``: the same, the key left as it was;
-- ``uint64 begin``: a range whose begin is 2**64 - 1 (int64 overflow in numpy and HDF5).
+- ``uint64 begin``: a range whose begin is 2**64 - 1 (int64 overflow in numpy and HDF5);
+- ``another detector``: the root says it is ``cspad-2``, pushed or offered as ``epix-1``.
 
 ``python hostile_trees.py BASE DET CASE serve --stdio --root PATH`` serves one case over
 stdin/stdout like ``dcsync serve`` (as a ``--remote-dcsync``), with
@@ -41,7 +42,14 @@ from dcsync.times import parse_time
 
 Y2100 = parse_time("2100-01-01T00:00:00Z")
 UINT64_MAX = 2**64 - 1
-CASES = ("ctype .dcsync", "range key /.dcsync", "moved to 2100", "moved, key kept", "uint64 begin")
+CASES = (
+    "ctype .dcsync",
+    "range key /.dcsync",
+    "moved to 2100",
+    "moved, key kept",
+    "uint64 begin",
+    "another detector",
+)
 # what each refusal names: the field, and the value that breaks its rule
 NAMED = {
     "ctype .dcsync": ("ctype name", "'.dcsync'"),
@@ -49,6 +57,7 @@ NAMED = {
     "moved to 2100": ("range '4102444800-end'", "spans"),
     "moved, key kept": ("range key", "does not name its bounds"),
     "uint64 begin": ("range", str(UINT64_MAX)),
+    "another detector": ("for detector epix-1", "cspad-2"),
 }
 
 
@@ -94,6 +103,8 @@ def build(path: Path, name: str) -> Case:
             ranges = {k: r for k, r in peds.ranges.items() if k != newest}
             ranges[key] = replace(ref, begin=Y2100)
             tree = with_ctype("pedestals", replace(peds, ranges=ranges))
+        elif name == "another detector":
+            tree = store.put_object(replace(root, dettype="cspad", detid="2"))
         else:
             assert name == "uint64 begin"
             rng = store.put_object(RangeTree(UINT64_MAX, None))
