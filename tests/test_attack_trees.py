@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import msgpack
 import numpy as np
 import pytest
 import tomli_w
@@ -30,8 +31,10 @@ from sshd import SSHServer
 
 from dcsync import sync
 from dcsync.client import Connection
-from dcsync.errors import CorruptObject, ProtocolError
+from dcsync.errors import CorruptObject, InputError, InvalidTime, ProtocolError
 from dcsync.hashing import ObjectId
+from dcsync.names import VersionKey
+from dcsync.objects import Commit, RangeTree, RootTree, VersionEntry, decode, encode
 from dcsync.refs import HEAD
 from dcsync.repository import Repository
 from dcsync.store.hdf5 import META, HDF5Store
@@ -100,9 +103,7 @@ def assert_intact(path: Path, head: ObjectId, *, pedestals_at_jul: np.ndarray = 
         assert "objects" in f[META] and "log" in f[META]
     with Repository.open(path, policy=False) as repo:
         assert repo.head() == head
-        assert np.array_equal(
-            repo.get("pedestals", "2026-07-01T00:00:00Z").value, pedestals_at_jul
-        )
+        assert np.array_equal(repo.get("pedestals", "2026-07-01T00:00:00Z").value, pedestals_at_jul)
 
 
 def push(conn: Connection, case: Case) -> dict[str, object]:
@@ -265,3 +266,66 @@ def test_diff_against_a_hostile_server_refuses_its_trees(base: Path, tmp_path: P
     with pytest.raises(ProtocolError) as caught:
         sync.diff_sources(str(base), f"file://{base}", remote_dcsync=hostile_command(base, name))
     assert_names_the_field(str(caught.value), name)
+
+
+# -- each rule, as a peer's and as the file's own ----------------------------------------------------
+
+ENTRY = VersionEntry.describe(PEDS_JAN, tsprod=JAN, author="a", pars={"run": 1})
+RANGE = RangeTree(JAN, None, VersionKey("0123456789ab"), {}, {VersionKey("0123456789ab"): ENTRY})
+COMMIT = Commit(ObjectId("0" * 32), (), "a", "h", JAN, "m")
+ROOT = RootTree("epix", "1", JAN)
+
+
+def _range_with(**changes: object) -> list[object]:
+    w = RANGE.to_wire()
+    entry = {**w["v"]["0123456789ab"], **changes.pop("entry", {})}  # type: ignore[dict-item]
+    return ["range", {**w, "v": {"0123456789ab": entry}, **changes}]
+
+
+BROKEN = {
+    "commit time uint64": ("commit", {**COMMIT.to_wire(), "ti": 2**64 - 1}, "time 18446744073709551615"),
+    "parent not an id": ("commit", {**COMMIT.to_wire(), "pa": ["../x"]}, "parents '../x'"),
+    "meta with bytes": ("commit", {**COMMIT.to_wire(), "x": {"k": b"\x00"}}, "meta['k']"),
+    "created uint64": ("tree", ["root", {**ROOT.to_wire(), "c": 2**64 - 1}], "created"),
+    "dettype with a dash": ("tree", ["root", {**ROOT.to_wire(), "dt": "a-b", "di": "c"}], "dettype"),
+    "unknown field": ("tree", ["root", {**ROOT.to_wire(), "zz": 1}], "unknown field 'zz'"),
+    "end before begin": ("tree", _range_with(e=JAN - 1), "ends at"),
+    "default not a version": ("tree", _range_with(d="ffffffffffff"), "default version 'ffffffffffff'"),
+    "tsprod uint64": ("tree", _range_with(entry={"t": 2**64 - 1}), "tsprod"),
+    "shape dim uint64": ("tree", _range_with(entry={"s": [2**64 - 1, 3]}), "shape"),
+    "nbytes lies": ("tree", _range_with(entry={"n": 4}), "nbytes 4"),
+    "dtype not stored": ("tree", _range_with(entry={"d": "O"}), "dtype 'O'"),
+    "author with NUL": ("tree", _range_with(entry={"a": "a\0b"}), "author"),
+    "parameter uint64": ("tree", _range_with(p={"run": 2**63}), "parameter 'run'"),
+    "bool for an int": ("tree", _range_with(b=True), "range begin must be an integer"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_each_rule_is_a_protocol_error_from_a_peer_and_corruption_in_the_file(name: str) -> None:
+    kind, value, field = BROKEN[name]
+    body = msgpack.packb(value, use_bin_type=True)
+    with pytest.raises(ProtocolError) as from_peer:
+        decode(kind, body, "1" * 32, peer="the server x")
+    assert field in str(from_peer.value) and "from the server x" in str(from_peer.value)
+    with pytest.raises(CorruptObject) as in_file:
+        decode(kind, body, "1" * 32)
+    assert field in str(in_file.value) and "1" * 32 in str(in_file.value)
+
+
+def test_bytes_that_are_not_the_canonical_encoding_are_refused() -> None:
+    """The same commit with its keys in another order: the same value, but other bytes (and id)."""
+    body = msgpack.packb(dict(reversed(list(COMMIT.to_wire().items()))), use_bin_type=True)
+    assert decode("commit", encode(COMMIT)[1]) == COMMIT
+    with pytest.raises(ProtocolError, match="canonical"):
+        decode("commit", body, "1" * 32, peer="the server x")
+
+
+def test_a_local_commit_keeps_the_integer_ranges(tmp_path: Path) -> None:
+    """What every reader accepts is what a local commit may store: the caller's mistake is a
+    usage or input error, never a file that then reads as corrupt."""
+    with Repository.create(tmp_path / "r.h5", DET) as repo, repo.transaction("t") as tx:
+        with pytest.raises(InvalidTime):
+            tx.add("pedestals", PEDS_JAN, begin_ns=JAN, end_ns=2**63 - 1)  # the view's open end
+        with pytest.raises(InputError, match="int64"):
+            tx.add("pedestals", PEDS_JAN, begin_ns=JAN, pars={"run": 2**63})
