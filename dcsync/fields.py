@@ -12,8 +12,8 @@ otherwise be written over the repository's own metadata by the view). A violatio
 
 Integer ranges (docs/format.md, "Validity rules"):
 
-- a time (range bound, production time, creation time, commit time) is int64 nanoseconds, and a
-  range's closed end stays below ``2**63 - 1``, which the view uses for an open end;
+- a time (range bound, production time, creation time, commit time) is int64 nanoseconds up to
+  ``2**63 - 2`` (``dcsync.times.TIME_MAX``: the view spells an open end ``2**63 - 1``);
 - a size or dimension is a non-negative int64, with at most ``MAX_NDIM`` dimensions;
 - an integer parameter or metadata value is an int64.
 """
