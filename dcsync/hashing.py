@@ -58,6 +58,19 @@ def dtype_string(dtype: np.dtype) -> str:
     return "<" + s[1:] if s[0] == "=" else s
 
 
+# The dtypes an array payload may have (what canonical_array lets through), by their exact type
+# string ("<f4", "|b1"): a peer's string is looked up here, never parsed by numpy (np.dtype
+# accepts a small language, and raises SyntaxError on some input).
+ARRAY_DTYPES = {
+    dtype_string(dt): dt
+    for dt in (
+        np.dtype(code).newbyteorder("<")
+        for code in "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
+        if np.dtype(code).itemsize <= (16 if np.dtype(code).kind == "c" else 8)  # no long double
+    )
+}
+
+
 def hasher(kind: str, dtype: str = "", shape: tuple[int, ...] = ()) -> xxhash.xxh3_128:
     """A streaming hasher already fed the header: update it with the body in order."""
     return xxhash.xxh3_128(_header(kind, dtype, shape))

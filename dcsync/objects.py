@@ -14,13 +14,17 @@ that relies on a kind asks for it (:func:`expect`, ``ObjectStore.read_as``), and
 refused as :class:`CorruptObject`, or as :class:`ProtocolError` when a peer sent the reference.
 
 Trees and commits are msgpack maps with short keys (encoded by :mod:`dcsync.wire`); their id is
-:func:`dcsync.hashing.hash_bytes` of that encoding, so equal values always have equal ids.
+:func:`dcsync.hashing.hash_bytes` of that encoding, so equal values always have equal ids. Bytes
+are decoded only through :func:`decode`, which applies the validity rules (docs/format.md): every
+field's type and range (:mod:`dcsync.fields`), names as a local commit checks them, range keys
+that name their bounds, a pinned default among the versions, and the canonical encoding.
 Payloads are numpy arrays (any numeric or bool dtype and shape) or UTF-8 text (geometry).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,10 +32,26 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 
-from dcsync import wire
+from dcsync import fields, wire
 from dcsync.errors import CorruptObject, ProtocolError
-from dcsync.hashing import ObjectId, canonical_array, dtype_string, hash_array, hash_bytes, hash_text
-from dcsync.names import RangeKey, VersionKey
+from dcsync.hashing import (
+    ARRAY_DTYPES,
+    ObjectId,
+    canonical_array,
+    dtype_string,
+    hash_array,
+    hash_bytes,
+    hash_text,
+)
+from dcsync.names import (
+    RangeKey,
+    VersionKey,
+    check_ctype,
+    check_detname,
+    check_version_key,
+    range_key,
+    split_detname,
+)
 
 ParValue: TypeAlias = str | int | float | bool
 Pars: TypeAlias = Mapping[str, ParValue]
@@ -106,19 +126,36 @@ class VersionEntry:
         return out
 
     @classmethod
-    def from_wire(cls, w: Mapping[str, Any]) -> VersionEntry:
-        if w["k"] not in ("array", "text"):  # the kind of payload it points to, checked on reads
-            raise ValueError(f"a version of kind {str(w['k'])[:20]!r}")
+    def from_wire(cls, w: Any, what: str = "version") -> VersionEntry:
+        """Rebuild and check an entry (:mod:`dcsync.fields`); its dtype, shape and size agree with
+        each other here, with the payload they describe where the payload is received."""
+        w = fields.exact_keys(w, what, ("o", "t", "k", "d", "s", "n", "a", "p"), ("g",))
+        kind = w["k"]
+        if kind not in ("array", "text"):  # the kind of payload it points to, checked on reads
+            raise fields.BadField(f"{what} kind {str(kind)[:20]!r} is neither 'array' nor 'text'")
+        dtype = fields.text(w["d"], f"{what} dtype")
+        if not isinstance(w["s"], list) or len(w["s"]) > fields.MAX_NDIM:
+            raise fields.BadField(f"{what} shape must be a list of at most {fields.MAX_NDIM} sizes")
+        shape = tuple(fields.count(x, f"{what} shape") for x in w["s"])
+        nbytes = fields.count(w["n"], f"{what} nbytes")
+        if kind == "array":
+            if dtype not in ARRAY_DTYPES:
+                raise fields.BadField(f"{what} dtype {dtype[:20]!r} is not one an array payload may have")
+            size = math.prod(shape) * ARRAY_DTYPES[dtype].itemsize
+            if size != nbytes:
+                raise fields.BadField(f"{what} nbytes {nbytes} is not the {size} of {dtype} {shape}")
+        elif dtype or shape:
+            raise fields.BadField(f"{what} is text, which has no dtype or shape")
         return cls(
-            ObjectId(w["o"]),
-            int(w["t"]),
-            w["k"],
-            w["d"],
-            tuple(int(x) for x in w["s"]),
-            int(w["n"]),
-            w["a"],
-            dict(w["p"]),
-            dict(w.get("g", {})),
+            fields.object_id(w["o"], f"{what} object"),
+            fields.time(w["t"], f"{what} tsprod"),
+            kind,
+            dtype,
+            shape,
+            nbytes,
+            fields.attribute_text(w["a"], f"{what} author"),
+            fields.pars(w["p"], f"{what} parameters"),
+            fields.plain_map(w.get("g", {}), f"{what} origin"),
         )
 
 
@@ -154,13 +191,24 @@ class RangeTree:
         }
 
     @classmethod
-    def from_wire(cls, w: Mapping[str, Any]) -> RangeTree:
+    def from_wire(cls, w: Any) -> RangeTree:
+        w = fields.exact_keys(w, "range tree", ("b", "e", "d", "p", "v"))
+        begin, end = fields.bounds(w["b"], w["e"], "range")
+        versions = {
+            VersionKey(fields.name(k, check_version_key, "version key")): VersionEntry.from_wire(
+                v, f"version {k!r}"
+            )
+            for k, v in fields.mapping(w["v"], "versions").items()
+        }
+        default = w["d"]
+        if default is not None and (not isinstance(default, str) or default not in versions):
+            raise fields.BadField(f"default version {str(default)[:40]!r} is not one of the range's versions")
         return cls(
-            int(w["b"]),
-            None if w["e"] is None else int(w["e"]),
-            None if w["d"] is None else VersionKey(w["d"]),
-            dict(w["p"]),
-            {VersionKey(k): VersionEntry.from_wire(v) for k, v in w["v"].items()},
+            begin,
+            end,
+            VersionKey(default) if default else None,
+            fields.pars(w["p"], "range parameters"),
+            versions,
         )
 
 
@@ -216,14 +264,22 @@ class CtypeTree:
         }
 
     @classmethod
-    def from_wire(cls, w: Mapping[str, Any]) -> CtypeTree:
-        return cls(
-            dict(w["p"]),
-            {
-                RangeKey(k): RangeRef(int(b), None if e is None else int(e), ObjectId(t))
-                for k, (b, e, t) in w["r"].items()
-            },
-        )
+    def from_wire(cls, w: Any) -> CtypeTree:
+        """Rebuild and check a ctype tree: each range key is the one its inline bounds make (the
+        range tree's own bounds are compared where it is read, :func:`range_bounds_problem`)."""
+        w = fields.exact_keys(w, "ctype tree", ("p", "r"))
+        ranges: dict[RangeKey, RangeRef] = {}
+        for key, ref in fields.mapping(w["r"], "ranges").items():
+            fields.text(key, "range key")
+            if not isinstance(ref, list) or len(ref) != 3:
+                raise fields.BadField(f"range {key[:40]!r} must be [begin, end, range tree]")
+            begin, end = fields.bounds(ref[0], ref[1], f"range {key[:40]!r}")
+            if key != range_key(begin, end):
+                raise fields.BadField(
+                    f"range key {key[:40]!r} does not name its bounds (they make {range_key(begin, end)!r})"
+                )
+            ranges[RangeKey(key)] = RangeRef(begin, end, fields.object_id(ref[2], f"range {key!r} tree"))
+        return cls(fields.pars(w["p"], "ctype parameters"), ranges)
 
 
 @dataclass(frozen=True)
@@ -252,15 +308,28 @@ class RootTree:
         }
 
     @classmethod
-    def from_wire(cls, w: Mapping[str, Any]) -> RootTree:
+    def from_wire(cls, w: Any) -> RootTree:
+        w = fields.exact_keys(w, "root tree", ("dt", "di", "c", "pr", "su", "p", "ct"))
+        dettype, detid = fields.text(w["dt"], "dettype"), fields.text(w["di"], "detid")
+        detname = fields.name(f"{dettype}-{detid}", check_detname, "detector name")
+        if split_detname(detname) != (dettype, detid):  # the dettype is all before the first "-"
+            raise fields.BadField(f"dettype {dettype[:40]!r} contains a '-'")
+        predecessor, successor = (
+            fields.name(w[k], check_detname, what) if w[k] != "" else ""
+            for k, what in (("pr", "predecessor"), ("su", "successor"))
+        )
+        ctypes = {
+            fields.name(k, check_ctype, "ctype name"): fields.object_id(v, f"ctype {k!r} tree")
+            for k, v in fields.mapping(w["ct"], "ctypes").items()
+        }
         return cls(
-            w["dt"],
-            w["di"],
-            int(w["c"]),
-            w["pr"],
-            w["su"],
-            dict(w["p"]),
-            {k: ObjectId(v) for k, v in w["ct"].items()},
+            dettype,
+            detid,
+            fields.time(w["c"], "created"),
+            predecessor,
+            successor,
+            fields.pars(w["p"], "parameters"),
+            ctypes,
         )
 
 
@@ -286,15 +355,16 @@ class Commit:
         }
 
     @classmethod
-    def from_wire(cls, w: Mapping[str, Any]) -> Commit:
+    def from_wire(cls, w: Any) -> Commit:
+        w = fields.exact_keys(w, "commit", ("tr", "pa", "au", "ho", "ti", "m", "x"))
         return cls(
-            ObjectId(w["tr"]),
-            tuple(ObjectId(p) for p in w["pa"]),
-            w["au"],
-            w["ho"],
-            int(w["ti"]),
-            w["m"],
-            dict(w["x"]),
+            fields.object_id(w["tr"], "tree"),
+            fields.object_ids(w["pa"], "parents"),
+            fields.text(w["au"], "author"),
+            fields.text(w["ho"], "host"),
+            fields.time(w["ti"], "time"),
+            fields.text(w["m"], "message"),
+            fields.plain_map(w["x"], "meta"),
         )
 
 
@@ -380,23 +450,57 @@ def expect(
     """``obj`` (object ``oid``) as the kind its reference promises, else :func:`wrong_kind`.
 
     Every typed read of a tree or commit comes through here, a store's own
-    (``ObjectStore.read_as``) and a peer's on arrival (:mod:`dcsync.reach`), so this is also the
-    place for checks of what a tree may hold (names, range keys).
+    (``ObjectStore.read_as``) and a peer's on arrival (:mod:`dcsync.reach`). What a tree may
+    hold (names, range keys, integer ranges) was checked when it was decoded (:func:`decode`).
     """
     if not isinstance(obj, expected):
         raise wrong_kind(oid, kind_name(obj), kind_name(expected), where=where, via=via, peer=peer)
     return obj
 
 
-def decode(kind: str, body: bytes, oid: str = "?") -> Tree | Commit:
-    """Rebuild a tree or commit from its bytes; anything malformed is :class:`CorruptObject`."""
-    value = wire.unpack(body, what=f"object {oid}")
+def decode(kind: str, body: bytes, oid: str = "?", *, peer: str | None = None) -> Tree | Commit:
+    """Rebuild a tree or commit from its bytes, every field checked (:mod:`dcsync.fields`, and
+    the checks of each ``from_wire``), and the bytes the canonical encoding of the value (so one
+    value has one id, and nothing a reader drops rides along).
+
+    Anything else is :class:`ProtocolError` naming ``peer`` when the peer sent the bytes (a push,
+    a fetch, a diff), else the file's own :class:`CorruptObject`.
+    """
+    what = kind
     try:
+        value = wire.unpack(body, what=f"object {oid}")
         if kind == "commit":
-            return Commit.from_wire(value)
-        if kind == "tree":
-            name, fields = value
-            return _TREE_CLASSES[name].from_wire(fields)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise CorruptObject(f"object {oid} is a malformed {kind}: {exc!r}") from exc
-    raise CorruptObject(f"object {oid} has unknown kind {kind!r}")
+            obj: Tree | Commit = Commit.from_wire(value)
+        elif kind == "tree":
+            if not (isinstance(value, list) and len(value) == 2 and value[0] in ("root", "ctype", "range")):
+                raise fields.BadField("a tree must be [kind, fields] with kind 'root', 'ctype' or 'range'")
+            cls = _TREE_CLASSES[value[0]]
+            what = kind_name(cls)
+            obj = cls.from_wire(value[1])
+        else:
+            raise fields.BadField(f"unknown kind {kind[:20]!r}")
+        if encode(obj)[1] != body:
+            raise fields.BadField(
+                "its bytes are not the canonical encoding of its value "
+                "(keys out of order, or a number or text encoded another way)"
+            )
+    except (CorruptObject, fields.BadField, KeyError, TypeError, ValueError, OverflowError) as exc:
+        # the last four only if a check above missed a case: still this object's fault, not a crash
+        detail = str(exc) if isinstance(exc, CorruptObject | fields.BadField) else repr(exc)
+        if peer is not None:
+            raise ProtocolError(f"{detail}, in {what} {oid} from {peer}") from exc
+        raise CorruptObject(f"{what} {oid} is malformed: {detail}") from exc
+    return obj
+
+
+def range_bounds_problem(key: str, ref: RangeRef, tree: RangeTree) -> str | None:
+    """Why a ctype tree's range ``key`` (bounds inline in ``ref``, which its key names) and the
+    range tree ``ref`` points to disagree on the range's bounds, or None.
+
+    Lookups read the ctype tree's bounds and the view the range tree's: a tree where they differ
+    answers two ways (a range "moved" to 2100 in the ctype tree alone changes what ``get``
+    returns while every diff of the range trees is empty), so it is refused like a bad field.
+    """
+    if (ref.begin, ref.end) == (tree.begin, tree.end):
+        return None
+    return f"range {key!r} points to range tree {ref.tree}, which spans {range_key(tree.begin, tree.end)!r}"

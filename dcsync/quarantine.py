@@ -25,27 +25,19 @@ import numpy as np
 
 from dcsync.claims import PayloadFacts
 from dcsync.errors import CorruptObject, ProtocolError, StorageFull
-from dcsync.hashing import ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
+from dcsync.fields import COUNT_MAX, MAX_NDIM
+from dcsync.hashing import ARRAY_DTYPES, ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
 from dcsync.objects import Commit, Payload, Tree, decode
 from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 
 _KINDS: tuple[ObjectKind, ...] = ("array", "text", "tree", "commit")
 _SUFFIX = {"array": ".npy", "text": ".text", "tree": ".tree", "commit": ".commit"}
 MAX_BODY = 64 * 1024 * 1024  # trees, commits and text are decoded in memory: keep them bounded
-# The array dtypes a header may announce, by their exact wire string ("<f4", "|b1"): numpy never
-# parses a peer's string (np.dtype accepts a small language, and raises SyntaxError on some input).
-_DTYPES = {
-    dtype_string(dt): dt
-    for dt in (
-        np.dtype(code).newbyteorder("<")
-        for code in "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
-        if np.dtype(code).itemsize <= (16 if np.dtype(code).kind == "c" else 8)  # no long double
-    )
-}
+_DTYPES = ARRAY_DTYPES  # the array dtypes a header may announce, by their exact wire string
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= COUNT_MAX
 
 
 class Header:
@@ -66,7 +58,7 @@ class Header:
             dtype, shape = value.get("d"), value.get("s")
             if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise ProtocolError(f"object {oid}: unsupported dtype {str(dtype)[:40]!r}")
-            if not isinstance(shape, list) or len(shape) > 32 or not all(_is_count(x) for x in shape):
+            if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_count(x) for x in shape):
                 raise ProtocolError(f"object {oid}: bad shape {str(shape)[:80]}")
             self.dtype = _DTYPES[dtype]
             self.shape = tuple(shape)
@@ -275,15 +267,16 @@ class Quarantine:
                 path.unlink(missing_ok=True)  # fetched again by the next run
                 raise CorruptObject(f"{exc.message}; the damaged copy was dropped: run again") from exc
 
-    def read_object(self, oid: ObjectId) -> Tree | Commit:
-        """A quarantined tree or commit, checked against its id."""
+    def read_object(self, oid: ObjectId, *, peer: str | None = None) -> Tree | Commit:
+        """A quarantined tree or commit, checked against its id and the validity rules (a rule
+        broken is the :class:`ProtocolError` of ``peer``, who sent it)."""
         for kind in ("tree", "commit"):
             path = self.path_of(oid, kind)
             if path.exists():
                 body = path.read_bytes()
                 if hash_bytes(kind, body) != oid:
                     raise CorruptObject(f"quarantined object {oid} is corrupt")
-                return decode(kind, body, oid)
+                return decode(kind, body, oid, peer=peer)
         raise CorruptObject(f"object {oid} is needed but was never received")
 
     def read_payload(self, oid: ObjectId) -> Payload:

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from dcsync.claims import PayloadFacts, claims_error, disagreements, stored_facts
-from dcsync.errors import CorruptObject, DcsyncError
+from dcsync.errors import CorruptObject, DcsyncError, ProtocolError
 from dcsync.hashing import ObjectId, dtype_string
 from dcsync.names import VersionKey
 from dcsync.objects import (
     Commit,
     CtypeTree,
     Obj,
+    RangeRef,
     RangeTree,
     RootTree,
     Tree,
@@ -29,6 +30,7 @@ from dcsync.objects import (
     Via,
     expect,
     kind_name,
+    range_bounds_problem,
     wrong_kind,
 )
 from dcsync.store.base import ObjectKind, ObjectStore
@@ -43,7 +45,9 @@ class Arrived(Protocol):
 
     def ids(self) -> Mapping[ObjectId, ObjectKind]: ...
 
-    def read_object(self, oid: ObjectId) -> Tree | Commit: ...
+    def read_object(self, oid: ObjectId, *, peer: str | None = None) -> Tree | Commit:
+        """A tree or commit that arrived, decoded and checked (a rule broken is ``peer``'s
+        :class:`ProtocolError`)."""
 
     def payload_facts(self, oid: ObjectId) -> PayloadFacts: ...
 
@@ -105,7 +109,9 @@ class _Sources:
         if self.store.has(oid) or self.arrived is None:
             return self.store.kind_name_of(oid)
         kind = self.kind(oid, via)
-        return kind_name(self.arrived.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)
+        if kind in ("tree", "commit"):
+            return kind_name(self.arrived.read_object(oid, peer=self.peer))
+        return kind_name(kind)
 
     def kind(self, oid: ObjectId, via: Via | None) -> ObjectKind:
         if self.store.has(oid):
@@ -124,8 +130,18 @@ class _Sources:
         kind = self.kind(oid, via)
         if kind not in ("tree", "commit"):
             raise self.refuse(oid, kind_name(kind), kind_name(expected), via)
-        arrived = self.arrived.read_object(oid)
+        arrived = self.arrived.read_object(oid, peer=self.peer)  # its bytes are the peer's
         return expect(arrived, expected, oid, where=self.store.where, via=via, peer=peer)
+
+    def check_bounds(self, key: str, ref: RangeRef, tree: RangeTree, via: Via) -> None:
+        """The bounds of range ``key`` in its ctype tree (``via.holder``) are its range tree's."""
+        problem = range_bounds_problem(key, ref, tree)
+        if problem is None:
+            return
+        peer = self._blamed(via)
+        if peer is not None:
+            raise ProtocolError(f"{problem}, in ctype tree {via.holder} from {peer}")
+        raise CorruptObject(f"ctype tree {via.holder} in {self.store.where} is inconsistent: {problem}")
 
     def check_payload(self, oid: ObjectId, kind: str, via: Via) -> None:
         """A version's object is a payload of the kind its entry says (if it is here at all)."""
@@ -219,9 +235,12 @@ def _tree_closure(
         yield ctid, "tree", cvia
         for key, ref in ct.ranges.items():
             rvia = Via(ctid, f"range {key!r}")
-            if _skip(src, known, ref.tree, RangeTree, rvia):
-                continue
+            met = _skip(src, known, ref.tree, RangeTree, rvia)
+            # read even when met before: a range tree met under another key has other bounds
             rng = src.read_as(ref.tree, RangeTree, rvia)
+            src.check_bounds(key, ref, rng, rvia)
+            if met:
+                continue
             yield ref.tree, "tree", rvia
             for vkey, entry in rng.versions.items():
                 if entries is not None:
@@ -315,14 +334,17 @@ def walk_missing(
     flt: Mapping[str, Any] | None = None,
     *,
     peer: str,
+    detector: str | None = None,
 ) -> Iterator[tuple[ObjectId, str, int]]:
     """Objects reachable from ``new`` that ``store`` lacks; each must have arrived from ``peer``.
 
     This walk is the gate for what a peer sent: every reference on the way must lead to the kind
-    it promises (see :class:`_Sources` for whom a wrong one is blamed on), before anything is
-    imported. ``flt`` is a partial clone's filter: payloads it excludes are not expected, nor
-    parents with ``history: False``. Every version entry the peer sent is checked against its
-    payload (:meth:`_Sources.check_claims`) on the way.
+    it promises (see :class:`_Sources` for whom a wrong one is blamed on), every tree and commit
+    must keep the validity rules (checked as it is decoded, and a range's bounds against its range
+    tree here), and with ``detector`` every new commit's root must be that detector's, before
+    anything is imported. ``flt`` is a partial clone's filter: payloads it excludes are not
+    expected, nor parents with ``history: False``. Every version entry the peer sent is checked
+    against its payload (:meth:`_Sources.check_claims`) on the way.
     """
     flt = flt or {}
     src = _Sources(store, arrived, peer)
@@ -330,6 +352,7 @@ def walk_missing(
     queue: deque[tuple[ObjectId, Via | None]] = deque([(new, None)])
     seen: set[ObjectId] = set()
     known: dict[ObjectId, str] = {}
+    other: tuple[ObjectId, str] | None = None  # a new commit whose root is another detector's
     while queue:
         cid, via = queue.popleft()
         if cid in seen:
@@ -354,6 +377,13 @@ def walk_missing(
             if oid not in src.held:
                 raise CorruptObject(f"object {oid} is needed but was never received")
             yield oid, src.held[oid], 0
+        if detector is not None and other is None:
+            root = src.read_as(commit.tree, RootTree, Via(cid, "the tree"))
+            other = None if root.detname == detector else (cid, root.detname)
+    if other is not None:  # after the walk, so a wrong kind anywhere is named first
+        raise ProtocolError(
+            f"{peer} sent commit {other[0]} for detector {detector}, but its tree is detector {other[1]}'s"
+        )
 
 
 def transfer_header(store: ObjectStore, oid: ObjectId, chunk: int) -> tuple[dict[str, Any], Iterator[bytes]]:

@@ -34,6 +34,7 @@ from dcsync.errors import (
     UsageError,
     VersionNotFound,
 )
+from dcsync.fields import INT_MAX, INT_MIN, is_int
 from dcsync.hashing import ObjectId, canonical_array
 from dcsync.names import (
     RangeKey,
@@ -897,6 +898,8 @@ def _check_lookup_args(ctype: object, version: object) -> None:
 
 
 def _check_par_value(key: str, value: Any) -> ParValue:
+    if is_int(value) and not INT_MIN <= value <= INT_MAX:
+        raise InputError(f"parameter {key!r}: {value} is out of range (integers are int64)")
     if isinstance(value, bool | int | float | str):
         return value
     raise InputError(f"parameter {key!r}: values must be str, int, float or bool, not {type(value).__name__}")

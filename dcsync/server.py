@@ -444,7 +444,7 @@ class Server:
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
-            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer):
+            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer, detector=det):
                 pass
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
@@ -463,7 +463,7 @@ class Server:
                     raise RefConflict(
                         f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
                     )
-                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer)]
+                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer, detector=det)]
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")

@@ -439,7 +439,7 @@ def _import_and_move(
     store = HDF5Store(path)
     try:
         with store.writing():
-            missing = list(walk_missing(store, q, new, spec.filter(), peer=peer))
+            missing = list(walk_missing(store, q, new, spec.filter(), peer=peer, detector=det))
             q.import_into(store, [oid for oid, _, _ in missing])
             old = store.refs().get(ref)
             source = {"source": spec.url}
@@ -906,8 +906,8 @@ def _undo_clone(target: Path, made: Path | None) -> None:
 class _MemoryReceiver:
     """Collects one small object in memory (trees for a diff; payloads only with --values)."""
 
-    def __init__(self, store: MemoryStore, header: Header) -> None:
-        self.store, self.header, self.parts = store, header, bytearray()
+    def __init__(self, store: MemoryStore, header: Header, peer: str) -> None:
+        self.store, self.header, self.parts, self.peer = store, header, bytearray(), peer
 
     @property
     def complete(self) -> bool:
@@ -920,7 +920,7 @@ class _MemoryReceiver:
         h, body = self.header, bytes(self.parts)
         with self.store.writing():
             if h.kind in ("tree", "commit"):
-                self.store.put_body(h.oid, h.kind, body)
+                self.store.put_body(h.oid, h.kind, body, peer=self.peer)
             elif h.kind == "text":
                 value: Any = body.decode("utf-8")
                 self.store.put_payload(verify_payload(h.oid, value, "the transfer"), known_id=h.oid)
@@ -941,8 +941,8 @@ class _Arrivals:
     def ids(self) -> dict[ObjectId, ObjectKind]:
         return {oid: self.store.kind_of(oid) for oid in self.store.object_ids()}
 
-    def read_object(self, oid: ObjectId) -> Tree | Commit:
-        return self.store.read_object(oid)
+    def read_object(self, oid: ObjectId, *, peer: str | None = None) -> Tree | Commit:
+        return self.store.read_object(oid)  # checked as it arrived (_MemoryReceiver)
 
     def payload_facts(self, oid: ObjectId) -> PayloadFacts:
         return stored_facts(self.store, oid)
@@ -962,18 +962,19 @@ class Snapshot:
     def payload(self, det: str, entry: VersionEntry) -> Any:
         """The payload of a version, received now if this side is a remote's."""
         store, oid = self.roots[det][0], entry.obj
-        if self.conn is not None and isinstance(store, MemoryStore):  # all of it came from the peer
+        conn = self.conn
+        if conn is not None and isinstance(store, MemoryStore):  # all of it came from the peer
             if not store.has(oid):
                 receive_objects(
-                    self.conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h), _no_progress
+                    conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h, conn.peer), _no_progress
                 )
             if store.kind_of(oid) != entry.kind:
                 found, expected = store.kind_name_of(oid), kind_name(entry.kind)
-                raise wrong_kind(oid, found, expected, where=store.where, peer=self.conn.peer)
+                raise wrong_kind(oid, found, expected, where=store.where, peer=conn.peer)
             problems = disagreements(entry, stored_facts(store, oid))
             if problems:  # the diff shows the entry: it must say what arrived
                 what = f"a version of {det} compared"
-                raise claims_error(entry, problems, what=what, where=store.where, peer=self.conn.peer)
+                raise claims_error(entry, problems, what=what, where=store.where, peer=conn.peer)
         return store.read_payload(oid)
 
     def close(self) -> None:
@@ -1026,10 +1027,10 @@ def snapshot(
         items = [
             (det, ObjectId(oid), int(size)) for det, objs in sorted(offered.items()) for oid, _, size in objs
         ]
-        receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h), _no_progress)
+        receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
         for want in wants:
             det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])
-            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer):
+            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer, detector=det):
                 pass  # what the peer sent is what it claims to be, or nothing is compared
             snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
             snap.heads[det] = str(want["want"])

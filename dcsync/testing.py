@@ -24,7 +24,7 @@ import pytest
 
 from dcsync.errors import CorruptObject, DcsyncError, InvalidName, ObjectNotFound, RefConflict
 from dcsync.hashing import ObjectId, canonical_array, hash_array, hash_text
-from dcsync.names import RangeKey, VersionKey
+from dcsync.names import VersionKey, range_key
 from dcsync.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree, VersionEntry, object_id
 from dcsync.refs import HEAD, LogRecord
 from dcsync.store.base import ObjectStore
@@ -240,7 +240,7 @@ class StoreContract:
             entry = VersionEntry.describe(np.arange(4, dtype=np.int32), tsprod=5, author="t", pars={"a": 1})
             rng = RangeTree(10, None, None, {"p": "q"}, {VersionKey("0123456789ab"): entry})
             rng_id = store.put_object(rng)
-            ct = CtypeTree({"c": 1.5}, {RangeKey("10-end"): RangeRef(10, None, rng_id)})
+            ct = CtypeTree({"c": 1.5}, {range_key(10, None): RangeRef(10, None, rng_id)})
             ct_id = store.put_object(ct)
             root = RootTree("epix", "1", 3, ctypes={"pedestals": ct_id})
             root_id = store.put_object(root)

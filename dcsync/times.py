@@ -20,6 +20,9 @@ from decimal import Decimal, InvalidOperation
 from dcsync.errors import InvalidTime, UsageError
 
 NS = 1_000_000_000
+# Times are int64 ns; 2**63 - 1 is left out because the view spells an open end with it, so a
+# time a local commit stores is one every reader accepts (dcsync/fields.py uses these too).
+TIME_MIN, TIME_MAX = -(2**63), 2**63 - 2
 _UTC = _dt.UTC
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -125,7 +128,7 @@ def _parse_iso(value: str, original: str) -> int:
 
 
 def _check_range(ns: int, original: object) -> None:
-    if not -(2**63) <= ns < 2**63:
+    if not TIME_MIN <= ns <= TIME_MAX:
         raise InvalidTime(f"time {original!r} is out of range")
 
 

@@ -1,6 +1,10 @@
 """``verify``: re-hash every object, check every reference, check what each version entry says
 about its payload (:mod:`dcsync.claims`), and check the view against HEAD.
 
+Every tree and commit is decoded afresh, so the validity rules a received one must follow
+(:mod:`dcsync.fields`, names, integer ranges) are checked here too, and so is what decoding one
+object alone cannot see: a ctype tree's bounds for a range equal its range tree's.
+
 It reads each object on its own and keeps going after a failure, so one damaged object is reported
 without hiding the state of the rest (and intact objects stay readable through the normal API).
 """
@@ -15,7 +19,16 @@ from dcsync.claims import disagreements, stored_facts
 from dcsync.errors import DcsyncError, RepositoryError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_name, with_article
+from dcsync.objects import (
+    Commit,
+    CtypeTree,
+    RangeTree,
+    RootTree,
+    Tree,
+    kind_name,
+    range_bounds_problem,
+    with_article,
+)
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
@@ -110,7 +123,11 @@ def verify_store(
                 need(tid, CtypeTree, f"tree {oid} ctype {name}")
         elif isinstance(obj, CtypeTree):
             for key, ref in obj.ranges.items():
-                need(ref.tree, RangeTree, f"tree {oid} range {key}")
+                if need(ref.tree, RangeTree, f"tree {oid} range {key}"):
+                    rng = store.read_as(ref.tree, RangeTree)
+                    problem = range_bounds_problem(key, ref, rng)
+                    if problem is not None:
+                        report.problems.append(f"ctype tree {oid} is inconsistent: {problem}")
         else:
             for vkey, entry in obj.versions.items():
                 if partial and entry.obj not in kinds:

@@ -333,8 +333,9 @@ def plant(path: Path, b: Base, head: ObjectId, *, update_view: bool) -> None:
         with store.writing():
             for oid in b.store.object_ids():
                 kind = b.store.kind_of(oid)
-                if kind in ("tree", "commit"):
-                    store.put_body(oid, kind, b.store.body_of(oid)[1])
+                if kind in ("tree", "commit"):  # past put_body's validity check, as an older dcsync
+                    if not store.has(oid):
+                        store._store_body(oid, kind, b.store.body_of(oid)[1])
                 else:
                     store.put_payload(b.store.read_payload(oid), known_id=oid)
             if update_view:
@@ -361,7 +362,7 @@ def test_a_hostile_tree_planted_in_a_local_file_cannot_wipe_its_metadata(
         objects, log = len(f["/.dcsync/objects"]), f["/.dcsync/log"].shape
     with (
         Repository.open(path, policy=False) as repo,
-        pytest.raises(CorruptObject, match="view cannot hold"),
+        pytest.raises(CorruptObject, match="view cannot hold|is malformed"),
         repo.transaction("a commit on top") as tx,  # the view catches up through the planted commit
     ):
         tx.add("pixel_mask", np.zeros((3, 4), bool), begin_ns=T_JUN)

@@ -3,6 +3,7 @@ bytes raise only our errors, times and names parse back what they print or refus
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from typing import Any
@@ -31,7 +32,7 @@ from dcsync.objects import (
     payload_id,
 )
 from dcsync.refs import check_ref
-from dcsync.times import NS, format_seconds, format_time, parse_time
+from dcsync.times import NS, TIME_MAX, TIME_MIN, format_seconds, format_time, parse_time
 
 # -- (a) hashing --------------------------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ def test_hash_rejects_non_numeric() -> None:
 oids = st.text("0123456789abcdef", min_size=32, max_size=32)
 vkeys = st.text("0123456789abcdef", min_size=12, max_size=12)
 int64 = st.integers(-(2**63), 2**63 - 1)
+times = st.integers(TIME_MIN, TIME_MAX)  # the validity rules of trees (dcsync/fields.py)
 par_keys = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_.-]{0,10}\Z")
 par_values = st.one_of(st.booleans(), int64, st.floats(allow_nan=False), st.text(max_size=10))
 pars = st.dictionaries(par_keys, par_values, max_size=4)
@@ -121,7 +123,6 @@ json_like = st.recursive(
         int64,
         st.floats(allow_nan=False),
         st.text(max_size=8),
-        st.binary(max_size=8),
     ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
@@ -129,44 +130,54 @@ json_like = st.recursive(
     max_leaves=10,
 )
 extras = st.dictionaries(st.text(max_size=6), json_like, max_size=3)
-ends = st.one_of(st.none(), int64)
+no_nul = st.text(max_size=10).filter(lambda s: "\0" not in s)
 
-version_entries = st.builds(
-    VersionEntry,
-    obj=oids,
-    tsprod=int64,
-    kind=st.sampled_from(["array", "text"]),
-    dtype=st.sampled_from(["<f8", "|u1", "|b1", ""]),
-    shape=st.lists(st.integers(0, 2**40), max_size=4).map(tuple),
-    nbytes=st.integers(0, 2**50),
-    author=st.text(max_size=10),
-    pars=pars,
-    origin=extras,
-)
-range_trees = st.builds(
-    RangeTree,
-    begin=int64,
-    end=ends,
-    default=st.one_of(st.none(), vkeys),
-    pars=pars,
-    versions=st.dictionaries(vkeys, version_entries, max_size=3),
-)
-ctype_trees = st.builds(
-    CtypeTree,
-    pars=pars,
-    ranges=st.dictionaries(
-        st.text(max_size=12), st.builds(RangeRef, begin=int64, end=ends, tree=oids), max_size=4
-    ),
-)
+
+@st.composite
+def bounds(draw: st.DrawFn) -> tuple[int, int | None]:
+    begin = draw(st.integers(TIME_MIN, TIME_MAX - 1))
+    return begin, draw(st.one_of(st.none(), st.integers(begin + 1, TIME_MAX)))
+
+
+@st.composite
+def version_entries(draw: st.DrawFn) -> VersionEntry:
+    """Entries whose dtype, shape and size agree (an array's size is its shape's), any author."""
+    if draw(st.booleans()):
+        dtype = draw(st.sampled_from(["<f8", "|u1", "|b1", "<c16"]))
+        shape = tuple(draw(st.lists(st.integers(0, 2**12), max_size=4)))
+        kind, nbytes = "array", math.prod(shape) * np.dtype(dtype).itemsize
+    else:
+        dtype, shape, kind, nbytes = "", (), "text", draw(st.integers(0, 2**50))
+    return VersionEntry(
+        draw(oids), draw(times), kind, dtype, shape, nbytes, draw(no_nul), draw(pars), draw(extras)
+    )
+
+
+@st.composite
+def range_trees(draw: st.DrawFn) -> RangeTree:
+    begin, end = draw(bounds())
+    versions = draw(st.dictionaries(vkeys, version_entries(), max_size=3))
+    default = draw(st.one_of(st.none(), st.sampled_from(sorted(versions)))) if versions else None
+    return RangeTree(begin, end, default, draw(pars), versions)
+
+
+@st.composite
+def ctype_trees(draw: st.DrawFn) -> CtypeTree:
+    ranges = {range_key(b, e): RangeRef(b, e, draw(oids)) for b, e in draw(st.lists(bounds(), max_size=4))}
+    return CtypeTree(draw(pars), ranges)
+
+
+det_part = st.from_regex(r"\A[a-z0-9][a-z0-9_]{0,7}\Z")
+detnames = st.tuples(det_part, det_part).map("-".join)
 root_trees = st.builds(
     RootTree,
-    dettype=st.text(max_size=8),
-    detid=st.text(max_size=8),
-    created=int64,
-    predecessor=st.text(max_size=8),
-    successor=st.text(max_size=8),
+    dettype=det_part,
+    detid=det_part,
+    created=times,
+    predecessor=st.one_of(st.just(""), detnames),
+    successor=st.one_of(st.just(""), detnames),
     pars=pars,
-    ctypes=st.dictionaries(st.text(max_size=8), oids, max_size=4),
+    ctypes=st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_]{0,7}\Z"), oids, max_size=4),
 )
 commits = st.builds(
     Commit,
@@ -174,14 +185,14 @@ commits = st.builds(
     parents=st.lists(oids, max_size=3).map(tuple),
     author=st.text(max_size=8),
     host=st.text(max_size=8),
-    time=int64,
+    time=times,
     message=st.text(max_size=40),
     meta=extras,
 )
-objects = st.one_of(range_trees, ctype_trees, root_trees, commits)
+objects = st.one_of(range_trees(), ctype_trees(), root_trees, commits)
 
 
-@given(st.one_of(objects, version_entries))
+@given(st.one_of(objects, version_entries()))
 def test_to_wire_from_wire_round_trip(obj: Any) -> None:
     again = type(obj).from_wire(obj.to_wire())
     assert again == obj
@@ -204,7 +215,7 @@ def _reordered(d: Any) -> dict[str, Any]:
     return dict(reversed(list(dict(d).items())))
 
 
-@given(range_trees, ctype_trees, root_trees)
+@given(range_trees(), ctype_trees(), root_trees)
 def test_equal_trees_have_equal_ids(rng: RangeTree, ct: CtypeTree, root: RootTree) -> None:
     """Ids are of values: the order parameters were set in must not matter."""
     from dataclasses import replace

@@ -188,11 +188,12 @@ class ObjectStore(ABC):
         for start in range(0, max(value.shape[0], 1), step):
             yield value[start : start + step]
 
-    def put_body(self, oid: ObjectId, kind: ObjectKind, body: bytes) -> None:
-        """Store a tree or commit received as bytes, after checking the bytes against the id."""
+    def put_body(self, oid: ObjectId, kind: ObjectKind, body: bytes, *, peer: str | None = None) -> None:
+        """Store a tree or commit received as bytes, after checking the bytes against the id and
+        the validity rules (a rule broken is the :class:`ProtocolError` of ``peer`` if it sent them)."""
         if kind not in ("tree", "commit") or hash_bytes(kind, body) != oid:
             raise CorruptObject(f"object {oid} ({kind}) does not match its id; nothing was stored")
-        decode(kind, body, oid)  # refuse undecodable structure before it is stored
+        decode(kind, body, oid, peer=peer)  # refuse what breaks the rules before it is stored
         if not self.has(oid):
             self._store_body(oid, kind, body)
 
