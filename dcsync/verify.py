@@ -1,4 +1,5 @@
-"""``verify``: re-hash every object, check every reference, and check the view against HEAD.
+"""``verify``: check the file holds only what dcsync writes, re-hash every object, check every
+reference, and check the view against HEAD (its links and its attributes).
 
 It reads each object on its own and keeps going after a failure, so one damaged object is reported
 without hiding the state of the rest (and intact objects stay readable through the normal API).
@@ -59,6 +60,11 @@ def verify_store(
     """Check every object and reference; ``partial`` (a partial clone) allows unfetched payloads,
     ``checked_out=False`` (a fetched copy not checked out yet) a missing HEAD and an empty view."""
     report = VerifyReport(store.where, checked_out=checked_out)
+    if isinstance(store, HDF5Store):  # first: the walk reads no data and follows no link elsewhere
+        try:
+            report.problems.extend(store.structure_problems())
+        except _UNREADABLE as exc:
+            report.problems.append(f"structure: {exc}")
     kinds: dict[ObjectId, str] = {}  # what each readable object is, as kind_name() says it
     kind: str
     try:
@@ -131,6 +137,8 @@ def verify_store(
     if isinstance(store, HDF5Store) and not report.problems:
         try:
             report.problems.extend(view.check(store._file(), store, refs.get("HEAD")))
+            if not report.problems:
+                report.problems.extend(store.view_problems(refs.get("HEAD")))
         except _UNREADABLE as exc:
             report.problems.append(f"view: {exc}")
     return report
