@@ -282,8 +282,15 @@ class _Walk:
                 self.view_level(group, child, child_path, depth + 1)
             elif child != b"calib":
                 self.say(child_path, "is not part of the view (only calib is)")
-            elif h5o.open(group, child) not in self.objects:  # ids are equal when the objects are
-                self.say(child_path, "is a view entry that links to no object of the repository")
+            else:
+                target = h5o.open(group, child)
+                if target in self.objects:  # ids are equal when the objects are
+                    continue
+                why = ""
+                if isinstance(target, h5d.DatasetID):
+                    why = object_problem(target, None, self.file_size, self.payload_limit) or ""
+                what = "is a view entry that links to no object of the repository"
+                self.say(child_path, what + (f" (it {why})" if why else ""))
 
 
 _TYPE_NAMES = {h5o.TYPE_GROUP: "group", h5o.TYPE_DATASET: "dataset"}

@@ -1,0 +1,308 @@
+"""Hostile whole files (issue 9, items 3 and 7): a server hands out a repository file with HDF5
+indirections, a view that lies, or sizes it does not hold.
+
+Each case builds the hostile file with h5py inside a real server's workspace, then clones it: over
+a real sshd (tests/sshd.py) for the external-storage case, through ``dcsync serve`` over pipes (a
+fresh process, whose peak memory is measured) or the in-process channel for the rest. The client
+must not adopt the file: it goes object by object instead (naming the refused file), or fails
+cleanly when the server's objects themselves are bad. A plain h5py read of the clone's view then
+gives HEAD's values, and the clone's peak memory stays near a legitimate clone's. ``verify`` on the
+hostile file itself says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers.peakrss import run_measured
+from sshd import SSHServer
+from test_sync_faults import ssh_home
+
+from dcsync import sync
+from dcsync.errors import CorruptObject, DcsyncError
+from dcsync.hashing import ObjectId
+from dcsync.repository import Repository
+from dcsync.store.structure import file_problems
+from dcsync.verify import verify_path
+from dcsync.workspace import Workspace
+
+T0 = 1_700_000_000 * 10**9
+DET = "epix100-1"
+SHAPE = (32, 64)
+MIB = 1 << 20
+SLACK = 96 * MIB  # a hostile clone's peak may exceed a legitimate one's by this much, no more
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One detector: two pedestals versions in one range (the newer is effective), and geometry."""
+    ws = Workspace.init(tmp_path_factory.mktemp("pristine") / "central", kind="repository")
+    with ws.new_detector(DET) as repo:
+        for k in (1, 2):
+            with repo.transaction(f"pedestals {k}") as tx:
+                tx.add("pedestals", np.full(SHAPE, k, np.float32), begin_ns=T0)
+                tx.add("geometry", f"geometry {k}", begin_ns=T0)
+    return ws.root
+
+
+@pytest.fixture
+def central(pristine: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "central"
+    shutil.copytree(pristine, root)
+    return root
+
+
+def server_file(root: Path) -> Path:
+    return Workspace(root).detector_path(DET)
+
+
+def head_answer(path: Path) -> tuple[ObjectId, ObjectId, np.ndarray, str]:
+    """HEAD, its root tree, and what a lookup of pedestals returns (id, value, version key)."""
+    with Repository.open(path) as repo:
+        head = repo.head()
+        assert head is not None
+        found = repo.get("pedestals", at_ns=T0 + 1)
+        tree = repo.store.read_commit(head).tree
+        return found.obj, tree, np.asarray(found.value), str(found.version)
+
+
+def effective(f: h5py.File) -> tuple[h5py.Group, h5py.Group]:
+    """The pedestals range group of the view, and its effective version's group."""
+    ranges = f["pedestals"]
+    rng = ranges[next(iter(ranges))]
+    return rng, rng[rng.attrs["effectivev"]]
+
+
+def problems(path: Path) -> list[str]:
+    with h5py.File(path, "r") as f:
+        return file_problems(f)
+
+
+def object_path(oid: str) -> str:
+    return f"/.dcsync/objects/{oid[:2]}/{oid[2:]}"
+
+
+# -- the hostile files --------------------------------------------------------------------------------
+
+
+def external_storage(path: Path, tmp: Path) -> str:
+    """The effective version's calib: a dataset whose storage is a local file, read as float32."""
+    secret = tmp / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 256)
+    with h5py.File(path, "r+") as f:
+        _, version = effective(f)
+        del version["calib"]
+        nbytes = int(np.prod(SHAPE)) * 4
+        version.create_dataset("calib", shape=SHAPE, dtype="<f4", external=[(str(secret), 0, nbytes)])
+    return "external file"
+
+
+def _elsewhere(tmp: Path) -> Path:
+    other = tmp / "elsewhere.h5"
+    with h5py.File(other, "w") as f:
+        f["data"] = np.full(SHAPE, 666, np.float32)
+    return other
+
+
+def external_link(path: Path, tmp: Path) -> str:
+    other = _elsewhere(tmp)
+    with h5py.File(path, "r+") as f:
+        _, version = effective(f)
+        del version["calib"]
+        version["calib"] = h5py.ExternalLink(str(other), "/data")
+    return "external link"
+
+
+def virtual_dataset(path: Path, tmp: Path) -> str:
+    other = _elsewhere(tmp)
+    with h5py.File(path, "r+") as f:
+        _, version = effective(f)
+        del version["calib"]
+        layout = h5py.VirtualLayout(shape=SHAPE, dtype="<f4")
+        layout[:] = h5py.VirtualSource(str(other), "data", shape=SHAPE)
+        version.create_virtual_dataset("calib", layout)
+    return "virtual"
+
+
+def external_payload(path: Path, tmp: Path) -> str:
+    """The payload object itself kept in a file any local user could rewrite: its bytes are right
+    today, so every hash checks out."""
+    oid, _, value, _ = head_answer(path)
+    outside = tmp / "payload.bin"
+    outside.write_bytes(value.astype("<f4").tobytes())
+    with h5py.File(path, "r+") as f:
+        _, version = effective(f)
+        del version["calib"], f[object_path(oid)]
+        ds = f.create_dataset(
+            object_path(oid), shape=SHAPE, dtype="<f4", external=[(str(outside), 0, value.nbytes)]
+        )
+        ds.attrs["k"] = "array"
+        version["calib"] = ds
+    return "external file"
+
+
+def lying_view(path: Path, tmp: Path) -> str:
+    """The view's attributes name the older version effective and default, and a wrong begin."""
+    with h5py.File(path, "r+") as f:
+        rng, _ = effective(f)
+        older = next(v for v in rng.attrs["versions"] if v != rng.attrs["effectivev"])
+        rng.attrs["effectivev"] = older
+        rng.attrs["defaultv"] = older
+        rng.attrs["tsbegin"] = np.int64(0)
+    return "attribute effectivev"
+
+
+def tree_bomb(path: Path, tmp: Path) -> str:
+    """HEAD's root tree declared as 1 GiB, stored as nothing (a 1 GiB read before the fix)."""
+    _, tree, _, _ = head_answer(path)
+    with h5py.File(path, "r+") as f:
+        del f[object_path(tree)]
+        ds = f.create_dataset(object_path(tree), shape=(1 << 30,), dtype="u1")
+        ds.attrs["k"] = "tree"
+    return "declares 1073741824 bytes"
+
+
+def array_bomb(path: Path, tmp: Path) -> str:
+    """The pedestals payload declared as float64 (1, 2**27): 1 GiB, stored as nothing."""
+    oid, _, _, _ = head_answer(path)
+    with h5py.File(path, "r+") as f:
+        del f[object_path(oid)]
+        ds = f.create_dataset(object_path(oid), shape=(1, 1 << 27), dtype="<f8")
+        ds.attrs["k"] = "array"
+    return "declares 1073741824 bytes"
+
+
+def gzip_payload(path: Path, tmp: Path) -> str:
+    """The effective payload kept gzip-compressed: a file far smaller than what readers allocate.
+    (The right bytes, so every hash checks out; at 64 GiB a plain reader would fall over.)"""
+    oid, _, value, _ = head_answer(path)
+    with h5py.File(path, "r+") as f:
+        _, version = effective(f)
+        del version["calib"], f[object_path(oid)]
+        ds = f.create_dataset(object_path(oid), data=value, compression="gzip", chunks=(8, 64))
+        ds.attrs["k"] = "array"
+        version["calib"] = ds
+    return "not a contiguous dataset"
+
+
+Hostile = Callable[[Path, Path], str]
+FALLS_BACK: dict[str, Hostile] = {  # the server's objects are sound: the object way gives a clean clone
+    "external storage": external_storage,
+    "external link": external_link,
+    "virtual dataset": virtual_dataset,
+    "lying view": lying_view,
+}
+FAILS: dict[str, Hostile] = {  # the server's own objects are bad: the object way fails cleanly too
+    "external payload": external_payload,
+    "gzip payload": gzip_payload,
+}
+BOMBS: dict[str, Hostile] = {"tree bomb": tree_bomb, "array bomb": array_bomb}
+
+
+# -- what a clean clone looks like --------------------------------------------------------------------
+
+
+def assert_plain_view_is_head(clone: Path, expected: np.ndarray, version: str) -> None:
+    """A plain h5py read of the clone's view, the README's recipe, gives HEAD's answer."""
+    assert problems(clone) == []
+    with h5py.File(clone, "r") as f:
+        rng, eff = effective(f)
+        assert rng.attrs["effectivev"] == version and rng.attrs["tsbegin"] == T0
+        assert np.array_equal(eff["calib"][()], expected)
+    assert verify_path(clone).ok
+
+
+def clone_in_process(url: str, dest: Path, **kwargs: str | None) -> sync.FetchReport:
+    _, report = sync.clone(url, dest, **kwargs)
+    return report.fetch
+
+
+@pytest.mark.parametrize("case", sorted(FALLS_BACK))
+def test_a_hostile_whole_file_is_refused_and_the_clone_goes_object_by_object(
+    central: Path, tmp_path: Path, case: str
+) -> None:
+    _, _, value, version = head_answer(server_file(central))
+    why = FALLS_BACK[case](server_file(central), tmp_path)
+    fetch = clone_in_process(str(central), tmp_path / "laptop")
+    assert fetch.files == 0 and fetch.objects > 0, "the hostile file was adopted"
+    assert why in fetch.refused[DET], fetch.refused
+    assert_plain_view_is_head(Workspace(tmp_path / "laptop").detector_path(DET), value, version)
+
+
+def test_external_storage_over_a_real_sshd_is_refused(
+    central: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server: SSHServer = request.getfixturevalue("sshd")
+    ssh_home(server)
+    _, _, value, version = head_answer(server_file(central))
+    external_storage(server_file(central), tmp_path)
+    fetch = clone_in_process(
+        server.url(str(central), alias=False), tmp_path / "laptop", remote_dcsync=server.remote_dcsync
+    )
+    assert fetch.files == 0 and "external file" in fetch.refused[DET]
+    assert_plain_view_is_head(Workspace(tmp_path / "laptop").detector_path(DET), value, version)
+
+
+@pytest.mark.parametrize("case", sorted(FAILS))
+def test_a_whole_file_with_bad_objects_is_refused_and_the_clone_fails_cleanly(
+    central: Path, tmp_path: Path, case: str
+) -> None:
+    """Its objects are bad on the server too, so the object way cannot help: the clone fails with
+    dcsync's error and adopts nothing."""
+    FAILS[case](server_file(central), tmp_path)
+    with pytest.raises(DcsyncError, match=r"(?i)corrupt|contiguous|external"):
+        clone_in_process(str(central), tmp_path / "laptop")
+    laptop = tmp_path / "laptop"
+    assert not laptop.exists() or not list(laptop.rglob("*.h5")), "a detector file was placed"
+
+
+# -- memory ------------------------------------------------------------------------------------------
+
+
+def measured_clone(src: Path, dest: Path) -> tuple[int, dict[str, object] | None, str, int]:
+    """Clone ``src`` in a fresh ``dcsync`` process (the server: ``dcsync serve`` over pipes, its
+    child); return the peak RSS of the pair, the JSON answer, stderr and the exit status."""
+    done = run_measured([sys.executable, "-m", "dcsync", "clone", str(src), str(dest), "--json"], timeout=300)
+    assert not done.timed_out, "the clone did not finish"
+    assert "Traceback" not in done.stderr, done.stderr
+    answer = json.loads(done.stdout) if done.returncode == 0 else None
+    return done.peak_rss, answer, done.stderr, done.returncode
+
+
+@pytest.fixture(scope="module")
+def legitimate_peak(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> int:
+    peak, answer, _, _ = measured_clone(pristine, tmp_path_factory.mktemp("legit") / "laptop")
+    assert answer is not None and answer["fetch"]["files"] == 1  # type: ignore[index]
+    return peak
+
+
+@pytest.mark.parametrize("case", sorted(BOMBS))
+def test_a_memory_bomb_is_refused_before_anything_is_allocated(
+    central: Path, tmp_path: Path, legitimate_peak: int, case: str
+) -> None:
+    """The file declares a gigabyte it does not hold: the clone refuses it before reading, and its
+    peak memory stays within a little of a legitimate clone's (before the fix: 1-2 GB)."""
+    why = BOMBS[case](server_file(central), tmp_path)
+    assert why in " ".join(problems(server_file(central)))
+    peak, _, stderr, code = measured_clone(central, tmp_path / "laptop")
+    assert peak < legitimate_peak + SLACK, (
+        f"peak {peak >> 20} MiB, a legitimate clone {legitimate_peak >> 20} MiB"
+    )
+    assert code == CorruptObject.exit_code and why in stderr, stderr  # the object way fails too, cleanly
+
+
+# -- verify on the hostile file itself ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted({**FALLS_BACK, **FAILS, **BOMBS}))
+def test_verify_reports_what_a_hostile_file_holds(central: Path, tmp_path: Path, case: str) -> None:
+    why = {**FALLS_BACK, **FAILS, **BOMBS}[case](server_file(central), tmp_path)
+    report = verify_path(server_file(central))
+    assert not report.ok and any(why in p for p in report.problems), report.problems
