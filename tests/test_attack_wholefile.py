@@ -15,25 +15,35 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from helpers.hostile_files import (
+    T0,
+    Hostile,
+    array_bomb,
+    effective,
+    external_link,
+    external_payload,
+    external_storage,
+    gzip_payload,
+    head_answer,
+    lying_view,
+    tree_bomb,
+    virtual_dataset,
+)
 from helpers.peakrss import run_measured
 from sshd import SSHServer
 from test_sync_faults import ssh_home
 
 from dcsync import sync
 from dcsync.errors import CorruptObject, DcsyncError
-from dcsync.hashing import ObjectId
-from dcsync.repository import Repository
 from dcsync.store.structure import file_problems
 from dcsync.verify import verify_path
 from dcsync.workspace import Workspace
 
-T0 = 1_700_000_000 * 10**9
 DET = "epix100-1"
 SHAPE = (32, 64)
 MIB = 1 << 20
@@ -63,136 +73,11 @@ def server_file(root: Path) -> Path:
     return Workspace(root).detector_path(DET)
 
 
-def head_answer(path: Path) -> tuple[ObjectId, ObjectId, np.ndarray, str]:
-    """HEAD, its root tree, and what a lookup of pedestals returns (id, value, version key)."""
-    with Repository.open(path) as repo:
-        head = repo.head()
-        assert head is not None
-        found = repo.get("pedestals", at_ns=T0 + 1)
-        tree = repo.store.read_commit(head).tree
-        return found.obj, tree, np.asarray(found.value), str(found.version)
-
-
-def effective(f: h5py.File) -> tuple[h5py.Group, h5py.Group]:
-    """The pedestals range group of the view, and its effective version's group."""
-    ranges = f["pedestals"]
-    rng = ranges[next(iter(ranges))]
-    return rng, rng[rng.attrs["effectivev"]]
-
-
 def problems(path: Path) -> list[str]:
     with h5py.File(path, "r") as f:
         return file_problems(f)
 
 
-def object_path(oid: str) -> str:
-    return f"/.dcsync/objects/{oid[:2]}/{oid[2:]}"
-
-
-# -- the hostile files --------------------------------------------------------------------------------
-
-
-def external_storage(path: Path, tmp: Path) -> str:
-    """The effective version's calib: a dataset whose storage is a local file, read as float32."""
-    secret = tmp / "passwd"
-    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 256)
-    with h5py.File(path, "r+") as f:
-        _, version = effective(f)
-        del version["calib"]
-        nbytes = int(np.prod(SHAPE)) * 4
-        version.create_dataset("calib", shape=SHAPE, dtype="<f4", external=[(str(secret), 0, nbytes)])
-    return "external file"
-
-
-def _elsewhere(tmp: Path) -> Path:
-    other = tmp / "elsewhere.h5"
-    with h5py.File(other, "w") as f:
-        f["data"] = np.full(SHAPE, 666, np.float32)
-    return other
-
-
-def external_link(path: Path, tmp: Path) -> str:
-    other = _elsewhere(tmp)
-    with h5py.File(path, "r+") as f:
-        _, version = effective(f)
-        del version["calib"]
-        version["calib"] = h5py.ExternalLink(str(other), "/data")
-    return "external link"
-
-
-def virtual_dataset(path: Path, tmp: Path) -> str:
-    other = _elsewhere(tmp)
-    with h5py.File(path, "r+") as f:
-        _, version = effective(f)
-        del version["calib"]
-        layout = h5py.VirtualLayout(shape=SHAPE, dtype="<f4")
-        layout[:] = h5py.VirtualSource(str(other), "data", shape=SHAPE)
-        version.create_virtual_dataset("calib", layout)
-    return "virtual"
-
-
-def external_payload(path: Path, tmp: Path) -> str:
-    """The payload object itself kept in a file any local user could rewrite: its bytes are right
-    today, so every hash checks out."""
-    oid, _, value, _ = head_answer(path)
-    outside = tmp / "payload.bin"
-    outside.write_bytes(value.astype("<f4").tobytes())
-    with h5py.File(path, "r+") as f:
-        _, version = effective(f)
-        del version["calib"], f[object_path(oid)]
-        ds = f.create_dataset(
-            object_path(oid), shape=SHAPE, dtype="<f4", external=[(str(outside), 0, value.nbytes)]
-        )
-        ds.attrs["k"] = "array"
-        version["calib"] = ds
-    return "external file"
-
-
-def lying_view(path: Path, tmp: Path) -> str:
-    """The view's attributes name the older version effective and default, and a wrong begin."""
-    with h5py.File(path, "r+") as f:
-        rng, _ = effective(f)
-        older = next(v for v in rng.attrs["versions"] if v != rng.attrs["effectivev"])
-        rng.attrs["effectivev"] = older
-        rng.attrs["defaultv"] = older
-        rng.attrs["tsbegin"] = np.int64(0)
-    return "attribute effectivev"
-
-
-def tree_bomb(path: Path, tmp: Path) -> str:
-    """HEAD's root tree declared as 1 GiB, stored as nothing (a 1 GiB read before the fix)."""
-    _, tree, _, _ = head_answer(path)
-    with h5py.File(path, "r+") as f:
-        del f[object_path(tree)]
-        ds = f.create_dataset(object_path(tree), shape=(1 << 30,), dtype="u1")
-        ds.attrs["k"] = "tree"
-    return "declares 1073741824 bytes"
-
-
-def array_bomb(path: Path, tmp: Path) -> str:
-    """The pedestals payload declared as float64 (1, 2**27): 1 GiB, stored as nothing."""
-    oid, _, _, _ = head_answer(path)
-    with h5py.File(path, "r+") as f:
-        del f[object_path(oid)]
-        ds = f.create_dataset(object_path(oid), shape=(1, 1 << 27), dtype="<f8")
-        ds.attrs["k"] = "array"
-    return "declares 1073741824 bytes"
-
-
-def gzip_payload(path: Path, tmp: Path) -> str:
-    """The effective payload kept gzip-compressed: a file far smaller than what readers allocate.
-    (The right bytes, so every hash checks out; at 64 GiB a plain reader would fall over.)"""
-    oid, _, value, _ = head_answer(path)
-    with h5py.File(path, "r+") as f:
-        _, version = effective(f)
-        del version["calib"], f[object_path(oid)]
-        ds = f.create_dataset(object_path(oid), data=value, compression="gzip", chunks=(8, 64))
-        ds.attrs["k"] = "array"
-        version["calib"] = ds
-    return "not a contiguous dataset"
-
-
-Hostile = Callable[[Path, Path], str]
 FALLS_BACK: dict[str, Hostile] = {  # the server's objects are sound: the object way gives a clean clone
     "external storage": external_storage,
     "external link": external_link,

@@ -121,6 +121,7 @@ class HDF5Store(ObjectStore):
         self._r: h5py.File | None = None
         self._r_fileobj: Any = None
         self._r_stamp: tuple[int, int, int, bool] | None = None
+        self._r_size: int | None = None  # what HDF5 says the read handle's file holds
         self._refs: dict[str, ObjectId] | None = None  # parsed refs of the open read handle
         self._in_read = False  # inside consistent(): the handle was checked once for this read
         self._objects: h5py.Group | None = None  # the read handle's groups, looked up once
@@ -262,6 +263,7 @@ class HDF5Store(ObjectStore):
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
         self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = self._meta = None
+        self._r_size = None
         self._recent = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
@@ -323,10 +325,18 @@ class HDF5Store(ObjectStore):
         a peer's file may declare sizes it does not hold, or keep data in other files."""
         if not isinstance(ds, h5py.Dataset):
             raise CorruptObject(f"object {oid} in {self.path} is not a dataset")
-        problem = structure.object_problem(ds.id, None, ds.file.id.get_filesize(), None)
+        problem = structure.object_problem(ds, None, self._file_size(), None)
         if problem:
             raise CorruptObject(f"object {oid} in {self.path} {problem}")
         return ds
+
+    def _file_size(self) -> int:
+        """The size HDF5 sees of the open file (looked up once per read handle)."""
+        if self._w is not None:
+            return int(self._w.id.get_filesize())
+        if self._r_size is None:
+            self._r_size = int(self._file().id.get_filesize())
+        return self._r_size
 
     def _linked(self, oid: ObjectId) -> bool:
         """Whether the file names ``oid`` (without opening it)."""

@@ -28,7 +28,9 @@ view writer's own output, so nothing is computed twice); ``history`` lists commi
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -98,23 +100,30 @@ def _array_dtype(dtype: np.dtype[Any]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _hdf5_type(dtype: np.dtype[Any]) -> Any:
+    """The HDF5 type h5py writes for ``dtype`` (what dcsync's datasets have)."""
+    return h5t.py_create(dtype)
+
+
 def object_problem(
-    ds: h5d.DatasetID, kind: str | None, file_size: int, payload_limit: int | None
+    ds: h5py.Dataset, kind: str | None, file_size: int, payload_limit: int | None
 ) -> str | None:
     """What is wrong with one object's dataset (None: nothing), judged from its metadata alone.
 
     ``kind`` is the object's ``k`` (None: any kind); ``payload_limit`` None leaves payload sizes to
     the storage rule alone (a local read of a file this process or a verified clone wrote)."""
-    plist = ds.get_create_plist()
+    dsid = ds.id
+    plist = dsid.get_create_plist()
     if plist.get_layout() != h5d.CONTIGUOUS:
         return "is not a contiguous dataset (virtual, chunked or compact layout)"
     if plist.get_external_count():
         return "keeps its data in an external file"
     if plist.get_nfilters():
         return "has an HDF5 filter"
-    tid = ds.get_type()
+    tid = dsid.get_type()
     dtype = ds.dtype
-    if tid.committed() or tid != h5t.py_create(dtype):
+    if tid.committed() or tid != _hdf5_type(dtype):
         return f"has an HDF5 datatype dcsync does not write ({dtype})"
     shape = ds.shape
     if dtype.kind == "S" and not shape and kind in (None, "text"):
@@ -125,13 +134,13 @@ def object_problem(
         limit = payload_limit
     else:
         return f"is not what a {kind or 'dcsync'} object is stored as ({dtype}, shape {shape})"
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    declared = math.prod(shape) * dtype.itemsize
     if limit is not None and declared > limit:
         return f"declares {declared} bytes, over the limit of {limit}"
-    stored = ds.get_storage_size()
+    stored = dsid.get_storage_size()
     if stored != declared:
         return f"declares {declared} bytes but stores {stored}"
-    offset = ds.get_offset() if declared else 0
+    offset = dsid.get_offset() if declared else 0
     if offset is None or offset + declared > file_size:
         return "has its data outside the file"
     return None
@@ -252,7 +261,7 @@ class _Walk:
         if kind not in ("array", "text", "tree", "commit"):
             self.say(path, "has no valid kind attribute k")
             return
-        problem = object_problem(ds, kind, self.file_size, self.payload_limit)
+        problem = object_problem(h5py.Dataset(ds), kind, self.file_size, self.payload_limit)
         if problem:
             self.say(path, problem)
         else:
@@ -288,7 +297,7 @@ class _Walk:
                     continue
                 why = ""
                 if isinstance(target, h5d.DatasetID):
-                    why = object_problem(target, None, self.file_size, self.payload_limit) or ""
+                    why = object_problem(h5py.Dataset(target), None, self.file_size, self.payload_limit) or ""
                 what = "is a view entry that links to no object of the repository"
                 self.say(child_path, what + (f" (it {why})" if why else ""))
 
