@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcsync.errors import DcsyncError, RepositoryError
+from dcsync.errors import DcsyncError, RepositoryError, UsageError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_name, with_article
@@ -63,6 +63,8 @@ def verify_store(
     if isinstance(store, HDF5Store):  # first: the walk reads no data and follows no link elsewhere
         try:
             report.problems.extend(store.structure_problems())
+        except UsageError:  # DCSYNC_MAX_PAYLOAD is not a number: the caller's mistake, not the file's
+            raise
         except _UNREADABLE as exc:
             report.problems.append(f"structure: {exc}")
     kinds: dict[ObjectId, str] = {}  # what each readable object is, as kind_name() says it

@@ -41,6 +41,7 @@ from dcsync.rawio import write_all
 from dcsync.refs import HEAD, LogRecord, remote_ref
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import journal_path
+from dcsync.store.structure import max_payload
 from dcsync.verify import verify_store
 
 CAPABILITY = "whole-file"
@@ -237,6 +238,7 @@ def fetch_files(
     (:meth:`Connection.stream`); ``place(det)`` is where each goes. Returns the HEAD of each
     detector adopted, the bytes received, and why each refused copy was refused; the detectors
     not adopted must go object by object."""
+    max_payload()  # a DCSYNC_MAX_PAYLOAD that is no number is the caller's mistake: say so up front
     incoming.mkdir(parents=True, exist_ok=True)
     items = [[det, *resume_point(incoming, det)] for det in dets]
     expected = iter(dets)

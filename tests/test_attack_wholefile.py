@@ -31,6 +31,7 @@ from helpers.hostile_files import (
     gzip_payload,
     head_answer,
     lying_view,
+    objects_elsewhere,
     tree_bomb,
     virtual_dataset,
 )
@@ -39,7 +40,7 @@ from sshd import SSHServer
 from test_sync_faults import ssh_home
 
 from dcsync import sync
-from dcsync.errors import CorruptObject, DcsyncError
+from dcsync.errors import CorruptObject, DcsyncError, UsageError
 from dcsync.store.structure import file_problems
 from dcsync.verify import verify_path
 from dcsync.workspace import Workspace
@@ -87,6 +88,7 @@ FALLS_BACK: dict[str, Hostile] = {  # the server's objects are sound: the object
 FAILS: dict[str, Hostile] = {  # the server's own objects are bad: the object way fails cleanly too
     "external payload": external_payload,
     "gzip payload": gzip_payload,
+    "objects elsewhere": objects_elsewhere,  # the server refuses to open it at all
 }
 BOMBS: dict[str, Hostile] = {"tree bomb": tree_bomb, "array bomb": array_bomb}
 
@@ -142,10 +144,32 @@ def test_a_whole_file_with_bad_objects_is_refused_and_the_clone_fails_cleanly(
     """Its objects are bad on the server too, so the object way cannot help: the clone fails with
     dcsync's error and adopts nothing."""
     FAILS[case](server_file(central), tmp_path)
-    with pytest.raises(DcsyncError, match=r"(?i)corrupt|contiguous|external"):
+    with pytest.raises(DcsyncError, match=r"(?i)corrupt|contiguous|external|elsewhere"):
         clone_in_process(str(central), tmp_path / "laptop")
     laptop = tmp_path / "laptop"
     assert not laptop.exists() or not list(laptop.rglob("*.h5")), "a detector file was placed"
+
+
+def test_a_payload_over_the_configured_bound_is_refused_whole_and_comes_object_by_object(
+    central: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DCSYNC_MAX_PAYLOAD`` bounds what a whole file may declare; the objects' way streams."""
+    monkeypatch.setenv("DCSYNC_MAX_PAYLOAD", "4096")  # the pedestals are 8 KiB
+    _, _, value, version = head_answer(server_file(central))
+    fetch = clone_in_process(str(central), tmp_path / "laptop")
+    assert fetch.files == 0 and "over the limit of 4096" in fetch.refused[DET]
+    monkeypatch.delenv("DCSYNC_MAX_PAYLOAD")
+    assert_plain_view_is_head(Workspace(tmp_path / "laptop").detector_path(DET), value, version)
+
+
+def test_a_payload_bound_that_is_no_number_is_a_usage_error(
+    central: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DCSYNC_MAX_PAYLOAD", "lots")
+    with pytest.raises(UsageError, match="DCSYNC_MAX_PAYLOAD"):
+        clone_in_process(str(central), tmp_path / "laptop")
+    with pytest.raises(UsageError, match="DCSYNC_MAX_PAYLOAD"):
+        verify_path(server_file(central))
 
 
 # -- memory ------------------------------------------------------------------------------------------

@@ -144,3 +144,15 @@ def gzip_payload(path: Path, tmp: Path) -> str:
 
 
 Hostile = Callable[[Path, Path], str]
+
+
+def objects_elsewhere(path: Path, tmp: Path) -> str:
+    """``/.dcsync/objects`` an external link to a copy of the objects in another file: every hash
+    checks out, and the objects a reader gets are whatever that file holds tomorrow."""
+    other = tmp / "objects.h5"
+    with h5py.File(path, "r") as f, h5py.File(other, "w") as g:
+        f.copy(f["/.dcsync/objects"], g, "objects")
+    with h5py.File(path, "r+") as f:
+        del f["/.dcsync/objects"]
+        f["/.dcsync/objects"] = h5py.ExternalLink(str(other), "/objects")
+    return "link to elsewhere"
