@@ -19,10 +19,10 @@ its file, and the client
 
 Anything off (a commit in flight on the server, the file changed during the copy, a copy that does
 not verify) discards the copy, and the detector goes the object way instead; a refused copy is
-reported with its first problems (:attr:`FetchReport.refused <dcsync.sync.FetchReport>`). The server takes no
-lock: a snapshot is the file between two equal stamps (inode, size, mtime) with no hot journal, and
-the client's verification is the backstop. The client opens an HDF5 file the server wrote, as it
-would open any file it copied from there; ``DCSYNC_WHOLE_FILES=0`` keeps a client object by object.
+named with its first problems (``FetchReport.refused``). The server takes no lock: a snapshot is
+the file between two equal stamps (inode, size, mtime) with no hot journal, and the client's
+verification is the backstop. The client opens an HDF5 file the server wrote, but reads no data
+of it before the structural check; ``DCSYNC_WHOLE_FILES=0`` keeps a client object by object.
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ class _Part:
             store = HDF5Store(self.path)
             try:
                 report = verify_store(store)
-                head = store.refs().get(HEAD)
-                if not report.ok or head is None:
+                head = store.refs().get(HEAD) if report.ok else None
+                if head is None:
                     shown = report.problems[:REASONS] or ["it has no HEAD"]
                     more = len(report.problems) - len(shown)
                     return Adoption(None, "; ".join(shown) + (f"; and {more} more" if more > 0 else ""))

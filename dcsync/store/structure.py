@@ -101,9 +101,10 @@ def _array_dtype(dtype: np.dtype[Any]) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _hdf5_type(dtype: np.dtype[Any]) -> Any:
-    """The HDF5 type h5py writes for ``dtype`` (what dcsync's datasets have)."""
-    return h5t.py_create(dtype)
+def _hdf5_type(code: str) -> Any:
+    """The HDF5 type h5py writes for the dtype ``code`` (``<f4``, ``|S12``): what dcsync's datasets
+    have. Keyed by the string: numpy's dtype equality ignores h5py's metadata (enum, vlen, ref)."""
+    return h5t.py_create(np.dtype(code))
 
 
 def object_problem(
@@ -121,11 +122,9 @@ def object_problem(
         return "keeps its data in an external file"
     if plist.get_nfilters():
         return "has an HDF5 filter"
-    tid = dsid.get_type()
-    dtype = ds.dtype
-    if tid.committed() or tid != _hdf5_type(dtype):
-        return f"has an HDF5 datatype dcsync does not write ({dtype})"
-    shape = ds.shape
+    dtype, shape = ds.dtype, ds.shape
+    if set(dtype.metadata or ()) - {"h5py_encoding"}:  # h5py's mark of an enum, vlen or reference
+        return f"has an HDF5 datatype dcsync does not write ({dtype}, {dict(dtype.metadata)})"
     if dtype.kind == "S" and not shape and kind in (None, "text"):
         limit = payload_limit
     elif dtype == np.uint8 and len(shape) == 1 and kind in (None, "tree", "commit"):
@@ -134,6 +133,9 @@ def object_problem(
         limit = payload_limit
     else:
         return f"is not what a {kind or 'dcsync'} object is stored as ({dtype}, shape {shape})"
+    tid = dsid.get_type()
+    if tid.committed() or tid != _hdf5_type(dtype.str):
+        return f"has an HDF5 datatype dcsync does not write ({dtype})"
     declared = math.prod(shape) * dtype.itemsize
     if limit is not None and declared > limit:
         return f"declares {declared} bytes, over the limit of {limit}"
