@@ -38,8 +38,10 @@ from helpers.hostile_files import (
 from helpers.peakrss import run_measured
 from sshd import SSHServer
 from test_sync_faults import ssh_home
+from typer.testing import CliRunner
 
 from dcsync import sync
+from dcsync.cli.main import app
 from dcsync.errors import CorruptObject, DcsyncError, UsageError
 from dcsync.store.structure import file_problems
 from dcsync.verify import verify_path
@@ -215,3 +217,30 @@ def test_verify_reports_what_a_hostile_file_holds(central: Path, tmp_path: Path,
     why = {**FALLS_BACK, **FAILS, **BOMBS}[case](server_file(central), tmp_path)
     report = verify_path(server_file(central))
     assert not report.ok and any(why in p for p in report.problems), report.problems
+
+
+def test_dcsync_verify_fails_on_a_hostile_file_naming_the_problem(central: Path, tmp_path: Path) -> None:
+    """The CLI: exit 5 (a repository problem), the problem named, no traceback."""
+    external_storage(server_file(central), tmp_path)
+    result = CliRunner().invoke(app, ["-C", str(central), "verify", "--json"])
+    assert result.exit_code == CorruptObject.exit_code, result.output
+    doc = json.loads(result.stdout)
+    assert not doc["ok"] and "external file" in " ".join(doc["repositories"][0]["problems"])
+    assert "Traceback" not in result.output
+
+
+def test_an_adopted_file_gets_a_view_written_afresh_from_head(central: Path, tmp_path: Path) -> None:
+    """What verify does not compare (each level's ``history``) is still never the server's word:
+    the adopted file's view is written from HEAD, so a forged history does not survive."""
+    honest = tmp_path / "honest"
+    shutil.copy(server_file(central), honest)
+    with h5py.File(server_file(central), "r+") as f:
+        f.attrs["history"] = json.dumps([{"commit": "0" * 32, "message": "approved by the director"}])
+        f["pedestals"].attrs["history"] = "[]"
+    fetch = clone_in_process(str(central), tmp_path / "laptop")
+    assert fetch.files == 1 and not fetch.refused  # nothing an answer depends on was touched
+    clone = Workspace(tmp_path / "laptop").detector_path(DET)
+    with h5py.File(clone, "r") as mine, h5py.File(honest, "r") as theirs:
+        for level in ("/", "/pedestals"):
+            assert mine[level].attrs["history"] == theirs[level].attrs["history"]
+    assert verify_path(clone).ok
