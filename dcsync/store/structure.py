@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ import numpy as np
 from h5py import h5a, h5d, h5l, h5o, h5t
 
 from dcsync import wire
-from dcsync.protocol import _env_bytes
+from dcsync.errors import UsageError
 from dcsync.store import view
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 MAX_BODY = wire.DEFAULT_LIMIT  # a longer tree or commit could never be decoded: never read one
 DEFAULT_MAX_PAYLOAD = 4 << 30
+PAYLOAD_ENV = "DCSYNC_MAX_PAYLOAD"
 MAX_PROBLEMS = 50  # a hostile file can break every rule everywhere: say enough, not everything
 _FAN = re.compile(rb"[0-9a-f]{2}")
 _REST = re.compile(rb"[0-9a-f]{30}")
@@ -56,8 +58,18 @@ _REST = re.compile(rb"[0-9a-f]{30}")
 
 def max_payload() -> int:
     """The largest payload a repository file may declare (``DCSYNC_MAX_PAYLOAD`` bytes, default
-    4 GiB): a peer's file is judged against it before any payload is read."""
-    return _env_bytes("DCSYNC_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD)
+    4 GiB): a peer's file is judged against it before any payload is read. (Parsed here, not with
+    the protocol's sizes: local commands such as ``verify`` never load the protocol.)"""
+    text = os.environ.get(PAYLOAD_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PAYLOAD
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{PAYLOAD_ENV}={text!r} is not a whole number of bytes") from None
+    if value < 1:
+        raise UsageError(f"{PAYLOAD_ENV}={text!r} must be positive")
+    return value
 
 
 # -- the types dcsync writes ------------------------------------------------------------------------
