@@ -268,11 +268,15 @@ class FetchReport:
     settled: set[str] = field(default_factory=set)
     fast_forwarded: list[str] = field(default_factory=list)  # HEAD moved in the fetch's own commit
     files: int = 0  # detectors that came as whole files (dcsync.wholefile)
+    # whole files refused (they came object by object instead), and why: a server's file that holds
+    # more than dcsync writes, or whose view disagrees with its HEAD, is worth a word to the user
+    refused: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "remote": self.remote,
             "files": self.files,
+            "refused_files": dict(self.refused),
             "objects": self.objects,
             "bytes": self.bytes,
             "updated": {d: {"old": o, "new": n} for d, (o, n) in self.updated.items()},
@@ -354,7 +358,7 @@ def fetch(
             report.settled.add(det)
         if fast_forward and lacking and _whole_files_apply(conn, spec):
             incoming = ws.root / CONFIG_DIR / "incoming"
-            adopted, report.bytes = wholefile.fetch_files(
+            adopted, report.bytes, report.refused = wholefile.fetch_files(
                 conn.stream, incoming, lacking, ws.detector_path, spec.name, spec.url, progress
             )
             for det, head in adopted.items():

@@ -1,5 +1,6 @@
-"""``verify``: re-hash every object, check every reference, check what each version entry says
-about its payload (:mod:`dcsync.claims`), and check the view against HEAD.
+"""``verify``: check the file holds only what dcsync writes, re-hash every object, check every
+reference, check what each version entry says about its payload (:mod:`dcsync.claims`), and check
+the view against HEAD (its links and its attributes).
 
 Every tree and commit is decoded afresh, so the validity rules a received one must follow
 (:mod:`dcsync.fields`, names, integer ranges) are checked here too, and so is what decoding one
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcsync.claims import disagreements, stored_facts
-from dcsync.errors import DcsyncError, RepositoryError
+from dcsync.errors import DcsyncError, RepositoryError, UsageError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
 from dcsync.objects import (
@@ -74,6 +75,13 @@ def verify_store(
     """Check every object and reference; ``partial`` (a partial clone) allows unfetched payloads,
     ``checked_out=False`` (a fetched copy not checked out yet) a missing HEAD and an empty view."""
     report = VerifyReport(store.where, checked_out=checked_out)
+    if isinstance(store, HDF5Store):  # first: the walk reads no data and follows no link elsewhere
+        try:
+            report.problems.extend(store.structure_problems())
+        except UsageError:  # DCSYNC_MAX_PAYLOAD is not a number: the caller's mistake, not the file's
+            raise
+        except _UNREADABLE as exc:
+            report.problems.append(f"structure: {exc}")
     kinds: dict[ObjectId, str] = {}  # what each readable object is, as kind_name() says it
     kind: str
     try:
@@ -158,6 +166,8 @@ def verify_store(
     if isinstance(store, HDF5Store) and not report.problems:
         try:
             report.problems.extend(view.check(store._file(), store, refs.get("HEAD")))
+            if not report.problems:
+                report.problems.extend(store.view_problems(refs.get("HEAD")))
         except _UNREADABLE as exc:
             report.problems.append(f"view: {exc}")
     return report

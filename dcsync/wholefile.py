@@ -8,16 +8,21 @@ its file, and the client
 
 1. appends them to ``.dcsync/incoming/<det>.h5.part``; a cut transfer resumes at the byte where it
    stopped, as long as the server's file has not changed since (the *token* names the snapshot);
-2. checks the copy as ``dcsync verify`` does: every object re-hashed, every ref, the view;
+2. checks the copy as ``dcsync verify`` does: first its structure, through HDF5's low-level API
+   and before any data is read (nothing but what dcsync writes: no external links or storage, no
+   virtual datasets or filters, every declared size bounded and stored; dcsync.store.structure),
+   then every object re-hashed, every ref, the view's links and attributes against HEAD;
 3. makes it its own: the server's refs and log are dropped, ``remotes/<name>/HEAD`` and HEAD are
-   set to the copy's HEAD, with log records saying where it came from;
+   set to the copy's HEAD, with log records saying where it came from, and the view is written
+   afresh from HEAD (what plain h5py readers see is never the server's word);
 4. links it into place, never over a file that appeared meanwhile.
 
 Anything off (a commit in flight on the server, the file changed during the copy, a copy that does
-not verify) discards the copy, and the detector goes the object way instead. The server takes no
-lock: a snapshot is the file between two equal stamps (inode, size, mtime) with no hot journal, and
-the client's verification is the backstop. The client opens an HDF5 file the server wrote, as it
-would open any file it copied from there; ``DCSYNC_WHOLE_FILES=0`` keeps a client object by object.
+not verify) discards the copy, and the detector goes the object way instead; a refused copy is
+named with its first problems (``FetchReport.refused``). The server takes no lock: a snapshot is
+the file between two equal stamps (inode, size, mtime) with no hot journal, and the client's
+verification is the backstop. The client opens an HDF5 file the server wrote, but reads no data
+of it before the structural check; ``DCSYNC_WHOLE_FILES=0`` keeps a client object by object.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ from dcsync.rawio import write_all
 from dcsync.refs import HEAD, LogRecord, remote_ref
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import journal_path
+from dcsync.store.structure import max_payload
 from dcsync.verify import verify_store
 
 CAPABILITY = "whole-file"
 ENV_SWITCH = "DCSYNC_WHOLE_FILES"
 MAX_TOKEN = 200
+REASONS = 3  # problems named when a copy is refused
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
@@ -113,6 +120,14 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
+class Adoption(NamedTuple):
+    """What became of a complete copy: its HEAD once adopted, else why it was refused ("" when
+    that was no fault of the copy's)."""
+
+    head: ObjectId | None
+    refused: str
+
+
 class _Part:
     """One file arriving: bytes appended to the part file, which is ours once it is complete."""
 
@@ -168,19 +183,23 @@ class _Part:
         self.close()
         self._discard_files()
 
-    def adopt(self, final: Path, remote: str, url: str) -> ObjectId | None:
-        """Verify the complete copy, make its refs and log ours, link it to ``final``; its HEAD,
-        or None when it must go the object way (the copy is gone either way)."""
+    def adopt(self, final: Path, remote: str, url: str) -> Adoption:
+        """Verify the complete copy, make its refs, log and view ours, link it to ``final``; its
+        HEAD, or why it must go the object way (the copy is gone either way)."""
         try:
             self.close()  # unsynced: writing_unpublished() fsyncs the finished file once
             self.token_file.unlink()  # from here on the part changes: it is never resumed
             store = HDF5Store(self.path)
             try:
-                head = store.refs().get(HEAD) if verify_store(store).ok else None
+                report = verify_store(store)
+                head = store.refs().get(HEAD) if report.ok else None
                 if head is None:
-                    return None
+                    shown = report.problems[:REASONS] or ["it has no HEAD"]
+                    more = len(report.problems) - len(shown)
+                    return Adoption(None, "; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
                 ref, source = remote_ref(remote), {"source": url}
                 with store.writing_unpublished():
+                    store.rebuild_view(head)
                     store.replace_refs_and_log(
                         {HEAD: head, ref: head},
                         [
@@ -192,11 +211,13 @@ class _Part:
                 store.close()
             final.parent.mkdir(parents=True, exist_ok=True)
             os.link(self.path, final)  # fails if the detector appeared meanwhile
-            return head
+            return Adoption(head, "")
         except Exception as exc:  # whatever h5py makes of a bad copy: the object way decides
             if isinstance(exc, StorageFull) or getattr(exc, "errno", None) in _FULL_ERRNOS:
                 raise
-            return None
+            if isinstance(exc, FileExistsError):
+                return Adoption(None, "")  # not the copy's fault: the detector appeared meanwhile
+            return Adoption(None, f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:
             self.discard()
 
@@ -212,14 +233,16 @@ def fetch_files(
     remote: str,
     url: str,
     progress: Progress,
-) -> tuple[dict[str, ObjectId], int]:
+) -> tuple[dict[str, ObjectId], int, dict[str, str]]:
     """Fetch ``dets`` (detectors this workspace lacks) as whole files through ``stream``
     (:meth:`Connection.stream`); ``place(det)`` is where each goes. Returns the HEAD of each
-    detector adopted, and the bytes received; the others must go object by object."""
+    detector adopted, the bytes received, and why each refused copy was refused; the detectors
+    not adopted must go object by object."""
+    max_payload()  # a DCSYNC_MAX_PAYLOAD that is no number is the caller's mistake: say so up front
     incoming.mkdir(parents=True, exist_ok=True)
     items = [[det, *resume_point(incoming, det)] for det in dets]
     expected = iter(dets)
-    adoptions: dict[str, Future[ObjectId | None]] = {}
+    adoptions: dict[str, Future[Adoption]] = {}
     part: _Part | None = None
     total = done = received = 0
     # Adopting (verify, refs, fsync) runs beside the receiving loop, which mostly waits on the peer.
@@ -255,8 +278,9 @@ def fetch_files(
         finally:
             if part is not None:
                 part.close()  # kept, with its token, for the next run to resume
-    heads = {det: adoption.result() for det, adoption in adoptions.items()}
-    adopted = {det: head for det, head in heads.items() if head is not None}
+    results = {det: adoption.result() for det, adoption in adoptions.items()}
+    adopted = {det: r.head for det, r in results.items() if r.head is not None}
+    refused = {det: r.refused for det, r in results.items() if r.refused}
     with contextlib.suppress(OSError):
         incoming.rmdir()  # only when empty
-    return adopted, received
+    return adopted, received, refused

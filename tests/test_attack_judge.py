@@ -362,7 +362,7 @@ def test_a_hostile_tree_planted_in_a_local_file_cannot_wipe_its_metadata(
         objects, log = len(f["/.dcsync/objects"]), f["/.dcsync/log"].shape
     with (
         Repository.open(path, policy=False) as repo,
-        pytest.raises(CorruptObject, match="view cannot hold|is malformed"),
+        pytest.raises(CorruptObject, match=r"view cannot hold|is malformed"),
         repo.transaction("a commit on top") as tx,  # the view catches up through the planted commit
     ):
         tx.add("pixel_mask", np.zeros((3, 4), bool), begin_ns=T_JUN)

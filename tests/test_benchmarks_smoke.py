@@ -58,3 +58,20 @@ def test_quick_startup_benchmark_judges_every_target(tmp_path: Path) -> None:
     assert rows["dcsync --version"]["baseline"] == rows["python -c pass"]["median"]
     assert rows["dcsync ls (local workspace)"]["baseline"] == rows['python -c "import numpy, h5py"']["median"]
     assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"
+
+
+CLONE_MEMORY_SCRIPT = Path(__file__).parent / "benchmarks" / "bench_clone_memory.py"
+
+
+def test_quick_clone_memory_benchmark_measures_every_case(tmp_path: Path) -> None:
+    """Every case is measured beside the floor, and each hostile file was refused (never adopted)."""
+    results = run_quick(CLONE_MEMORY_SCRIPT, tmp_path)
+    rows = results["benchmarks"]["clone"]["rows"]
+    assert len(rows) == 7
+    for row in rows:
+        assert row["skipped"] is None and is_number(row["median"]) and row["median"] > 0, row
+        assert is_number(row["baseline"]) and isinstance(row["passed"], bool), row
+    for row in rows:
+        adopted = row["note"] == "adopted whole"
+        assert adopted == row["case"].startswith("legitimate"), row
+    assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"

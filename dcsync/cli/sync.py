@@ -183,10 +183,18 @@ def clone(
         emit_json({"workspace": str(ws.root), "resumed": resumed, **report.to_json()})
         return
     f = report.fetch
+    say_refused(f)
     say(
         f"{'resumed the clone: ' if resumed else ''}cloned {len(f.updated)} detector(s) into {ws.root}: "
         f"{f.bytes} bytes ({f.files} whole file(s), {f.objects} object(s))"
     )
+
+
+def say_refused(report: sync.FetchReport) -> None:
+    """Name each whole file that was refused, and why: it came object by object instead, but a
+    server handing out such files deserves a look from its admin."""
+    for det, why in sorted(report.refused.items()):
+        say(f"{det}: the server's repository file was refused ({why}); it came object by object instead")
 
 
 @app.command()
@@ -229,6 +237,7 @@ def pull(
     if json:
         emit_json(report.to_json())
         return
+    say_refused(report.fetch)
     for det in report.fast_forwarded:
         say(f"{det}: fast-forward")
     for det in report.merged:

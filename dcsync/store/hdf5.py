@@ -48,7 +48,7 @@ from dcsync.locking import FileLock, write_denied
 from dcsync.objects import Payload
 from dcsync.rawio import FullFileIO
 from dcsync.refs import HEAD, LogRecord, check_ref
-from dcsync.store import view
+from dcsync.store import structure, view
 from dcsync.store.base import ObjectKind, ObjectStore
 from dcsync.store.journal import (
     AtomicGroup,
@@ -121,6 +121,7 @@ class HDF5Store(ObjectStore):
         self._r: h5py.File | None = None
         self._r_fileobj: Any = None
         self._r_stamp: tuple[int, int, int, bool] | None = None
+        self._r_size: int | None = None  # what HDF5 says the read handle's file holds
         self._refs: dict[str, ObjectId] | None = None  # parsed refs of the open read handle
         self._in_read = False  # inside consistent(): the handle was checked once for this read
         self._objects: h5py.Group | None = None  # the read handle's groups, looked up once
@@ -222,6 +223,14 @@ class HDF5Store(ObjectStore):
             raise NotARepository(f"{self.path} is not a readable HDF5 file ({exc})") from exc
 
     def _check_format(self, f: h5py.File) -> None:
+        # h5py follows soft and external links on lookup: the groups read before verify's walk
+        # (dcsync.store.structure) must be the file's own
+        for name in (META, OBJECTS):
+            link: Any = None
+            with contextlib.suppress(*_H5_FAILURES):  # missing or unreadable: reported below
+                link = f.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink | None):
+                raise NotARepository(f"{self.path}: {name} is a link to elsewhere, not a dcsync group")
         try:
             attrs = f[META].attrs
             fmt = int(attrs["format"])
@@ -254,6 +263,7 @@ class HDF5Store(ObjectStore):
             with contextlib.suppress(Exception):
                 self._r_fileobj.close()
         self._r = self._r_fileobj = self._r_stamp = self._refs = self._objects = self._meta = None
+        self._r_size = None
         self._recent = None
 
     def consistent(self, read: Callable[[], T], *, attempts: int = 8) -> T:
@@ -299,16 +309,34 @@ class HDF5Store(ObjectStore):
             if self._w is None and self._objects is not None:
                 if self._recent is not None and self._recent[0] == oid:
                     return self._recent[1]
-                ds = self._objects[f"{oid[:2]}/{oid[2:]}"]
+                ds = self._checked(oid, self._objects[f"{oid[:2]}/{oid[2:]}"])
                 self._recent = (oid, ds, None)
                 return ds
-            return self._file()[_object_path(oid)]
+            return self._checked(oid, self._file()[_object_path(oid)])
         except KeyError as exc:
             # h5py says KeyError both for a missing name and for an object it cannot open: a
             # link that is there but leads nowhere readable is damage, not absence.
             if self._linked(oid):
                 raise CorruptObject(f"object {oid} in {self.path} is damaged: {exc}") from exc
             raise ObjectNotFound(f"object {oid} not found in {self.path}") from None
+
+    def _checked(self, oid: ObjectId, ds: Any) -> h5py.Dataset:
+        """``ds`` if it is stored as dcsync stores an object, judged before a byte of it is read:
+        a peer's file may declare sizes it does not hold, or keep data in other files."""
+        if not isinstance(ds, h5py.Dataset):
+            raise CorruptObject(f"object {oid} in {self.path} is not a dataset")
+        problem = structure.object_problem(ds, None, self._file_size(), None)
+        if problem:
+            raise CorruptObject(f"object {oid} in {self.path} {problem}")
+        return ds
+
+    def _file_size(self) -> int:
+        """The size HDF5 sees of the open file (looked up once per read handle)."""
+        if self._w is not None:
+            return int(self._w.id.get_filesize())
+        if self._r_size is None:
+            self._r_size = int(self._file().id.get_filesize())
+        return self._r_size
 
     def _linked(self, oid: ObjectId) -> bool:
         """Whether the file names ``oid`` (without opening it)."""
@@ -354,6 +382,8 @@ class HDF5Store(ObjectStore):
         kind = self._kind_attr(oid)
         if kind not in ("tree", "commit"):
             raise CorruptObject(f"object {oid} in {self.path} is a {kind}, not a tree or commit")
+        if ds.ndim != 1 or ds.shape[0] > structure.MAX_BODY:  # never allocate what cannot decode
+            raise CorruptObject(f"{kind} {oid} in {self.path} is over {structure.MAX_BODY} bytes")
         return kind, ds[()].tobytes()  # type: ignore[return-value]
 
     def object_ids(self) -> Iterator[ObjectId]:
@@ -386,6 +416,14 @@ class HDF5Store(ObjectStore):
         start = 0 if last is None else max(0, n - last)
         rows = ds[start:n] if n > start else []
         return [LogRecord.from_json(r.decode() if isinstance(r, bytes) else r) for r in rows]
+
+    def structure_problems(self) -> list[str]:
+        """What this file holds besides what dcsync writes (:mod:`dcsync.store.structure`)."""
+        return structure.file_problems(self._file())
+
+    def view_problems(self, head: ObjectId | None) -> list[str]:
+        """Where the view's attributes differ from HEAD's (after :meth:`structure_problems`)."""
+        return structure.view_problems(self._file(), self, head)
 
     @_storage_read
     def view_commit(self) -> str:
@@ -543,6 +581,13 @@ class HDF5Store(ObjectStore):
         """Link payloads received after HEAD's view was written into it (see
         :func:`dcsync.store.view.link_payloads`); inside a transaction."""
         view.link_payloads(self._writer(), self, oids)
+
+    def rebuild_view(self, head: ObjectId) -> None:
+        """Write the view of ``head`` afresh, dropping the file's own (a copy from a peer: its view
+        is the peer's word, not what HEAD says); inside a transaction."""
+        f = self._writer()
+        view.update(f, self, None, None)  # to no commit: every group and attribute outside /.dcsync goes
+        view.update(f, self, None, head)
 
     def replace_refs_and_log(self, refs: dict[str, ObjectId], records: list[LogRecord]) -> None:
         """Replace every ref and the whole log at once, keeping objects and view (a file copied
