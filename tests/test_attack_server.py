@@ -116,15 +116,17 @@ def test_an_update_naming_a_refused_detector_moves_none(central: Workspace, tmp_
     acl.rules.append(Rule(("user:mallory",), ("add",), detectors=("epix100a-1",)))
     acl_module.save(central.root, acl, current_identity(), "test")
     head, before = _head(central), _files(central.root)
-    with _connect(central.root, MALLORY) as conn:
-        with pytest.raises(AccessDenied, match=f"mallory may not add on {BOB_DET}"):
-            conn.call(
-                "update_refs",
-                updates=[
-                    {"detector": DET, "old": head, "new": head},
-                    {"detector": BOB_DET, "old": None, "new": head},
-                ],
-            )
+    with (
+        _connect(central.root, MALLORY) as conn,
+        pytest.raises(AccessDenied, match=f"mallory may not add on {BOB_DET}"),
+    ):
+        conn.call(
+            "update_refs",
+            updates=[
+                {"detector": DET, "old": head, "new": head},
+                {"detector": BOB_DET, "old": None, "new": head},
+            ],
+        )
     assert _files(central.root) == before and not (tmp_path / "hooks-ran").exists()
 
 
