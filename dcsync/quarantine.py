@@ -8,7 +8,8 @@ present. Moving refs imports the needed objects into the repository file in the 
 transaction, then the quarantine is cleared.
 
 Layout: ``<dir>/<id>.<kind>``; arrays as ``.npy`` (numpy's format, read back slice by slice),
-text as UTF-8, trees and commits as their msgpack bytes.
+text as UTF-8, trees and commits as their msgpack bytes. A fetch uses ``.dcsync/incoming/<det>/``;
+a server gives each push session its own, ``.dcsync/incoming/<det>/<session>/`` (:class:`Sessions`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import errno
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
@@ -286,7 +286,15 @@ class Quarantine:
                 self.path_of(oid, kind).unlink(missing_ok=True)
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Remove this quarantine's files, and its directory once empty. Folders inside are not
+        its own: in a workspace that is also served, they are push sessions' quarantines
+        (:class:`Sessions`), which a fetch finishing must not take from under them."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(self.dir):
+                if not entry.is_dir(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
 
 
 _TOKEN_LEN = 32  # a session's name: 16 random bytes in hex
@@ -393,20 +401,10 @@ class Sessions:
                 os.rename(entry.path, claimed)
             except FileNotFoundError:
                 continue  # another session took it first
-            self._merge(Quarantine(claimed, create=False), det)
+            own, found = self.get(det, create=True), Quarantine(claimed, create=False)
+            for oid, kind in found.ids().items():
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(found.path_of(oid, kind), own.path_of(oid, kind))
             shutil.rmtree(claimed, ignore_errors=True)  # partial objects of a writer that is gone
-        # Objects right in the detector's folder: the layout of servers before per-session
-        # quarantines, taken once nobody can still be writing them.
-        legacy = Quarantine(folder, create=False)
-        cutoff = time.time() - self._lock.stale_after
-        for oid, kind in legacy.ids().items():
-            with contextlib.suppress(OSError):
-                if legacy.path_of(oid, kind).stat().st_mtime < cutoff:
-                    self._merge(legacy, det, {oid: kind})
-
-    def _merge(self, source: Quarantine, det: str, objects: dict[ObjectId, ObjectKind] | None = None) -> None:
-        """Move complete objects (all, or ``objects``) of ``source`` into this session's quarantine."""
-        own = self.get(det, create=True)
-        for oid, kind in (source.ids() if objects is None else objects).items():
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(source.path_of(oid, kind), own.path_of(oid, kind))
+        # Files right in the detector's folder are not a session's: a fetch into this workspace
+        # keeps its quarantine there (and servers before per-session quarantines did).

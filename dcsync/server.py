@@ -8,10 +8,13 @@ Methods (an allowlist; named arguments only, checked by :class:`~dcsync.protocol
   already has imply, and minus payloads its partial-clone filter excludes);
 - ``get_objects``: those objects, streamed in bounded chunks;
 - ``get_files``: whole repository files, for detectors the client lacks (:mod:`dcsync.wholefile`);
-- ``have``: which of a batch of objects this side already has (stored or quarantined);
-- ``put_objects``: a stream of objects into quarantine, each verified as it arrives;
+- ``have``: which of a batch of objects this side already has (stored, or in this session's
+  quarantine);
+- ``put_objects``: a stream of objects into this session's quarantine, each verified as it arrives;
 - ``update_refs``: move HEADs by compare-and-swap, fast-forward only, importing the quarantined
   objects in the same crash-safe commit; ``atomic`` makes a batch all-or-nothing across files.
+
+Which right each method needs is declared in :data:`RIGHTS` and checked before the method runs.
 """
 
 from __future__ import annotations
