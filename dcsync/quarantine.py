@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TypeGuard
 
 import numpy as np
 
-from dcsync.errors import CorruptObject, LockError, ProtocolError, StorageFull
+from dcsync.errors import AccessDenied, CorruptObject, LockError, ProtocolError, StorageFull
 from dcsync.hashing import ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
 from dcsync.locking import FileLock, break_lock, lock_status
 from dcsync.objects import Commit, Payload, Tree, decode
@@ -377,13 +377,13 @@ class Sessions:
         if token == self.token:
             return False
         path = self.incoming / token
-        if lock_status(path) is None:
-            return True
         try:
+            if lock_status(path) is None:
+                return True
             break_lock(path)
-        except LockError:
-            return False  # alive: its quarantine is its own
-        return lock_status(path) is None
+            return lock_status(path) is None
+        except (LockError, AccessDenied):
+            return False  # alive (its quarantine is its own), or not ours to judge
 
     def _adopt(self, det: str) -> None:
         folder = self.incoming / det
@@ -401,6 +401,8 @@ class Sessions:
                 os.rename(entry.path, claimed)
             except FileNotFoundError:
                 continue  # another session took it first
+            except PermissionError:
+                continue  # the file system does not let this user take it: it stays
             own, found = self.get(det, create=True), Quarantine(claimed, create=False)
             for oid, kind in found.ids().items():
                 with contextlib.suppress(FileNotFoundError):
