@@ -496,18 +496,21 @@ class Server:
                 self.quarantines.clear(det)
         return {"results": results, "notes": notes}
 
-    def _unmoved(self, det: str, head: ObjectId | None) -> RefConflict | None:
+    def _unmoved(self, det: str, head: ObjectId | None) -> DcsyncError | None:
         """A no-op update (old = new): answered from HEAD as it is, with no lock taken, no hook run
         and nothing written (a log record for it would only be noise anyone could add). Returns
-        the conflict to report if HEAD is elsewhere."""
+        the error to report for this detector (a conflict if HEAD is elsewhere), or None."""
         path = self.ws.detector_path(det)
         if not path.is_file():
-            raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
-        store = HDF5Store(path)
+            return DetectorNotFound(f"no detector {det} in {self.ws.root}")
         try:
-            current = store.head()
-        finally:
-            store.close()
+            store = HDF5Store(path)
+            try:
+                current = store.head()
+            finally:
+                store.close()
+        except DcsyncError as exc:
+            return exc
         if current != head:
             return RefConflict(f"{det}: the remote HEAD is {current} (you expected {head}); pull first")
         return None

@@ -31,7 +31,7 @@ from dcsync import acl as acl_module
 from dcsync import sync
 from dcsync.acl import Rule, current_identity
 from dcsync.cli.main import app
-from dcsync.errors import AccessDenied, ProtocolError, RefConflict
+from dcsync.errors import AccessDenied, DetectorNotFound, ProtocolError, RefConflict
 from dcsync.locking import FileLock
 from dcsync.quarantine import Quarantine, Sessions
 from dcsync.server import RIGHTS, SPECS, Server
@@ -155,6 +155,11 @@ def test_a_writers_no_op_update_writes_nothing_takes_no_lock_runs_no_hook(
         assert not result["ok"] and result["error"]["code"] == RefConflict.wire_code
         with pytest.raises(RefConflict):
             conn.call("update_refs", updates=[{"detector": DET, "old": stale, "new": stale}], atomic=True)
+        # one for a detector that does not exist: answered for that detector, nothing created
+        (result,) = conn.call("update_refs", updates=[{"detector": BOB_DET, "old": head, "new": head}])[
+            "results"
+        ]
+        assert not result["ok"] and result["error"]["code"] == DetectorNotFound.wire_code
     assert len(_log(central)) == records
     assert _files(central.root) == before
     assert not (tmp_path / "hooks-ran").exists()
