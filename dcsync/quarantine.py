@@ -8,7 +8,8 @@ present. Moving refs imports the needed objects into the repository file in the 
 transaction, then the quarantine is cleared.
 
 Layout: ``<dir>/<id>.<kind>``; arrays as ``.npy`` (numpy's format, read back slice by slice),
-text as UTF-8, trees and commits as their msgpack bytes.
+text as UTF-8, trees and commits as their msgpack bytes. A fetch uses ``.dcsync/incoming/<det>/``;
+a server gives each push session its own, ``.dcsync/incoming/<det>/<session>/`` (:class:`Sessions`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Any, BinaryIO, TypeGuard
 import numpy as np
 
 from dcsync.claims import PayloadFacts
-from dcsync.errors import CorruptObject, ProtocolError, StorageFull
+from dcsync.errors import AccessDenied, CorruptObject, LockError, ProtocolError, StorageFull
 from dcsync.fields import COUNT_MAX, MAX_NDIM
 from dcsync.hashing import ARRAY_DTYPES, ID_HEX_LEN, ObjectId, dtype_string, hash_bytes, hasher, is_object_id
+from dcsync.locking import FileLock, break_lock, lock_status
 from dcsync.objects import Commit, Payload, Tree, decode
 from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 
@@ -179,8 +181,11 @@ def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
 
 
 class Quarantine:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        """``create=False`` looks without making the directory (an absent one holds nothing)."""
         self.dir = directory
+        if not create and not directory.is_dir():
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         for part in self.dir.glob(".*.part"):  # left by a receiving process that died
             if _writer_is_dead(part):
@@ -294,4 +299,127 @@ class Quarantine:
                 self.path_of(oid, kind).unlink(missing_ok=True)
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Remove this quarantine's files, and its directory once empty. Folders inside are not
+        its own: in a workspace that is also served, they are push sessions' quarantines
+        (:class:`Sessions`), which a fetch finishing must not take from under them."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(self.dir):
+                if not entry.is_dir(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
+_TOKEN_LEN = 32  # a session's name: 16 random bytes in hex
+
+
+def _owner(name: str) -> str | None:
+    """The session a quarantine directory belongs to (its name begins with the session's token)."""
+    token = name[:_TOKEN_LEN]
+    if len(token) == _TOKEN_LEN and all(c in "0123456789abcdef" for c in token):
+        return token
+    return None
+
+
+class Sessions:
+    """The quarantines of one server session: ``<incoming>/<detector>/<session>/``, this session's alone.
+
+    Concurrent pushes to one detector each receive into their own directory, so one push's success
+    (which clears its quarantine) never removes what another is still receiving, and the loser of a
+    race learns so from the compare-and-swap (a conflict), not from objects vanishing under it.
+
+    While it has a quarantine, the session holds the lock ``<incoming>/<session>.lock``
+    (:mod:`dcsync.locking`: heartbeat, dead-pid and stale detection, safe on NFS). A quarantine whose
+    session ended with objects left (a push cut or refused midway), or died (its lock stale), is
+    adopted by the next session allowed to write that detector: its objects move into that session's
+    own directory, so the same push run again does not send them again, and the leftover directory
+    goes. A live session's quarantine is never touched by another.
+    """
+
+    def __init__(self, incoming: Path) -> None:
+        self.incoming = incoming
+        self.token = os.urandom(_TOKEN_LEN // 2).hex()
+        self._lock = FileLock(incoming / self.token, command="dcsync serve: quarantine")
+        self._adopted: set[str] = set()
+        self._made: set[str] = set()
+
+    def _own(self, det: str) -> Path:
+        return self.incoming / det / self.token
+
+    def get(self, det: str, *, create: bool = False, adopt: bool = False) -> Quarantine:
+        """This session's quarantine for ``det`` (``det`` already checked as a name).
+
+        ``adopt`` first takes over abandoned quarantines of ``det`` (only for a caller who may write
+        it); ``create`` makes the directory, which otherwise exists only if something was adopted.
+        """
+        if adopt and det not in self._adopted:
+            self._adopted.add(det)
+            self._adopt(det)
+        own = self._own(det)
+        if create and not own.is_dir():
+            self._hold()
+            own.mkdir(parents=True, exist_ok=True)
+            self._made.add(det)
+        return Quarantine(own, create=False)
+
+    def clear(self, det: str) -> None:
+        """Drop this session's quarantine of ``det`` (its objects were imported)."""
+        shutil.rmtree(self._own(det), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.incoming / det).rmdir()  # only if no other session has one there
+
+    def end(self) -> None:
+        """Remove this session's empty quarantines and give up the rest for adoption."""
+        for det in sorted(self._made):
+            with contextlib.suppress(OSError):
+                self._own(det).rmdir()  # only if empty: objects left wait for the next push
+                (self.incoming / det).rmdir()
+        self._made.clear()
+        if self._lock.is_held:
+            with contextlib.suppress(LockError):  # broken as stale meanwhile: nothing of ours to free
+                self._lock.release()
+
+    def _hold(self) -> None:
+        """Take this session's lock before it owns any directory (adopters judge by the lock)."""
+        if not self._lock.is_held:
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(timeout=5)  # the name is this session's own: only a fluke waits
+
+    def _abandoned(self, token: str) -> bool:
+        """Whether the session ``token`` ended or died (its lock released, or stale and now broken)."""
+        if token == self.token:
+            return False
+        path = self.incoming / token
+        try:
+            if lock_status(path) is None:
+                return True
+            break_lock(path)
+            return lock_status(path) is None
+        except (LockError, AccessDenied):
+            return False  # alive (its quarantine is its own), or not ours to judge
+
+    def _adopt(self, det: str) -> None:
+        folder = self.incoming / det
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            owner = _owner(entry.name)
+            if owner is None or not entry.is_dir(follow_symlinks=False) or not self._abandoned(owner):
+                continue
+            # Claim it with a rename (atomic, on NFS too): of sessions adopting at once, one wins.
+            claimed = folder / f"{self.token}-adopting-{os.urandom(4).hex()}"
+            try:
+                os.rename(entry.path, claimed)
+            except FileNotFoundError:
+                continue  # another session took it first
+            except PermissionError:
+                continue  # the file system does not let this user take it: it stays
+            own, found = self.get(det, create=True), Quarantine(claimed, create=False)
+            for oid, kind in found.ids().items():
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(found.path_of(oid, kind), own.path_of(oid, kind))
+            shutil.rmtree(claimed, ignore_errors=True)  # partial objects of a writer that is gone
+        # Files right in the detector's folder are not a session's: a fetch into this workspace
+        # keeps its quarantine there (and servers before per-session quarantines did).

@@ -8,10 +8,13 @@ Methods (an allowlist; named arguments only, checked by :class:`~dcsync.protocol
   already has imply, and minus payloads its partial-clone filter excludes);
 - ``get_objects``: those objects, streamed in bounded chunks;
 - ``get_files``: whole repository files, for detectors the client lacks (:mod:`dcsync.wholefile`);
-- ``have``: which of a batch of objects this side already has (stored or quarantined);
-- ``put_objects``: a stream of objects into quarantine, each verified as it arrives;
+- ``have``: which of a batch of objects this side already has (stored, or in this session's
+  quarantine);
+- ``put_objects``: a stream of objects into this session's quarantine, each verified as it arrives;
 - ``update_refs``: move HEADs by compare-and-swap, fast-forward only, importing the quarantined
   objects in the same crash-safe commit; ``atomic`` makes a batch all-or-nothing across files.
+
+Which right each method needs is declared in :data:`RIGHTS` and checked before the method runs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from dcsync.acl import Identity, current_identity
 from dcsync.errors import (
@@ -56,7 +59,7 @@ from dcsync.protocol import (
     read_frame,
     write_frame,
 )
-from dcsync.quarantine import Header, Quarantine
+from dcsync.quarantine import Header, Quarantine, Sessions
 from dcsync.rawio import pread_into, sendfile_all, write_all
 from dcsync.reach import is_ancestor, objects_for, transfer_header, walk_missing
 from dcsync.refs import HEAD, LogRecord, current_host
@@ -90,6 +93,43 @@ SPECS: dict[str, ArgSpec] = {
 
 
 SendFile = Callable[[int, int, int], int]  # (file descriptor, offset, count) -> bytes sent
+
+
+# -- who may call what ------------------------------------------------------------------------------
+
+
+def _put_targets(args: dict[str, Any]) -> list[str]:
+    return [_det(args["detector"])]
+
+
+def _update_targets(args: dict[str, Any]) -> list[str]:
+    updates = args["updates"]
+    if not all(isinstance(update, dict) for update in updates):
+        raise ProtocolError("each update is a map")
+    return [_det(update.get("detector")) for update in updates]
+
+
+class Right(NamedTuple):
+    """What a method needs of the caller. ``write`` methods name the detectors they change
+    (``targets``); the caller must be allowed to write each, on a server that is not read-only,
+    before the method runs at all: before it creates a directory, takes a lock, runs a hook or
+    writes a byte. ``read`` methods are judged per detector as they open it (:meth:`Server._repo`)."""
+
+    permission: Literal["none", "read", "write"]
+    targets: Callable[[dict[str, Any]], list[str]] | None = None
+
+
+# Checked by Server.serve() before every call; a method missing here cannot be called at all.
+RIGHTS: dict[str, Right] = {
+    "hello": Right("none"),
+    "heads": Right("read"),
+    "negotiate": Right("read"),
+    "get_objects": Right("read"),
+    "get_files": Right("read"),
+    "have": Right("read"),
+    "put_objects": Right("write", _put_targets),
+    "update_refs": Right("write", _update_targets),
+}
 
 
 def _oid(value: Any) -> ObjectId:
@@ -151,10 +191,18 @@ class Server:
         self.policy = self.ws.policy()
         self.client: dict[str, Any] = {}
         self._repos: dict[str, Repository] = {}
+        # This session's own quarantines: concurrent pushes never share one.
+        self.quarantines = Sessions(self.ws.root / CONFIG_DIR / "incoming")
 
     # -- session -----------------------------------------------------------------------------------
     def serve(self, read: Read, write: Write) -> None:
         """Run one session until the client hangs up."""
+        try:
+            self._serve(read, write)
+        finally:
+            self.quarantines.end()  # what a cut push left waits for the next one to adopt
+
+    def _serve(self, read: Read, write: Write) -> None:
         write(PREAMBLE)
         greeted = False
         while True:
@@ -179,12 +227,13 @@ class Server:
                     raise ProtocolError("a request is a map with an integer 'i' and a method name 'm'")
                 method = request["m"]
                 upload = method == "put_objects"
-                spec = SPECS.get(method)
-                if spec is None:
+                spec, right = SPECS.get(method), RIGHTS.get(method)
+                if spec is None or right is None:
                     raise ProtocolError(f"unknown method {method[:60]!r}")
                 if not greeted and method != "hello":
                     raise ProtocolError("the first request must be hello")
                 args = spec.check(method, request.get("a", {}))
+                self._authorize(right, args)
                 result = getattr(self, f"do_{method}")(rid, read, write, **args)
                 greeted = True
                 write_frame(write, {"i": rid, "r": result})
@@ -206,6 +255,7 @@ class Server:
                 return
 
     def close(self) -> None:
+        self.quarantines.end()
         for repo in self._repos.values():
             repo.close()
 
@@ -219,8 +269,8 @@ class Server:
             self._repos[det] = Repository.open(path, policy=False)
         return self._repos[det]
 
-    def _quarantine(self, det: str) -> Quarantine:
-        return Quarantine(self.ws.root / CONFIG_DIR / "incoming" / _det(det))
+    def _may_write(self, det: str) -> bool:
+        return not self.read_only and self.policy.acl().may_write(self.who, det)
 
     def _who(self) -> str:
         """The client as it said it was (user@host): for logs and messages, never for decisions."""
@@ -229,11 +279,14 @@ class Server:
     def _peer(self) -> str:
         return f"the client {self._who()}"
 
-    def _check_writable(self, det: str | None = None) -> None:
+    def _authorize(self, right: Right, args: dict[str, Any]) -> None:
+        """Refuse a call the caller has no right to, before it runs (see :data:`RIGHTS`)."""
+        if right.permission != "write":
+            return
         if self.read_only:
             raise AccessDenied(f"{self.ws.root} is served read-only")
-        if det is not None:
-            acl = self.policy.acl()
+        acl = self.policy.acl()
+        for det in right.targets(args) if right.targets else []:
             if not acl.may_write(self.who, det):
                 acl.require(self.who, "add", det)  # raises, naming user, detector and location
 
@@ -341,23 +394,22 @@ class Server:
 
     def do_have(self, rid: int, read: Read, write: Write, items: list[Any]) -> dict[str, Any]:
         answers = []
-        quarantines: dict[str, Quarantine | None] = {}
+        quarantines: dict[str, Quarantine] = {}
         for item in items:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("items are [detector, id] pairs")
             det, oid = _det(item[0]), _oid(item[1])
             path = self.ws.detector_path(det)
             stored = path.is_file() and self._repo(det).store.has(oid)
-            if det not in quarantines:  # asking must not create a quarantine directory
-                incoming = self.ws.root / CONFIG_DIR / "incoming" / det
-                quarantines[det] = self._quarantine(det) if incoming.is_dir() else None
-            quarantine = quarantines[det]
-            answers.append(stored or (quarantine is not None and quarantine.has(oid)))
+            if det not in quarantines:
+                # This session's own quarantine: asking creates no directory, and only a caller
+                # who may write the detector takes over what an ended push left (to resume it).
+                quarantines[det] = self.quarantines.get(det, adopt=self._may_write(det))
+            answers.append(stored or quarantines[det].has(oid))
         return {"have": answers}
 
     def do_put_objects(self, rid: int, read: Read, write: Write, detector: str) -> dict[str, Any]:
-        self._check_writable(_det(detector))
-        quarantine = self._quarantine(detector)
+        quarantine = self.quarantines.get(_det(detector), create=True, adopt=True)
         received = 0
         receiver = None
         try:
@@ -396,7 +448,6 @@ class Server:
         atomic: bool = False,
         message: str = "",
     ) -> dict[str, Any]:
-        self._check_writable()
         parsed = []
         for update in updates:
             if not isinstance(update, dict):
@@ -407,16 +458,27 @@ class Server:
             )
         if len({det for det, _, _ in parsed}) != len(parsed):  # atomic: the group holds its first lock
             raise ProtocolError("update_refs names a detector more than once")
+        unmoved = {det: self._unmoved(det, old) for det, old, new in parsed if old == new}
+        moves = [(det, old, new) for det, old, new in parsed if det not in unmoved]
         results: list[dict[str, Any]] = []
         landed: list[Incoming] = []
         if atomic:
-            with AtomicGroup(self.ws.root / CONFIG_DIR / "atomic") as group:
-                for det, old, new in parsed:
+            for conflict in unmoved.values():
+                if conflict is not None:
+                    raise conflict
+            with AtomicGroup(self.ws.root / CONFIG_DIR / "atomic") if moves else _no_group() as group:
+                for det, old, new in moves:
                     landed.append(self._move_head(det, old, new, message, group))
             results = [{"detector": det, "ok": True} for det, _, _ in parsed]
         else:
             for det, old, new in parsed:
                 try:
+                    if det in unmoved:
+                        conflict = unmoved[det]
+                        if conflict is not None:
+                            raise conflict
+                        results.append({"detector": det, "ok": True})
+                        continue
                     landed.append(self._move_head(det, old, new, message, None))
                     results.append({"detector": det, "ok": True})
                 except DcsyncError as exc:
@@ -429,16 +491,35 @@ class Server:
                 notes.extend(self.policy.after(incoming))
             finally:
                 store.close()
-        for det, _, _ in parsed:
+        for det, _, _ in moves:
             if all(r["ok"] for r in results if r["detector"] == det):
-                self._quarantine(det).clear()
+                self.quarantines.clear(det)
         return {"results": results, "notes": notes}
+
+    def _unmoved(self, det: str, head: ObjectId | None) -> DcsyncError | None:
+        """A no-op update (old = new): answered from HEAD as it is, with no lock taken, no hook run
+        and nothing written (a log record for it would only be noise anyone could add). Returns
+        the error to report for this detector (a conflict if HEAD is elsewhere), or None."""
+        path = self.ws.detector_path(det)
+        if not path.is_file():
+            return DetectorNotFound(f"no detector {det} in {self.ws.root}")
+        try:
+            store = HDF5Store(path)
+            try:
+                current = store.head()
+            finally:
+                store.close()
+        except DcsyncError as exc:
+            return exc
+        if current != head:
+            return RefConflict(f"{det}: the remote HEAD is {current} (you expected {head}); pull first")
+        return None
 
     def _move_head(
         self, det: str, old: ObjectId | None, new: ObjectId, message: str, group: AtomicGroup | None
     ) -> Incoming:
         path = self.ws.detector_path(det)
-        quarantine = self._quarantine(det)
+        quarantine = self.quarantines.get(det)
         who, peer = self._who(), self._peer()
         created = False
         if old is None and not path.is_file():
@@ -488,11 +569,15 @@ class Server:
                         old,
                         new,
                         "push received",
-                        message or f"push from {who}",
+                        message or f"push by {self.who.user}",
+                        # The record's user and served_as are the identity this session was
+                        # authenticated as (the SSH login the ACL judged): facts. What the client
+                        # said about itself in hello is kept, labelled as its claim.
+                        user=self.who.user,
                         extra={
-                            "pusher": self.client.get("user", ""),
-                            "pusher_host": self.client.get("host", ""),
                             "served_as": self.who.user,
+                            "claimed_user": self.client.get("user", ""),
+                            "claimed_host": self.client.get("host", ""),
                             "promoted_from": [
                                 c["meta"]["promote"] for c in incoming.commits() if "promote" in c["meta"]
                             ],
@@ -506,6 +591,12 @@ class Server:
         finally:
             store.close()
         return incoming
+
+
+@contextlib.contextmanager
+def _no_group() -> Iterator[None]:
+    """An atomic batch with nothing to move (all no-ops) takes no lock."""
+    yield None
 
 
 def _remove_if_empty(store: HDF5Store) -> None:

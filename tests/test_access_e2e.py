@@ -1,9 +1,10 @@
 """Access control for real: Unix users and groups, a real sshd, forced commands, shared group areas.
 
-A session fixture creates groups (dcsxpp1, dcsxpp2, dcsops) and users (dcsadmin in dcsops,
-dcsmember in dcsxpp1, dcsother in dcsxpp2, dcsoutsider in none), starts its own OpenSSH server on
-loopback whose ``AuthorizedKeysFile`` is ``<dir>/authorized/%u``, and builds three shared areas the
-way a site would (docs/admin.md): a central repository (group dcsops write by a rule) and two
+A session fixture creates groups (dcsxpp1, dcsxpp2, dcsops) and users (dcsadmin and dcsreader in
+dcsops, dcsmember in dcsxpp1, dcsother in dcsxpp2, dcsoutsider in none), starts its own OpenSSH server
+on loopback whose ``AuthorizedKeysFile`` is ``<dir>/authorized/%u``, and builds three shared areas the
+way a site would (docs/admin.md): a central repository (group dcsops's files; dcsadmin writes by a
+rule, dcsreader only reads although the file system would let it write) and two
 experiment areas (group dcsxpp1 / dcsxpp2), setgid group-writable, the areas' roots and ``.dcsync``
 sticky so a member cannot swap the ACL. Every session logs in over SSH as one of the users, so the
 server decides with that user's OS identity, exactly as in production.
@@ -63,7 +64,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # the resolved binary would run without the environment's packages
 PYTHON = sys.executable
 GROUPS = ("dcsxpp1", "dcsxpp2", "dcsops")
-USERS = {"dcsadmin": "dcsops", "dcsmember": "dcsxpp1", "dcsother": "dcsxpp2", "dcsoutsider": None}
+USERS = {
+    "dcsadmin": "dcsops",
+    "dcsreader": "dcsops",
+    "dcsmember": "dcsxpp1",
+    "dcsother": "dcsxpp2",
+    "dcsoutsider": None,
+}
 LOCK = Path(tempfile.gettempdir()) / "dcsync-access-e2e.lock"
 DET = "epix100a-1"  # in xpp1, promoted to central
 DET2 = "epix100a-2"  # in xpp2
@@ -81,6 +88,7 @@ KEYS: dict[str, tuple[str, tuple[str, bool] | None]] = {
     "member-xpp1-ro": ("dcsmember", ("xpp1", True)),
     "outsider-mirror": ("dcsoutsider", ("central", True)),
     "admin-central": ("dcsadmin", ("central", False)),
+    "reader-central": ("dcsreader", ("central", False)),  # a reader's key without --read-only
 }
 
 
@@ -235,7 +243,7 @@ def _build(base: Path, stack: contextlib.ExitStack) -> World:
     # the areas
     central = Workspace.init(areas["central"], "repository")
     acl = central.acl()
-    acl.rules.append(Rule(("group:dcsops",), ("read", "add", "set-default", "remove")))
+    acl.rules.append(Rule(("user:dcsadmin",), ("read", "add", "set-default", "remove")))
     acl_module.save(central.root, acl, Identity("root"), "e2e setup")
     heads = {DET_CENTRAL: _seed(central, DET_CENTRAL, 5.0)}
     xpp1 = Workspace.init(areas["xpp1"], "experiment", group="dcsxpp1")
@@ -394,7 +402,7 @@ def test_a_member_pushes_to_their_experiment_not_to_another(world: World, tmp_pa
     assert report.pushed == [DET], report.failed
     extra = _served_as(world.areas["xpp1"], DET)
     assert extra["served_as"] == "dcsmember"  # the SSH login decided, not the client's claim
-    assert extra["pusher"] == current_user()  # what the client says, kept for the audit
+    assert extra["claimed_user"] == current_user()  # what the client says, kept as its claim
     # what the member's server wrote stays usable by the group
     user, group, mode = _owner_and_mode(world.areas["xpp1"] / ".dcsync" / "incoming")
     assert (user, group) == ("dcsmember", "dcsxpp1") and mode & 0o2070 == 0o2070
@@ -577,8 +585,8 @@ def test_the_admin_promotes_from_an_experiment_to_central(world: World) -> None:
     with Workspace(world.areas["central"]).repository(DET) as repo:
         record = repo.log()[-1]
         assert record.command == "push received" and record.message == "pedestals of run 1 for everyone"
-        assert record.extra["pusher"] == "dcsadmin" and record.extra["served_as"] == "dcsadmin"
-        assert record.extra["pusher_host"] == current_host()
+        assert record.extra["claimed_user"] == "dcsadmin" and record.extra["served_as"] == "dcsadmin"
+        assert record.extra["claimed_host"] == current_host()
         assert record.extra["promoted_from"] == [{"from": xpp1_url, "commit": source_head}]
         promoted = repo.get("pedestals", at_ns=T0)
         assert promoted.obj == good.obj and promoted.pinned
@@ -591,7 +599,7 @@ def test_the_admin_promotes_from_an_experiment_to_central(world: World) -> None:
 
     log = CliRunner().invoke(app, ["-C", str(world.areas["central"]), "log", DET, "--json"])
     entry = json.loads(log.stdout)["entries"][0]
-    pushed = f"pushed by dcsadmin@{current_host()} (as dcsadmin)"
+    pushed = f"pushed by dcsadmin (client claimed dcsadmin@{current_host()})"
     assert entry["audit"] == f"{pushed}; promoted from {xpp1_url} commit {short(source_head)}"
 
     before = _digest(world.areas["central"])
@@ -614,3 +622,80 @@ def test_a_member_cannot_promote_to_central(world: World, tmp_path: Path) -> Non
     with pytest.raises(AccessDenied, match="user dcsmember may not add on epix100a-1 in repository location"):
         promote([DET], "xpp1", "central", here=desk)
     assert _digest(world.areas["central"]) == before
+
+
+# -- attacks on the calls that write (issue 9, item 9) ------------------------------------------------
+
+
+def _claiming(monkeypatch: pytest.MonkeyPatch, user: str, host: str) -> None:
+    """A hostile client says whatever it likes about itself in hello."""
+    monkeypatch.setattr("dcsync.client.current_user", lambda: user)
+    monkeypatch.setattr("dcsync.client.current_host", lambda: host)
+
+
+def _incoming(root: Path) -> list[str]:
+    incoming = root / ".dcsync" / "incoming"
+    return sorted(str(p.relative_to(incoming)) for p in incoming.rglob("*")) if incoming.exists() else []
+
+
+@pytest.mark.parametrize(
+    "key, area, det",
+    [("reader-central", "central", DET_CENTRAL), ("other", "xpp1", DET)],
+    ids=["reader-forced-key", "outsider"],
+)
+def test_a_reader_or_outsider_cannot_touch_refs(
+    world: World, monkeypatch: pytest.MonkeyPatch, key: str, area: str, det: str
+) -> None:
+    """Refused by put_objects, they sent update_refs with old = new = HEAD and a forged message:
+    each call logged a record "pushed by mallory@evilhost", took the write lock and ran the hooks,
+    and a new detector's name made a directory under .dcsync/incoming."""
+    _claiming(monkeypatch, "mallory", "evilhost")
+    root, user = world.areas[area], KEYS[key][0]
+    with Workspace(root).repository(det) as repo:
+        head, records = str(repo.head()), len(repo.log())
+    before, incoming = _digest(root), _incoming(root)
+    with Connection(open_channel(world.url(key, root), remote_dcsync=world.serve)) as conn:
+        assert conn.server["read_only"] is False
+        for atomic in (False, True, False):
+            with pytest.raises(AccessDenied, match=f"user {user} may not add on {det}"):
+                conn.call(
+                    "update_refs",
+                    updates=[{"detector": det, "old": head, "new": head}],
+                    atomic=atomic,
+                    message="pushed by mallory@evilhost",
+                )
+        with pytest.raises(AccessDenied, match=f"user {user} may not add on epix100a-77"):
+            conn.call("update_refs", updates=[{"detector": "epix100a-77", "old": None, "new": head}])
+    with Workspace(root).repository(det) as repo:
+        assert len(repo.log()) == records and str(repo.head()) == head
+    assert _digest(root) == before
+    assert _incoming(root) == incoming
+
+
+def test_the_log_names_the_login_and_labels_the_clients_claim(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    _claiming(monkeypatch, "mallory", "evilhost")
+    ws = _clone(world, "member", "xpp1", tmp_path / "xpp1")
+    _commit(ws, DET, np.full(SHAPE, 1.125, np.float32))
+    assert sync.push(ws, "origin").pushed == [DET]
+    root = world.areas["xpp1"]
+    with Workspace(root).repository(DET) as repo:
+        record, records, head = repo.log()[-1], len(repo.log()), str(repo.head())
+    assert record.user == "dcsmember" and record.extra["served_as"] == "dcsmember"
+    assert (record.extra["claimed_user"], record.extra["claimed_host"]) == ("mallory", "evilhost")
+    shown = CliRunner().invoke(app, ["-C", str(root), "log", DET, "--json", "-n", "1"])
+    assert (
+        json.loads(shown.stdout)["entries"][0]["audit"]
+        == "pushed by dcsmember (client claimed mallory@evilhost)"
+    )
+    # the member's own no-op: answered, and nothing written
+    before, incoming = _digest(root), _incoming(root)
+    with Connection(open_channel(world.url("member", root), remote_dcsync=world.serve)) as conn:
+        answer = conn.call("update_refs", updates=[{"detector": DET, "old": head, "new": head}], message="x")
+    assert answer["results"] == [{"detector": DET, "ok": True}]
+    with Workspace(root).repository(DET) as repo:
+        assert len(repo.log()) == records
+    assert _digest(root) == before and _incoming(root) == incoming

@@ -390,11 +390,12 @@ def test_cli_promote_between_named_remotes_and_push_audit(
     received = [e for e in entries if e["command"] == "push received"]
     assert len(received) == 1
     extra = received[0]["extra"]
-    assert extra["pusher"] == current_identity().user and extra["pusher_host"]
+    assert extra["claimed_user"] == current_identity().user and extra["claimed_host"]
     assert extra["served_as"] == current_identity().user
     assert extra["promoted_from"] == [{"from": str(src.root), "commit": xpp["head"]}]
     audit = received[0]["audit"]
-    assert audit.startswith(f"pushed by {extra['pusher']}@{extra['pusher_host']} (as {extra['served_as']})")
+    claimed = f"{extra['claimed_user']}@{extra['claimed_host']}"
+    assert audit.startswith(f"pushed by {extra['served_as']} (client claimed {claimed})")
     assert audit.endswith(f"; promoted from {src.root} commit {short(xpp['head'])}")
     with _target(central) as repo:
         assert repo.get("pedestals", at_ns=IN_A).entry.origin["location"] == str(src.root)
@@ -501,7 +502,7 @@ def test_a_remote_promotion_records_the_identity_the_server_authenticated(
     with _target(central) as repo:
         _check_provenance(repo, xpp, me, "mallory")
         record = repo.log()[-1]
-        assert (record.extra["served_as"], record.extra["pusher"]) == (me, "mallory")
+        assert (record.extra["served_as"], record.extra["claimed_user"]) == (me, "mallory")
 
 
 # -- ad-hoc URLs: --remote-dcsync and --ssh, over the real sshd -------------------------------------

@@ -91,6 +91,12 @@ def quarantine_dir(root: Path, det: str = DET) -> Path:
     return root / CONFIG_DIR / "incoming" / det
 
 
+def quarantined(root: Path, det: str = DET) -> list[Path]:
+    """Every file push sessions left in quarantine for ``det`` (one folder per session)."""
+    folder = quarantine_dir(root, det)
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
 def assert_verifies(root: Path) -> None:
     ws = Workspace(root)
     for det in ws.detectors():
@@ -1039,7 +1045,7 @@ def test_bad_object_headers_and_chunks_are_refused(
     raw = session()
     error_of(raw.upload(DET, items), "remote.protocol")
     assert raw.ended()
-    assert list(quarantine_dir(served).iterdir()) == []  # no partial file, nothing stored
+    assert quarantined(served) == []  # no partial file, nothing stored
 
 
 def test_frames_out_of_step_inside_an_upload(session: Callable[..., RawSession], served: Path) -> None:
@@ -1065,11 +1071,13 @@ def test_a_corrupted_chunk_is_refused_and_complete_objects_stay(
     err = error_of(raw.upload(DET, items), CorruptObject.wire_code)
     assert "content does not match its id" in err["message"]
     assert raw.ended()
-    left = sorted(p.name for p in quarantine_dir(served).iterdir())
+    left = sorted(p.name for p in quarantined(served))
     complete = [h for h in headers[: sum(1 for item in items[:victim] if "h" in item) - 1]]
     assert left == sorted(f"{h['id']}.{'npy' if h['k'] == 'array' else h['k']}" for h in complete)
     for h in complete:  # what stayed is exactly what was announced, verified
-        file = quarantine_dir(served) / f"{h['id']}.{'npy' if h['k'] == 'array' else h['k']}"
+        file = next(
+            p for p in quarantined(served) if p.name == f"{h['id']}.{'npy' if h['k'] == 'array' else h['k']}"
+        )
         if h["k"] != "array":
             assert hash_bytes(h["k"], file.read_bytes()) == h["id"]
     assert head_of(served) == old
@@ -1087,7 +1095,7 @@ def test_an_upload_cut_midway_leaves_no_partial_file(
         raw.send({"i": raw.rid, "s": item})
     raw.channel.write(framed(b"\x82\xa1i")[:6])  # half a frame, then the client vanishes
     raw.close()
-    assert all(not p.name.endswith(".part") for p in quarantine_dir(served).iterdir())
+    assert all(not p.name.endswith(".part") for p in quarantined(served))
 
 
 def test_the_server_keeps_serving_after_a_refused_request(session: Callable[..., RawSession]) -> None:

@@ -419,8 +419,8 @@ def test_push_to_the_experiment_area_then_pull_into_a_second_clone(world: World)
     received = log(experiment, EPIX)[records:]
     assert [r.command for r in received] == ["push received"]
     assert received[0].message == "dark run 42"
-    assert received[0].extra["pusher"] == current_user()
-    assert received[0].extra["pusher_host"] == current_host()
+    assert received[0].extra["claimed_user"] == current_user()  # what the client said, labelled so
+    assert received[0].extra["claimed_host"] == current_host()
     assert (received[0].old, received[0].new) == (report.planned[EPIX][0], head(alice, EPIX))
     assert quarantined(experiment) == []
     assert_verifies(experiment, alice)

@@ -329,11 +329,17 @@ def _log_entries(path: Path, number: int | None) -> list[dict[str, Any]]:
 def _audit(extra: Any) -> str:
     """Who pushed from where, and where promoted constants came from (for the log's last column)."""
     parts = []
-    if extra.get("pusher"):
-        parts.append(
-            f"pushed by {extra['pusher']}@{extra.get('pusher_host') or '?'}"
-            f" (as {extra.get('served_as') or '?'})"
-        )
+    # served_as is who the server authenticated: stated as fact. The client's own user@host is
+    # only its claim and says so (records before claimed_* named it pusher and pusher_host).
+    claimed = [
+        extra.get(k) or extra.get(old)
+        for k, old in (("claimed_user", "pusher"), ("claimed_host", "pusher_host"))
+    ]
+    if extra.get("served_as") or any(claimed):
+        text = f"pushed by {extra.get('served_as') or '?'}"
+        if any(claimed):
+            text += f" (client claimed {claimed[0] or '?'}@{claimed[1] or '?'})"
+        parts.append(text)
     promotions = list(extra.get("promoted_from") or [])
     if isinstance(extra.get("promote"), dict):
         promotions.append(extra["promote"])
