@@ -375,12 +375,14 @@ def huge_integer(d: Draft, draw: st.DrawFn) -> str | None:
         entry = _pick_entry(d, draw)
         if entry is None or (where == "shape" and not entry["s"]):
             return None
+        if where != "tsprod":
+            value = draw(st.sampled_from([*HUGE, -1]))  # sizes: negative ones too
         if where == "tsprod":
             entry["t"] = value
         elif where == "nbytes":
-            entry["n"] = draw(st.sampled_from([*HUGE, -1]))
+            entry["n"] = value
         else:
-            entry["s"][0] = draw(st.sampled_from([*HUGE, -1]))
+            entry["s"][0] = value
     return f"{where} = {value}"
 
 
