@@ -73,8 +73,13 @@ def detname_to_create(text: str) -> str:
     ``<detname>.h5`` (what a user sees in the workspace and every other command accepts), the
     detector that file belongs to. A path is refused: ``new`` always creates the file at its
     place in the workspace, ``<dettype>/<detname>.h5``."""
-    if not isinstance(text, str) or not text.endswith(FILE_SUFFIX) or "/" in text:
+    if not isinstance(text, str) or not text.endswith(FILE_SUFFIX):
         return check_detname(text)
+    if "/" in text:
+        raise InvalidName(
+            f"invalid detector name {text!r}: give the detector's name (or its file name), not a path; "
+            "its file is always made at <workspace>/<dettype>/<dettype>-<detid>.h5"
+        )
     try:
         return check_detname(text.removesuffix(FILE_SUFFIX))
     except InvalidName as exc:
