@@ -738,7 +738,7 @@ def test_hostile_random_commits_over_pipes(template: Template) -> None:
 @pytest.mark.parametrize("open_channel", [in_process, over_pipes], ids=["in-process", "pipes"])
 def test_many_random_commits(template: Template, open_channel: Opener) -> None:
     def one(spec: Spec, data: st.DataObject) -> None:
-        if data.draw(st.booleans(), label="hostile"):
+        if data.draw(st.booleans(), label="hostile or valid"):
             check_hostile(template, open_channel, spec, data)
         else:
             check_valid(template, open_channel, spec)
