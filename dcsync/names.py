@@ -1,7 +1,10 @@
 """Names users type: detector names, ctypes, range keys and version keys, and their validation.
 
-A detector name is ``<dettype>-<detid>``, lower case, from ``[a-z0-9._-]``; the dettype is the part
-before the first ``-``. A ctype is ``[a-z][a-z0-9_]*``. A range key is ``<begin>-<end|end>`` in exact
+A detector name is ``<dettype>-<detid>``, lower case: the dettype is a word of letters and digits
+(words joined by single ``_``) starting with a letter, the detid words of letters and digits joined
+by single ``.``, ``_`` or ``-``; so no part starts or ends with a separator or holds two in a row, and
+no name ends in ``.h5`` (every command reads that as a path to a file). A ctype is
+``[a-z][a-z0-9_]*``. A range key is ``<begin>-<end|end>`` in exact
 unix seconds (the legacy calib directory's convention, kept exact for sub-second times). A version
 key is 12 hex digits, random enough that two sites never pick the same one, so merging histories
 never renumbers anything.
@@ -23,7 +26,8 @@ from dcsync.times import NS, format_seconds
 VersionKey = NewType("VersionKey", str)
 RangeKey = NewType("RangeKey", str)
 
-_DETNAME = re.compile(r"^[a-z0-9][a-z0-9._]*-[a-z0-9][a-z0-9._-]*\Z")
+_DETNAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*-[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")
+FILE_SUFFIX = ".h5"
 _CTYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 _PAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
@@ -47,13 +51,39 @@ PSANA_CTYPES = (
 
 
 def check_detname(name: str) -> str:
-    """Validate a detector name; path separators, ``..`` and other characters are refused."""
-    if not isinstance(name, str) or len(name) > 200 or ".." in name or not _DETNAME.match(name):
+    """Validate a detector name; path separators, ``..`` and other characters are refused, and so
+    are empty parts and stray separators (``a.-b``), which psana never writes and which make file
+    names no one can tell apart by eye."""
+    if not isinstance(name, str) or len(name) > 200 or not _DETNAME.match(name):
         raise InvalidName(
-            f"invalid detector name {name!r}: use <dettype>-<detid>, lower case, "
-            "letters, digits, '.', '_' and '-' only (e.g. epix100a-3925868555)"
+            f"invalid detector name {name!r}: use <dettype>-<detid>, lower case; the dettype is "
+            "letters and digits (and single '_') starting with a letter, the detid letters and digits "
+            "joined by single '.', '_' or '-' (e.g. epix100a-3925868555, cspad-cxids2.0-cspad.0)"
+        )
+    if name.endswith(FILE_SUFFIX):
+        raise InvalidName(
+            f"invalid detector name {name!r}: a name ending in {FILE_SUFFIX} reads as a file path; "
+            f"the detector {name.removesuffix(FILE_SUFFIX)!r} has the file {name!r}"
         )
     return name
+
+
+def detname_to_create(text: str) -> str:
+    """The detector ``dcsync new TEXT`` creates: ``TEXT`` itself, or, for its file name
+    ``<detname>.h5`` (what a user sees in the workspace and every other command accepts), the
+    detector that file belongs to. A path is refused: ``new`` always creates the file at its
+    place in the workspace, ``<dettype>/<detname>.h5``."""
+    if not isinstance(text, str) or not text.endswith(FILE_SUFFIX):
+        return check_detname(text)
+    if "/" in text:
+        raise InvalidName(
+            f"invalid detector name {text!r}: give the detector's name (or its file name), not a path; "
+            "its file is always made at <workspace>/<dettype>/<dettype>-<detid>.h5"
+        )
+    try:
+        return check_detname(text.removesuffix(FILE_SUFFIX))
+    except InvalidName as exc:
+        raise InvalidName(f"invalid detector file name {text!r}: {exc.message}") from exc
 
 
 def split_detname(name: str) -> tuple[str, str]:

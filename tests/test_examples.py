@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
+
+from dcsync.repository import Repository
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,3 +74,29 @@ def test_sync_demo_script(tmp_path: Path) -> None:
     ):
         assert sorted(c["pedestals"]) == sorted(laptop["pedestals"]) == ["1793491200-end", "1795248000-end"]
         assert "pixel_status" in c
+
+
+def test_read_view_recipe(tmp_path: Path) -> None:
+    """The plain-h5py retry recipe (README, docs/format.md) reads what dcsync get reads."""
+    path = tmp_path / "epix-1.h5"
+    with Repository.create(path, "epix-1") as repo:
+        with repo.transaction("peds") as tx:
+            tx.add("pedestals", np.arange(12, dtype="<f4").reshape(3, 4), begin_ns=1795161600 * 10**9)
+        version = repo.get("pedestals", at_ns=1795161600 * 10**9).version
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "read_view.py"), str(path), "pedestals", "1795161600-end"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{version} float32 (3, 4)"
+    # A journal means a commit is in progress: the recipe waits, and says so when it gives up.
+    (tmp_path / "epix-1.h5.journal").write_bytes(b"")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import read_view; "
+        "read_view.read_consistent(sys.argv[2], lambda f: None, attempts=3, pause=0.01)"
+    )
+    stuck = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "examples"), str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert stuck.returncode == 1 and "StillCommitting" in stuck.stderr and "journal" in stuck.stderr

@@ -9,6 +9,7 @@ import typer
 
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, emit_json, say
+from dcsync.names import detname_to_create
 from dcsync.workspace import KINDS, Workspace
 
 app = typer.Typer()
@@ -41,7 +42,12 @@ def init(
 @app.command()
 def new(
     ctx: typer.Context,
-    detname: Annotated[str, typer.Argument(help="DETTYPE-DETID, lower case (e.g. epix100a-3925868555).")],
+    detname: Annotated[
+        str,
+        typer.Argument(
+            help="DETTYPE-DETID, lower case (e.g. epix100a-3925868555), or its file name DETTYPE-DETID.h5."
+        ),
+    ],
     predecessor: Annotated[
         str | None,
         typer.Option(
@@ -58,7 +64,8 @@ def new(
     ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Create a detector repository in the workspace."""
+    """Create a detector repository in the workspace, at DETTYPE/DETTYPE-DETID.h5."""
+    detname = detname_to_create(detname)  # epix-1.h5 names the file of epix-1, not a detector "epix-1.h5"
     ws = state(ctx).workspace()
     with ws.new_detector(detname, predecessor=predecessor or "", alias=alias, message=message) as repo:
         head = repo.head()
