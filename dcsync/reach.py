@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -118,7 +118,14 @@ class _Sources:
             return self.store.kind_of(oid)
         if oid in self.held:
             return self.held[oid]
-        what = "commit" if via is None or via.role == "a parent" else "object"
+        return self.never_received(oid, via, "commit" if via is None or via.role == "a parent" else "object")
+
+    def never_received(self, oid: ObjectId, via: Via | None, what: str = "object") -> NoReturn:
+        """``oid`` is referred to but is neither stored nor arrived: a reference the peer sent is
+        the peer's fault (a dangling id), one the store holds is the store's."""
+        peer = self._blamed(via)
+        if peer is not None:
+            raise ProtocolError(f"{what} {oid} is needed but was never received (referred to by {peer})")
         raise CorruptObject(f"{what} {oid} is needed but was never received")
 
     def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj:
@@ -375,7 +382,7 @@ def walk_missing(
             if store.has(oid):
                 continue
             if oid not in src.held:
-                raise CorruptObject(f"object {oid} is needed but was never received")
+                src.never_received(oid, ref)
             yield oid, src.held[oid], 0
         if detector is not None and other is None:
             root = src.read_as(commit.tree, RootTree, Via(cid, "the tree"))
