@@ -528,6 +528,8 @@ class Transaction:
         self.repo = repo
         self.message = message
         self.author = author or current_user()
+        if "\0" in self.author:  # each version keeps its author as an HDF5 attribute, which cannot hold NUL
+            raise InputError(f"author {self.author!r} contains a NUL character")
         self.command = command
         self.meta = dict(meta or {})
         self._ops: list[Op] = []

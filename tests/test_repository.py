@@ -474,6 +474,14 @@ def test_bad_payloads(repo: Repository) -> None:
     assert repo.ctypes() == []
 
 
+def test_an_author_with_a_nul_is_refused_before_anything_is_written(repo: Repository) -> None:
+    # each version keeps its author as an HDF5 attribute, which cannot hold NUL: this once reached
+    # the view writer as h5py's ValueError
+    with pytest.raises(InputError, match="author"):
+        repo.transaction(author="a\0b")
+    assert repo.ctypes() == []
+
+
 # -- transactions --------------------------------------------------------------------------------
 
 
