@@ -36,6 +36,7 @@ from dcsync.errors import (
     by_wire_code,
 )
 from dcsync.hashing import ALGORITHM
+from dcsync.limits import ITEM, Decoding
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
@@ -104,14 +105,21 @@ def bytes_frame_head(rid: int, size: int) -> bytes:
     return (len(prefix) + size).to_bytes(4, "big") + prefix
 
 
-def read_frame(read: Read, *, limit: int | None = None) -> Any:
+def read_frame(read: Read, *, limit: int | None = None, decoding: Decoding = ITEM) -> Any:
+    """One frame, decoded within the limits of the message type the reader expects next
+    (:mod:`dcsync.limits`): its size is checked before the body is read, its structure before it
+    is decoded."""
     cap = frame_limit() if limit is None else limit
+    if decoding.frame is not None:
+        cap = min(cap, decoding.frame)
     size = int.from_bytes(read_exact(read, 4), "big")
     if size > cap:
-        raise ProtocolError(f"peer sent a frame of {size} bytes, over the limit of {cap}")
+        raise ProtocolError(
+            f"peer sent a frame of {size} bytes, over the limit of {cap} for a {decoding.name}"
+        )
     body = read_exact(read, size)
     try:
-        return wire.unpack(body, limit=cap, what="frame")
+        return wire.unpack(body, limit=cap, what="frame", decoding=decoding)
     except CorruptObject as exc:
         raise ProtocolError(f"peer sent a malformed frame: {exc}") from exc
 

@@ -40,6 +40,7 @@ from dcsync.errors import (
     StorageFull,
 )
 from dcsync.hashing import ObjectId, is_object_id
+from dcsync.limits import HELLO, ITEM, REQUEST
 from dcsync.locking import FileLock
 from dcsync.names import check_detname
 from dcsync.policy import Incoming
@@ -160,7 +161,7 @@ class Server:
         while True:
             upload = False
             try:
-                request = read_frame(read)
+                request = read_frame(read, decoding=REQUEST if greeted else HELLO)
             except DcsyncError as exc:
                 if "closed after 0 of 4" in exc.message:
                     return  # the client hung up between requests: a normal end
@@ -362,7 +363,7 @@ class Server:
         receiver = None
         try:
             while True:
-                frame = read_frame(read)
+                frame = read_frame(read, decoding=ITEM)
                 if not isinstance(frame, dict) or frame.get("i") != rid:
                     raise ProtocolError("unexpected frame inside put_objects")
                 if frame.get("end"):

@@ -1,0 +1,196 @@
+"""Attacks on the wire (issue 9, items 8, 12 and 13), each against a real ``dcsync serve --stdio``
+subprocess: frames built to make the decoder allocate, integers out of every range, a client that
+goes quiet, and a tree made to hold the detector lock.
+
+Memory and CPU are the server's own: its peak resident set (VmHWM of /proc/PID/status, followed
+until it exits; ``wait4``'s ru_maxrss would include the test process it was forked from) and its
+user plus system time as ``wait4`` reports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dcsync import wire
+from dcsync.limits import Decoding
+from dcsync.protocol import hello_args, read_frame, read_preamble
+from dcsync.workspace import Workspace
+
+DET = "epix-1"
+MiB = 1024 * 1024
+FRAME = 16 * MiB  # the default DCSYNC_MAX_FRAME: what an attacker may send in one frame
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    root = tmp_path / "served"
+    ws = Workspace.init(root, kind="repository")
+    with ws.new_detector(DET) as repo, repo.transaction("first constants") as tx:
+        tx.add("pedestals", np.arange(24, dtype="<f4").reshape(4, 6), begin_ns=100)
+    return root
+
+
+@dataclass
+class Outcome:
+    frames: list[Any]  # what the server answered
+    peak_rss: int  # bytes
+    cpu: float  # seconds
+    status: int
+    stderr: str
+
+
+class Served:
+    """``python -m dcsync serve --stdio`` over pipes, driven frame by frame."""
+
+    def __init__(self, root: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dcsync", "serve", "--stdio", "--root", str(root), *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.out, self.inp = self.proc.stdout, self.proc.stdin
+        self.peak_rss = 0
+        self._watcher = threading.Thread(target=self._watch_memory, daemon=True)
+        self._watcher.start()
+        read_preamble(self.out.read, peer="server")
+        self.rid = 0
+
+    def _watch_memory(self) -> None:
+        """Follow the server's VmHWM (its peak resident set since exec) until it exits: the
+        kernel's own peak, sampled often enough to see any decoding that takes a while."""
+        status = Path(f"/proc/{self.proc.pid}/status")
+        while True:
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                return
+            hwm = [int(line.split()[1]) * 1024 for line in lines if line.startswith("VmHWM:")]
+            if not hwm:  # a zombie: its memory is gone
+                return
+            self.peak_rss = max(self.peak_rss, hwm[0])
+            time.sleep(0.002)
+
+    def send_bytes(self, data: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError):  # a server that refused stops reading
+            self.inp.write(data)
+            self.inp.flush()
+
+    def send(self, value: Any) -> None:
+        body = wire.pack(value)
+        self.send_bytes(len(body).to_bytes(4, "big") + body)
+
+    def call(self, method: str, **args: Any) -> Any:
+        self.rid += 1
+        self.send({"i": self.rid, "m": method, "a": args})
+        return read_frame(self.out.read, decoding=_ANY)
+
+    def hello(self) -> Any:
+        return self.call("hello", **hello_args("dcsync attack", "mallory", "evilhost"))
+
+    def attack(self, body: bytes) -> Outcome:
+        """Send one frame (from a thread: the server may stop reading), then read what it
+        answers until it hangs up, and collect its accounting."""
+        sender = threading.Thread(target=self.send_bytes, args=(len(body).to_bytes(4, "big") + body,))
+        sender.start()
+        return self.finish(sender)
+
+    def finish(self, sender: threading.Thread | None = None) -> Outcome:
+        frames = []
+        if sender is None:  # a quiet session ends by closing its output
+            self.inp.close()
+        with contextlib.suppress(Exception):
+            while True:
+                frames.append(read_frame(self.out.read, decoding=_ANY))
+        with contextlib.suppress(BrokenPipeError):
+            self.inp.close()
+        if sender is not None:
+            sender.join(60)
+        self._watcher.join(60)  # it stops at the zombie, which only wait4 reaps
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr.read().decode(errors="replace")
+        self.out.close()
+        self.proc.stderr.close()
+        return Outcome(frames, self.peak_rss, usage.ru_utime + usage.ru_stime, self.proc.returncode, stderr)
+
+
+# Reading the server's answers in the test: no limits of interest here.
+_ANY = Decoding("test", frame=None, depth=64, max_str=None, max_bin=None, cost_per_byte=1000, cost_extra=MiB)
+
+
+def _baseline(root: Path) -> Outcome:
+    """A well-behaved session: hello, heads, goodbye."""
+    server = Served(root)
+    server.hello()
+    assert DET in server.call("heads")["r"]["heads"]
+    return server.finish()
+
+
+def _array32(count: int) -> bytes:
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _map32(count: int) -> bytes:
+    return b"\xdf" + count.to_bytes(4, "big")
+
+
+def _tiny_keys_map() -> bytes:
+    """A map of unique 4-character keys, each to nil: 6 bytes a pair."""
+    alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+_"
+    count = (FRAME - 16) // 6
+    keys = (bytes(alphabet[(i >> s) & 63] for s in (18, 12, 6, 0)) for i in range(count))
+    return _map32(count) + b"".join(b"\xa4" + key + b"\xc0" for key in keys)
+
+
+# Within msgpack's own per-container caps (an array of at most FRAME // 2 items), so that
+# without the pre-scan each is decoded in full.
+ITEMS = FRAME // 2 - 1
+HOSTILE = {
+    "sibling empty arrays": lambda: _array32(ITEMS) + b"\x90" * ITEMS,
+    "sibling empty maps": lambda: _array32(ITEMS) + b"\x80" * ITEMS,
+    "a map of tiny keys": _tiny_keys_map,
+    "many small strs": lambda: _array32(ITEMS // 3) + b"\xa2ab" * (ITEMS // 3),
+    "nested lists of empty lists": lambda: (
+        _array32(64) + (_array32(ITEMS // 64) + b"\x90" * (ITEMS // 64)) * 64
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("greeted", [False, True], ids=["before-hello", "after-hello"])
+@pytest.mark.parametrize("shape", sorted(HOSTILE))
+def test_a_frame_built_to_amplify_costs_the_server_little(served: Path, shape: str, greeted: bool) -> None:
+    """Item 8: today one such frame took the server from ~50 MB to over 1 GB and seconds of CPU
+    (any key, before hello). Now the frame is refused by its size (before hello) or by the
+    pre-scan (after), before msgpack builds anything."""
+    base = _baseline(served)
+    server = Served(served)
+    if greeted:
+        assert "r" in server.hello()
+    body = HOSTILE[shape]()
+    assert len(body) <= FRAME
+    got = server.attack(body)
+    print(
+        f"\n{shape} ({'after' if greeted else 'before'} hello): peak RSS {got.peak_rss / MiB:.0f} MiB "
+        f"(a quiet session {base.peak_rss / MiB:.0f} MiB), CPU {got.cpu:.2f} s (quiet {base.cpu:.2f} s)"
+    )
+    assert got.frames and got.frames[-1]["e"]["code"] == "remote.protocol", got.frames
+    assert "Traceback" not in got.stderr
+    # The frame itself is read (16 MiB, twice while it is joined) when it is within the cap;
+    # nothing it describes is built.
+    assert got.peak_rss - base.peak_rss < 64 * MiB
+    assert got.cpu - base.cpu < 2.0
