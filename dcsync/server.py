@@ -20,6 +20,7 @@ import contextlib
 import errno
 import fnmatch
 import os
+import select
 import shlex
 import sys
 import traceback
@@ -31,6 +32,7 @@ from dcsync.acl import Identity, current_identity
 from dcsync.errors import (
     AccessDenied,
     AlreadyExists,
+    ConnectionLost,
     DcsyncError,
     DetectorNotFound,
     NotFastForward,
@@ -38,6 +40,7 @@ from dcsync.errors import (
     RefConflict,
     RemoteError,
     StorageFull,
+    UsageError,
 )
 from dcsync.hashing import ObjectId, is_object_id
 from dcsync.limits import HELLO, ITEM, REQUEST
@@ -571,38 +574,87 @@ def resolve_root(
     return real, asked_read_only
 
 
+DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; docs/admin.md, "Idle sessions"
+
+
+def idle_timeout_of(ws: Workspace) -> float:
+    """``[serve] idle_timeout`` of the served workspace's config.toml (seconds, 0: never)."""
+    value = ws.config().get("serve", {}).get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10**9:
+        raise UsageError(
+            f"{ws.config_path}: [serve] idle_timeout must be a number of seconds (0: never), not {value!r}"
+        )
+    return float(value)
+
+
+class IdleClock:
+    """Ends a session whose client neither sends nor takes what it is sent for ``timeout``
+    seconds: without it a client that stopped reading, or never sent, kept its server process
+    (and whatever it holds open) alive forever. Only time spent waiting on the client counts, never
+    the server's own work (a long commit, a hook)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.expired = False
+
+    def wait(self, fd: int, event: int) -> None:
+        if self.timeout <= 0:
+            return  # no limit: the blocking call waits as long as it takes
+        poller = select.poll()
+        poller.register(fd, event)
+        # Once expired, the session is ending: a last error frame goes only if it fits right away.
+        if not poller.poll(0 if self.expired else int(self.timeout * 1000)):
+            self.expired = True
+            sys.stderr.write(
+                f"dcsync serve: the client was idle for {self.timeout:g} s; ending the session\n"
+            )
+            raise ConnectionLost(f"the client was idle for {self.timeout:g} s (the server's idle timeout)")
+
+
 def run_stdio(
     root: Path | None,
     *,
     read_only: bool = False,
     restrict_to: list[Path] | None = None,
+    idle_timeout: float | None = None,
     stdin: Any = None,
     stdout: Any = None,
 ) -> int:
-    """Serve on this process's stdin/stdout (binary, unbuffered)."""
+    """Serve on this process's stdin/stdout (binary, unbuffered).
+
+    ``idle_timeout`` (seconds, 0: never) overrides the workspace's ``[serve] idle_timeout``.
+    """
     infd = (stdin or sys.stdin).fileno()
     outfd = (stdout or sys.stdout).fileno()
     widen_pipe(outfd)  # sshd or the local client reads bulk transfers from it
+    clock = IdleClock(0)
 
     def read(n: int) -> bytes:
+        clock.wait(infd, select.POLLIN)
         return os.read(infd, n)
+
+    def writable(fd: int) -> None:
+        clock.wait(fd, select.POLLOUT)
 
     def sendfile(fd: int, offset: int, count: int) -> int:
         """Bytes of a file to our output in the kernel; returns how many went (0: unsupported)."""
-        return sendfile_all(outfd, fd, offset, count)
+        return sendfile_all(outfd, fd, offset, count, wait=writable)
 
     def write(data: bytes) -> None:
-        write_all(outfd, data)
+        write_all(outfd, data, wait=writable)
 
     try:
         real, asked_read_only = resolve_root(
             root, restrict_to or [], original_command=os.environ.get("SSH_ORIGINAL_COMMAND")
         )
         server = Server(real, read_only=read_only or asked_read_only, sendfile=sendfile)
+        clock.timeout = idle_timeout if idle_timeout is not None else idle_timeout_of(server.ws)
     except DcsyncError as exc:
         write(PREAMBLE)
         write_frame(write, {"i": 0, "e": error_to_wire(exc)})
         return exc.exit_code
+    if clock.timeout > 0:
+        os.set_blocking(outfd, False)  # a write must not wait for a client that stopped reading
     try:
         server.serve(read, write)
     except (BrokenPipeError, ConnectionError):

@@ -194,3 +194,56 @@ def test_a_frame_built_to_amplify_costs_the_server_little(served: Path, shape: s
     # nothing it describes is built.
     assert got.peak_rss - base.peak_rss < 64 * MiB
     assert got.cpu - base.cpu < 2.0
+
+
+# -- item 13a: idle sessions ---------------------------------------------------------------------
+
+
+def _exits_within(server: Served, seconds: float) -> Outcome:
+    """The server's outcome, once it has ended by itself (the test holds its pipes open)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(f"/proc/{server.proc.pid}/stat") as stat:
+            if stat.read().split(") ", 1)[1].startswith("Z"):  # exited, not yet reaped
+                return server.finish()
+        time.sleep(0.05)
+    server.proc.kill()
+    server.finish()
+    raise AssertionError(f"the server was still running after {seconds} s")
+
+
+def test_a_client_that_never_sends_is_dropped_after_the_idle_timeout(served: Path) -> None:
+    for greeted in (False, True):
+        server = Served(served, "--idle-timeout", "1")
+        if greeted:
+            assert "r" in server.hello()
+        started = time.monotonic()
+        got = _exits_within(server, 15)
+        assert time.monotonic() - started >= 0.9
+        assert "idle for 1 s" in got.stderr and "Traceback" not in got.stderr
+        assert got.status == 0
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_idle_timeout(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    ws = Workspace.init(root, kind="repository")
+    with ws.new_detector(DET) as repo, repo.transaction("a large constant") as tx:
+        tx.add("pedestals", np.arange(2 * MiB, dtype="<f4"), begin_ns=100)  # 8 MiB: more than a pipe holds
+    server = Served(root, "--idle-timeout", "1")
+    server.hello()
+    server.rid += 1
+    server.send({"i": server.rid, "m": "get_files", "a": {"items": [[DET, 0, None]]}})
+    # ... and read nothing: the server fills the pipe, then waits for a reader that never comes.
+    got = _exits_within(server, 15)
+    assert "idle for 1 s" in got.stderr and "Traceback" not in got.stderr
+
+
+def test_the_idle_timeout_comes_from_the_workspace_config(served: Path) -> None:
+    ws = Workspace(served)
+    ws.write_config({**ws.config(), "serve": {"idle_timeout": 1}})
+    got = _exits_within(Served(served), 15)
+    assert "idle for 1 s" in got.stderr
+    ws.write_config({**ws.config(), "serve": {"idle_timeout": "soon"}})
+    server = Served(served)
+    got = server.finish()
+    assert got.frames[0]["e"]["code"] == "usage" and "idle_timeout" in got.frames[0]["e"]["message"]
