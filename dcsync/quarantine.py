@@ -44,7 +44,8 @@ _DTYPES = {
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A size or a dimension: a whole number that fits an int64 (what numpy and the OS take)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
 
 
 class Header:

@@ -48,6 +48,8 @@ from dcsync.locking import FileLock
 from dcsync.names import check_detname
 from dcsync.policy import Incoming
 from dcsync.protocol import (
+    INT64_MAX,
+    INT64_MIN,
     PREAMBLE,
     ArgSpec,
     Read,
@@ -58,6 +60,7 @@ from dcsync.protocol import (
     hello_args,
     negotiate_version,
     read_frame,
+    whole_number,
     write_frame,
 )
 from dcsync.quarantine import Header, Quarantine
@@ -127,6 +130,8 @@ def _filter(value: Any) -> dict[str, Any]:
             continue
         if not isinstance(item, expected) or (expected is not bool and isinstance(item, bool)):
             raise ProtocolError(f"filter key {key!r} has the wrong type")
+        if key == "since":
+            whole_number(item, "filter key 'since'", INT64_MIN, INT64_MAX)
         if isinstance(item, list) and not all(isinstance(c, str) for c in item):
             raise ProtocolError("filter key 'ctypes' is a list of names")
         out[key] = item
@@ -172,8 +177,8 @@ class Server:
                     write_frame(write, {"i": 0, "e": error_to_wire(exc)})
                 return  # the stream may be out of step: stop
             rid = request.get("i") if isinstance(request, dict) else None
-            if isinstance(rid, bool):
-                rid = None
+            if isinstance(rid, bool) or not isinstance(rid, int) or not 0 <= rid <= INT64_MAX:
+                rid = None  # answered as 0 (an id out of range cannot be echoed as the peer meant it)
             try:
                 if (
                     not isinstance(request, dict)
@@ -306,12 +311,10 @@ class Server:
             if (
                 not isinstance(item, list)
                 or len(item) != 3
-                or not isinstance(item[1], int)
-                or isinstance(item[1], bool)
-                or item[1] < 0
                 or not (item[2] is None or isinstance(item[2], str))
             ):
                 raise ProtocolError("items are [detector, offset, token or nil] triples")
+            whole_number(item[1], "a get_files offset")
             det = _det(item[0])
             self._repo(det)  # exists, and the caller may read it
             requests.append((det, item[1], item[2]))

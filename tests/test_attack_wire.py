@@ -247,3 +247,93 @@ def test_the_idle_timeout_comes_from_the_workspace_config(served: Path) -> None:
     server = Served(served)
     got = server.finish()
     assert got.frames[0]["e"]["code"] == "usage" and "idle_timeout" in got.frames[0]["e"]["message"]
+
+
+# -- item 12: integers out of range ----------------------------------------------------------------
+
+U64 = 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        ({"i": 2, "m": "get_files", "a": {"items": [[DET, U64, None]]}}, "offset"),
+        ({"i": 2, "m": "get_files", "a": {"items": [[DET, -1, None]]}}, "offset"),
+        (
+            {
+                "i": 2,
+                "m": "negotiate",
+                "a": {"wants": [{"detector": DET, "want": "HEAD", "filter": {"since": U64}}]},
+            },
+            "since",
+        ),
+        ({"i": U64, "m": "heads", "a": {}}, "integer 'i'"),
+        ({"i": -1, "m": "heads", "a": {}}, "integer 'i'"),
+    ],
+    ids=["offset-u64", "offset-negative", "since-u64", "id-u64", "id-negative"],
+)
+def test_integers_out_of_range_are_protocol_errors_naming_the_field(
+    served: Path, request_: dict[str, Any], field: str
+) -> None:
+    server = Served(served)
+    server.hello()
+    head = server.call("heads")["r"]["heads"][DET]
+    for want in request_["a"].get("wants", []):
+        want["want"] = head
+    server.send(request_)
+    got = server.finish()
+    assert got.frames, got.stderr
+    error = got.frames[-1]["e"]
+    assert error["code"] == "remote.protocol" and field in error["message"], error
+    assert "Traceback" not in got.stderr
+
+
+@pytest.mark.parametrize(
+    "hello", [{"protocol": U64}, {"min_protocol": U64}, {"protocol": -1}], ids=["max", "min", "negative"]
+)
+def test_a_hello_with_a_protocol_out_of_range_names_it(served: Path, hello: dict[str, int]) -> None:
+    server = Served(served)
+    server.send({"i": 1, "m": "hello", "a": {**hello_args("x", "mallory", "evilhost"), **hello}})
+    error = server.finish().frames[-1]["e"]
+    assert error["code"] == "remote.protocol" and next(iter(hello)) in error["message"], error
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"id": "0" * 32, "k": "array", "n": U64, "d": "|u1", "s": [U64]},
+        {"id": "0" * 32, "k": "array", "n": 0, "d": "|u1", "s": [U64, 0]},
+        {"id": "0" * 32, "k": "text", "n": U64},
+    ],
+    ids=["size", "dimension", "text-size"],
+)
+def test_object_headers_with_sizes_beyond_int64_are_refused(served: Path, header: dict[str, Any]) -> None:
+    server = Served(served)
+    server.hello()
+    server.send({"i": 2, "m": "put_objects", "a": {"detector": DET}})
+    server.send({"i": 2, "s": {"h": header}})
+    got = server.finish()
+    error = got.frames[-1]["e"]
+    assert error["code"] == "remote.protocol", error
+    assert not list((served / ".dcsync" / "incoming").rglob("*.part"))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"objects": {DET: [["0" * 32, "array", U64]]}},
+        {"objects": {DET: [["0" * 32, "array", "12"]]}},
+        {"objects": {DET: [["0" * 32, "array", -5]]}},
+        {"objects": {DET: [["0" * 32, "array"]]}},
+        {"objects": {DET: [["nope", "array", 5]]}},
+        {"objects": [DET]},
+    ],
+)
+def test_a_negotiate_answer_is_checked_before_its_sizes_are_used(answer: Any) -> None:
+    from dcsync.errors import ProtocolError
+    from dcsync.protocol import offered_objects
+
+    with pytest.raises(ProtocolError, match=r"size|malformed"):
+        offered_objects(answer, peer="the server")
+    good = offered_objects({"objects": {DET: [["0" * 32, "array", 12]]}}, peer="the server")
+    assert good == {DET: [("0" * 32, "array", 12)]}
