@@ -43,7 +43,7 @@ from dcsync.errors import (
     UsageError,
 )
 from dcsync.hashing import ObjectId, is_object_id
-from dcsync.limits import HELLO, ITEM, REQUEST
+from dcsync.limits import HELLO, ITEM, REQUEST, check_tree_size
 from dcsync.locking import FileLock
 from dcsync.names import check_detname
 from dcsync.policy import Incoming
@@ -448,11 +448,11 @@ class Server:
         quarantine = self._quarantine(det)
         who, peer = self._who(), self._peer()
         created = False
+        needed: list[ObjectId] | None = None
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
-            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer):
-                pass
+            needed = _received(MemoryStore(), quarantine, new, peer=peer)
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
                 HDF5Store.create(path).close()
@@ -462,6 +462,16 @@ class Server:
         cached = self._repos.pop(det, None)
         if cached is not None:
             cached.close()
+        if needed is None:
+            # Walking and checking what arrived is most of the work: done on the committed file
+            # before the lock, which then covers only the commit. A reader sees committed states
+            # only, and committed objects stay, so what it found stays found; the CAS under the
+            # lock catches a HEAD that moved meanwhile, and importing skips objects that landed.
+            reader = HDF5Store(path)
+            try:
+                needed = _received(reader, quarantine, new, peer=peer)
+            finally:
+                reader.close()
         store = HDF5Store(path)
         try:
             with store.writing(group):
@@ -470,7 +480,6 @@ class Server:
                     raise RefConflict(
                         f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
                     )
-                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer)]
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
@@ -513,6 +522,19 @@ class Server:
         finally:
             store.close()
         return incoming
+
+
+def _received(
+    store: HDF5Store | MemoryStore, arrived: Quarantine, new: ObjectId, *, peer: str
+) -> list[ObjectId]:
+    """The objects ``new`` needs that ``store`` lacks, each checked to have arrived, to be of the
+    kind its reference promises and, for trees, to be within the size limits (dcsync.limits)."""
+    needed = []
+    for oid, kind, _ in walk_missing(store, arrived, new, peer=peer):
+        if kind == "tree":
+            check_tree_size(arrived.read_object(oid), oid, peer=peer)
+        needed.append(oid)
+    return needed
 
 
 def _remove_if_empty(store: HDF5Store) -> None:

@@ -337,3 +337,28 @@ def test_a_negotiate_answer_is_checked_before_its_sizes_are_used(answer: Any) ->
         offered_objects(answer, peer="the server")
     good = offered_objects({"objects": {DET: [["0" * 32, "array", 12]]}}, peer="the server")
     assert good == {DET: [("0" * 32, "array", 12)]}
+
+
+# -- item 13b: tree sizes ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_range_with_too_many_versions_is_refused_before_the_lock(served: Path, tmp_path: Path) -> None:
+    """A push of a range holding MAX_VERSIONS_PER_RANGE + 1 versions to a real serve subprocess
+    (a local-path remote) is refused naming the limit, and the served file is unchanged."""
+    from dcsync import sync
+    from dcsync.limits import MAX_VERSIONS_PER_RANGE
+
+    work = tmp_path / "work"
+    sync.clone(str(served), work)
+    with Workspace(work).repository(DET) as repo, repo.transaction("too many versions") as tx:
+        for i in range(MAX_VERSIONS_PER_RANGE + 1):
+            tx.add("pedestals", np.full(2, i, dtype="<f4"), begin_ns=100, make_default=False)
+    before = Workspace(served).detector_path(DET).read_bytes()
+    report = sync.push(Workspace(work), "origin")
+    assert DET in report.failed, report
+    assert (
+        "MAX_VERSIONS_PER_RANGE" in report.failed[DET]
+        and f"over the limit of {MAX_VERSIONS_PER_RANGE}" in report.failed[DET]
+    )
+    assert Workspace(served).detector_path(DET).read_bytes() == before
