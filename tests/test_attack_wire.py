@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sshd import SSHServer
 
 from dcsync import wire
 from dcsync.limits import Decoding
@@ -362,3 +364,33 @@ def test_a_range_with_too_many_versions_is_refused_before_the_lock(served: Path,
         and f"over the limit of {MAX_VERSIONS_PER_RANGE}" in report.failed[DET]
     )
     assert Workspace(served).detector_path(DET).read_bytes() == before
+
+
+def test_an_idle_session_over_real_ssh_ends(served: Path, sshd: SSHServer) -> None:
+    """Through a real sshd (the system ssh client): the client says hello, then nothing; the
+    remote dcsync serve ends the session after its idle timeout, and with it the SSH session."""
+    command = f"{sshd.remote_dcsync} serve --stdio --root {shlex.quote(str(served))} --idle-timeout 1"
+    proc = subprocess.Popen(
+        ["ssh", "-F", str(sshd.ssh_config), "-o", "BatchMode=yes", sshd.alias, command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        read_preamble(proc.stdout.read, peer="ssh")
+        body = wire.pack({"i": 1, "m": "hello", "a": hello_args("dcsync attack", "mallory", "evilhost")})
+        proc.stdin.write(len(body).to_bytes(4, "big") + body)
+        proc.stdin.flush()
+        assert "r" in read_frame(proc.stdout.read, decoding=_ANY)
+        started = time.monotonic()
+        status = proc.wait(timeout=30)  # the test keeps its end of the channel open throughout
+        assert time.monotonic() - started >= 0.9
+        assert status == 0
+        assert "idle for 1 s" in proc.stderr.read().decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
