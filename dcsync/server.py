@@ -463,10 +463,10 @@ class Server:
         if cached is not None:
             cached.close()
         if needed is None:
-            # Walking and checking what arrived is most of the work: done on the committed file
-            # before the lock, which then covers only the commit. A reader sees committed states
-            # only, and committed objects stay, so what it found stays found; the CAS under the
-            # lock catches a HEAD that moved meanwhile, and importing skips objects that landed.
+            # Walking and checking what arrived needs no lock: done on the committed file first,
+            # so the lock covers only the commit. A reader sees committed states only, and
+            # committed objects stay, so what it found stays found; the CAS under the lock catches
+            # a HEAD that moved meanwhile, and importing skips objects that landed meanwhile.
             reader = HDF5Store(path)
             try:
                 needed = _received(reader, quarantine, new, peer=peer)
