@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError
+from dcsync.limits import HELLO, ITEM, REPLY, Decoding
 from dcsync.protocol import (
     error_from_wire,
     hello_args,
@@ -34,7 +35,7 @@ class Connection:
         try:
             read_preamble(channel.read, peer=self.peer, stderr=channel.stderr_text)
             self.server = self.call(
-                "hello", **hello_args(f"dcsync {__version__}", current_user(), current_host())
+                "hello", decoding=HELLO, **hello_args(f"dcsync {__version__}", current_user(), current_host())
             )
             negotiate_version(self.server, peer_name=self.peer, self_name="this machine")
         except BaseException:
@@ -52,27 +53,28 @@ class Connection:
     def close(self) -> None:
         self.channel.close()
 
-    def _send(self, method: str, args: dict[str, Any]) -> int:
+    def _send(self, method: str, args: dict[str, Any], decoding: Decoding = REPLY) -> int:
         self._next += 1
         try:
             write_frame(self.channel.write, {"i": self._next, "m": method, "a": args})
         except (ConnectionLost, OSError) as exc:
-            self._lost_while_sending(self._next, exc)
+            self._lost_while_sending(self._next, exc, decoding)
         return self._next
 
-    def _lost_while_sending(self, rid: int, exc: BaseException) -> NoReturn:
+    def _lost_while_sending(self, rid: int, exc: BaseException, decoding: Decoding = REPLY) -> NoReturn:
         """A write failed: a server that refuses (a forced command's wrong key, a refused upload)
         says why and stops reading, and may be gone before our request is out. Its answer is the
         error to report; only without one is this a lost connection."""
         try:
-            self._receive(rid)
+            self._receive(rid, decoding)
         except DcsyncError as refusal:  # its error, or the lost connection with what it said on stderr
             raise refusal from exc
         raise ConnectionLost(f"{self.peer}: connection lost while sending: {exc}") from exc
 
-    def _receive(self, rid: int) -> dict[str, Any]:
+    def _receive(self, rid: int, decoding: Decoding) -> dict[str, Any]:
+        """The next frame of request ``rid``, decoded within the limits of what it should be."""
         try:
-            frame = read_frame(self.channel.read)
+            frame = read_frame(self.channel.read, decoding=decoding)
         except ConnectionLost as exc:
             detail = self.channel.stderr_text().strip()
             raise ConnectionLost(
@@ -87,18 +89,18 @@ class Connection:
             raise ProtocolError(f"{self.peer} answered request {frame.get('i')!r}, expected {rid}")
         return frame
 
-    def call(self, method: str, **args: Any) -> Any:
-        rid = self._send(method, args)
-        frame = self._receive(rid)
+    def call(self, method: str, *, decoding: Decoding = REPLY, **args: Any) -> Any:
+        rid = self._send(method, args, decoding)
+        frame = self._receive(rid, decoding)
         if "r" not in frame:
             raise ProtocolError(f"{self.peer} sent stream items for {method}, which returns one result")
         return frame["r"]
 
     def stream(self, method: str, **args: Any) -> Iterator[Any]:
         """Yield the items of a streamed result; the final result is in :attr:`last_result`."""
-        rid = self._send(method, args)
+        rid = self._send(method, args, ITEM)
         while True:
-            frame = self._receive(rid)
+            frame = self._receive(rid, ITEM)
             if "r" in frame:
                 self.last_result = frame["r"]
                 return
@@ -118,7 +120,7 @@ class Connection:
         return self.call_result(rid)
 
     def call_result(self, rid: int) -> Any:
-        frame = self._receive(rid)
+        frame = self._receive(rid, REPLY)
         if "r" not in frame:
             raise ProtocolError(f"{self.peer} sent an unexpected frame")
         return frame["r"]

@@ -70,11 +70,16 @@ def _serve_fast(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path)
     parser.add_argument("--restrict-to-path", type=Path, action="append", default=[])
     parser.add_argument("--read-only", action="store_true")
+    parser.add_argument("--idle-timeout", type=float)
     args = parser.parse_args(argv)
+    if args.idle_timeout is not None and not 0 <= args.idle_timeout < float("inf"):
+        parser.error("--idle-timeout: a number of seconds, 0 or more")
     from dcsync.server import run_stdio
 
     unwind_on_interrupt(True)  # the session may write and lock from here on
-    return run_stdio(args.root, read_only=args.read_only, restrict_to=args.restrict_to_path)
+    return run_stdio(
+        args.root, read_only=args.read_only, restrict_to=args.restrict_to_path, idle_timeout=args.idle_timeout
+    )
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -35,13 +35,15 @@ from dcsync.errors import (
     UsageError,
     by_wire_code,
 )
-from dcsync.hashing import ALGORITHM
+from dcsync.hashing import ALGORITHM, ObjectId, is_object_id
+from dcsync.limits import ITEM, Decoding
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 PREAMBLE = b"DCSYNC-SERVE/1\n"
 CAPABILITIES = ("atomic", "filter", "resume", "whole-file")
 MAX_BANNER = 64 * 1024
+KINDS = ("commit", "tree", "array", "text")
 
 Read = Callable[[int], bytes]
 Write = Callable[[bytes], None]
@@ -104,14 +106,21 @@ def bytes_frame_head(rid: int, size: int) -> bytes:
     return (len(prefix) + size).to_bytes(4, "big") + prefix
 
 
-def read_frame(read: Read, *, limit: int | None = None) -> Any:
+def read_frame(read: Read, *, limit: int | None = None, decoding: Decoding = ITEM) -> Any:
+    """One frame, decoded within the limits of the message type the reader expects next
+    (:mod:`dcsync.limits`): its size is checked before the body is read, its structure before it
+    is decoded."""
     cap = frame_limit() if limit is None else limit
+    if decoding.frame is not None:
+        cap = min(cap, decoding.frame)
     size = int.from_bytes(read_exact(read, 4), "big")
     if size > cap:
-        raise ProtocolError(f"peer sent a frame of {size} bytes, over the limit of {cap}")
+        raise ProtocolError(
+            f"peer sent a frame of {size} bytes, over the limit of {cap} for a {decoding.name}"
+        )
     body = read_exact(read, size)
     try:
-        return wire.unpack(body, limit=cap, what="frame")
+        return wire.unpack(body, limit=cap, what="frame", decoding=decoding)
     except CorruptObject as exc:
         raise ProtocolError(f"peer sent a malformed frame: {exc}") from exc
 
@@ -174,10 +183,13 @@ def negotiate_version(peer: Mapping[str, Any], *, peer_name: str, self_name: str
         their_hash = peer["hash"]
     except (KeyError, TypeError) as exc:
         raise ProtocolError(f"{peer_name} sent a malformed hello") from exc
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (their_max, their_min)) or not (
-        isinstance(their_hash, str)
-    ):
+    if not isinstance(their_hash, str):
         raise ProtocolError(f"{peer_name} sent a malformed hello")
+    try:
+        their_max = whole_number(their_max, "protocol", 0, 1 << 31)
+        their_min = whole_number(their_min, "min_protocol", 0, 1 << 31)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{peer_name} sent a malformed hello: {exc.message}") from None
     if their_hash != ALGORITHM:
         raise IncompatiblePeer(
             f"{peer_name} uses the hash algorithm {their_hash[:40]!r}; {self_name} uses {ALGORITHM}"
@@ -190,6 +202,44 @@ def negotiate_version(peer: Mapping[str, Any], *, peer_name: str, self_name: str
             f"{MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade dcsync on {older}"
         )
     return chosen
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def whole_number(value: Any, field: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """A peer's integer, checked before use: an int (not a bool) in ``[lo, hi]``, else a
+    :class:`ProtocolError` naming ``field`` (msgpack carries up to 2**64 - 1, more than a file
+    offset, a time or a size can be here: unchecked, it surfaced as an OverflowError)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{field} must be an integer, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ProtocolError(f"{field} is {value}, outside {lo}..{hi}")
+    return value
+
+
+def offered_objects(reply: Any, *, peer: str) -> dict[str, list[tuple[ObjectId, str, int]]]:
+    """A ``negotiate`` answer, checked: ``{detector: [[id, kind, size], ...]}``."""
+    objects = reply.get("objects") if isinstance(reply, dict) else None
+    if not isinstance(objects, dict):
+        raise ProtocolError(f"{peer} sent a malformed negotiate answer")
+    out: dict[str, list[tuple[ObjectId, str, int]]] = {}
+    for det, items in objects.items():
+        if not isinstance(det, str) or not isinstance(items, list):
+            raise ProtocolError(f"{peer} sent a malformed negotiate answer")
+        checked = out[det] = []
+        for item in items:
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not is_object_id(item[0])
+                or item[1] not in KINDS
+            ):
+                raise ProtocolError(f"{peer} sent a malformed negotiate answer: {str(item)[:120]}")
+            checked.append(
+                (ObjectId(item[0]), item[1], whole_number(item[2], f"the size of object {item[0]}"))
+            )
+    return out
 
 
 def error_to_wire(exc: DcsyncError) -> dict[str, str]:

@@ -39,6 +39,7 @@ _DTYPES = ARRAY_DTYPES  # the array dtypes a header may announce, by their exact
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
+    """A size or a dimension: a whole number that fits an int64 (what numpy and the OS take)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= COUNT_MAX
 
 

@@ -20,6 +20,7 @@ import io
 import os
 import select
 import stat
+from collections.abc import Callable
 
 from dcsync.errors import ConnectionLost, StorageFull
 
@@ -28,12 +29,16 @@ MAX_IO = 0x7FFFF000  # Linux's MAX_RW_COUNT: the most one read/write/sendfile ca
 Bytes = bytes | bytearray | memoryview
 
 
-def write_all(fd: int, data: Bytes, offset: int | None = None) -> None:
+WaitWritable = Callable[[int], None]
+
+
+def write_all(fd: int, data: Bytes, offset: int | None = None, *, wait: WaitWritable | None = None) -> None:
     """Write all of ``data`` to ``fd``: at its position (``write``), or at ``offset`` (``pwrite``).
 
-    Waits for room on a non-blocking descriptor; an OSError of the system call propagates (the
-    caller knows what the descriptor is, and names it).
+    Waits for room on a non-blocking descriptor (``wait(fd)``: by default as long as it takes);
+    an OSError of the system call propagates (the caller knows what the descriptor is, and names it).
     """
+    wait = wait or _wait_writable
     view = memoryview(data).cast("B")
     done, total = 0, len(view)
     while done < total:
@@ -41,7 +46,7 @@ def write_all(fd: int, data: Bytes, offset: int | None = None) -> None:
         try:
             n = os.write(fd, rest) if offset is None else os.pwrite(fd, rest, offset + done)
         except BlockingIOError:  # a full non-blocking pipe or socket: wait until it drains
-            _wait_writable(fd)
+            wait(fd)
             continue
         if n <= 0:
             raise _stalled(fd, done, total)
@@ -78,18 +83,21 @@ def pread_into(fd: int, buffer: memoryview, offset: int) -> int:
     return got
 
 
-def sendfile_all(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+def sendfile_all(
+    out_fd: int, in_fd: int, offset: int, count: int, *, wait: WaitWritable | None = None
+) -> int:
     """Send ``count`` bytes of the file ``in_fd`` from ``offset`` to ``out_fd`` in the kernel.
 
     Returns how many went: fewer than ``count`` when the file ends early or ``sendfile`` cannot
     serve this pair (EINVAL and the like, before or after some bytes): the caller writes the rest.
     """
+    wait = wait or _wait_writable
     done = 0
     while done < count:
         try:
             n = os.sendfile(out_fd, in_fd, offset + done, count - done)
         except BlockingIOError:
-            _wait_writable(out_fd)
+            wait(out_fd)
             continue
         except OSError:
             break

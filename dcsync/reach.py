@@ -17,6 +17,7 @@ import numpy as np
 from dcsync.claims import PayloadFacts, claims_error, disagreements, stored_facts
 from dcsync.errors import CorruptObject, DcsyncError, ProtocolError
 from dcsync.hashing import ObjectId, dtype_string
+from dcsync.limits import check_tree_size
 from dcsync.names import VersionKey
 from dcsync.objects import (
     Commit,
@@ -138,6 +139,8 @@ class _Sources:
         if kind not in ("tree", "commit"):
             raise self.refuse(oid, kind_name(kind), kind_name(expected), via)
         arrived = self.arrived.read_object(oid, peer=self.peer)  # its bytes are the peer's
+        if kind == "tree":  # a tree too big to walk or commit quickly is refused before either
+            check_tree_size(arrived, oid, peer=self.peer or "the peer")
         return expect(arrived, expected, oid, where=self.store.where, via=via, peer=peer)
 
     def check_bounds(self, key: str, ref: RangeRef, tree: RangeTree, via: Via) -> None:

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fnmatch
 import os
+import select
 import shlex
 import sys
 import traceback
@@ -34,6 +35,7 @@ from dcsync.acl import Identity, current_identity
 from dcsync.errors import (
     AccessDenied,
     AlreadyExists,
+    ConnectionLost,
     DcsyncError,
     DetectorNotFound,
     NotFastForward,
@@ -41,12 +43,16 @@ from dcsync.errors import (
     RefConflict,
     RemoteError,
     StorageFull,
+    UsageError,
 )
 from dcsync.hashing import ObjectId, is_object_id
+from dcsync.limits import HELLO, ITEM, REQUEST
 from dcsync.locking import FileLock
 from dcsync.names import check_detname
 from dcsync.policy import Incoming
 from dcsync.protocol import (
+    INT64_MAX,
+    INT64_MIN,
     PREAMBLE,
     ArgSpec,
     Read,
@@ -57,6 +63,7 @@ from dcsync.protocol import (
     hello_args,
     negotiate_version,
     read_frame,
+    whole_number,
     write_frame,
 )
 from dcsync.quarantine import Header, Quarantine, Sessions
@@ -163,6 +170,8 @@ def _filter(value: Any) -> dict[str, Any]:
             continue
         if not isinstance(item, expected) or (expected is not bool and isinstance(item, bool)):
             raise ProtocolError(f"filter key {key!r} has the wrong type")
+        if key == "since":
+            whole_number(item, "filter key 'since'", INT64_MIN, INT64_MAX)
         if isinstance(item, list) and not all(isinstance(c, str) for c in item):
             raise ProtocolError("filter key 'ctypes' is a list of names")
         out[key] = item
@@ -208,7 +217,7 @@ class Server:
         while True:
             upload = False
             try:
-                request = read_frame(read)
+                request = read_frame(read, decoding=REQUEST if greeted else HELLO)
             except DcsyncError as exc:
                 if "closed after 0 of 4" in exc.message:
                     return  # the client hung up between requests: a normal end
@@ -216,8 +225,8 @@ class Server:
                     write_frame(write, {"i": 0, "e": error_to_wire(exc)})
                 return  # the stream may be out of step: stop
             rid = request.get("i") if isinstance(request, dict) else None
-            if isinstance(rid, bool):
-                rid = None
+            if isinstance(rid, bool) or not isinstance(rid, int) or not 0 <= rid <= INT64_MAX:
+                rid = None  # answered as 0 (an id out of range cannot be echoed as the peer meant it)
             try:
                 if (
                     not isinstance(request, dict)
@@ -355,12 +364,10 @@ class Server:
             if (
                 not isinstance(item, list)
                 or len(item) != 3
-                or not isinstance(item[1], int)
-                or isinstance(item[1], bool)
-                or item[1] < 0
                 or not (item[2] is None or isinstance(item[2], str))
             ):
                 raise ProtocolError("items are [detector, offset, token or nil] triples")
+            whole_number(item[1], "a get_files offset")
             det = _det(item[0])
             self._repo(det)  # exists, and the caller may read it
             requests.append((det, item[1], item[2]))
@@ -414,7 +421,7 @@ class Server:
         receiver = None
         try:
             while True:
-                frame = read_frame(read)
+                frame = read_frame(read, decoding=ITEM)
                 if not isinstance(frame, dict) or frame.get("i") != rid:
                     raise ProtocolError("unexpected frame inside put_objects")
                 if frame.get("end"):
@@ -522,11 +529,11 @@ class Server:
         quarantine = self.quarantines.get(det)
         who, peer = self._who(), self._peer()
         created = False
+        needed: list[ObjectId] | None = None
         if old is None and not path.is_file():
             # A new detector: check everything arrived before creating its file, so a refused
             # push leaves nothing behind.
-            for _ in walk_missing(MemoryStore(), quarantine, new, peer=peer, detector=det):
-                pass
+            needed = _received(MemoryStore(), quarantine, new, peer=peer, detector=det)
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(AlreadyExists):  # a concurrent push was first: the CAS decides
                 HDF5Store.create(path).close()
@@ -536,6 +543,16 @@ class Server:
         cached = self._repos.pop(det, None)
         if cached is not None:
             cached.close()
+        if needed is None:
+            # Walking and checking what arrived needs no lock: done on the committed file first,
+            # so the lock covers only the commit. A reader sees committed states only, and
+            # committed objects stay, so what it found stays found; the CAS under the lock catches
+            # a HEAD that moved meanwhile, and importing skips objects that landed meanwhile.
+            reader = HDF5Store(path)
+            try:
+                needed = _received(reader, quarantine, new, peer=peer, detector=det)
+            finally:
+                reader.close()
         store = HDF5Store(path)
         try:
             with store.writing(group):
@@ -544,7 +561,6 @@ class Server:
                     raise RefConflict(
                         f"{det}: the remote HEAD moved to {current} (you expected {old}); pull first"
                     )
-                needed = [oid for oid, _, _ in walk_missing(store, quarantine, new, peer=peer, detector=det)]
                 quarantine.import_into(store, needed)
                 if old is not None and not is_ancestor(store, old, new):
                     raise NotFastForward(f"{det}: not a fast-forward of the remote HEAD; pull first")
@@ -597,6 +613,15 @@ class Server:
 def _no_group() -> Iterator[None]:
     """An atomic batch with nothing to move (all no-ops) takes no lock."""
     yield None
+
+
+def _received(
+    store: HDF5Store | MemoryStore, arrived: Quarantine, new: ObjectId, *, peer: str, detector: str
+) -> list[ObjectId]:
+    """The objects ``new`` needs that ``store`` lacks, each checked by the walk (:func:`walk_missing`)
+    to have arrived, to be of the kind its reference promises, to keep the validity rules and, for
+    trees, to be within the size limits (dcsync.limits)."""
+    return [oid for oid, _, _ in walk_missing(store, arrived, new, peer=peer, detector=detector)]
 
 
 def _remove_if_empty(store: HDF5Store) -> None:
@@ -661,38 +686,87 @@ def resolve_root(
     return real, asked_read_only
 
 
+DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; docs/admin.md, "Idle sessions"
+
+
+def idle_timeout_of(ws: Workspace) -> float:
+    """``[serve] idle_timeout`` of the served workspace's config.toml (seconds, 0: never)."""
+    value = ws.config().get("serve", {}).get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10**9:
+        raise UsageError(
+            f"{ws.config_path}: [serve] idle_timeout must be a number of seconds (0: never), not {value!r}"
+        )
+    return float(value)
+
+
+class IdleClock:
+    """Ends a session whose client neither sends nor takes what it is sent for ``timeout``
+    seconds: without it a client that stopped reading, or never sent, kept its server process
+    (and whatever it holds open) alive forever. Only time spent waiting on the client counts, never
+    the server's own work (a long commit, a hook)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.expired = False
+
+    def wait(self, fd: int, event: int) -> None:
+        if self.timeout <= 0:
+            return  # no limit: the blocking call waits as long as it takes
+        poller = select.poll()
+        poller.register(fd, event)
+        # Once expired, the session is ending: a last error frame goes only if it fits right away.
+        if not poller.poll(0 if self.expired else int(self.timeout * 1000)):
+            self.expired = True
+            sys.stderr.write(
+                f"dcsync serve: the client was idle for {self.timeout:g} s; ending the session\n"
+            )
+            raise ConnectionLost(f"the client was idle for {self.timeout:g} s (the server's idle timeout)")
+
+
 def run_stdio(
     root: Path | None,
     *,
     read_only: bool = False,
     restrict_to: list[Path] | None = None,
+    idle_timeout: float | None = None,
     stdin: Any = None,
     stdout: Any = None,
 ) -> int:
-    """Serve on this process's stdin/stdout (binary, unbuffered)."""
+    """Serve on this process's stdin/stdout (binary, unbuffered).
+
+    ``idle_timeout`` (seconds, 0: never) overrides the workspace's ``[serve] idle_timeout``.
+    """
     infd = (stdin or sys.stdin).fileno()
     outfd = (stdout or sys.stdout).fileno()
     widen_pipe(outfd)  # sshd or the local client reads bulk transfers from it
+    clock = IdleClock(0)
 
     def read(n: int) -> bytes:
+        clock.wait(infd, select.POLLIN)
         return os.read(infd, n)
+
+    def writable(fd: int) -> None:
+        clock.wait(fd, select.POLLOUT)
 
     def sendfile(fd: int, offset: int, count: int) -> int:
         """Bytes of a file to our output in the kernel; returns how many went (0: unsupported)."""
-        return sendfile_all(outfd, fd, offset, count)
+        return sendfile_all(outfd, fd, offset, count, wait=writable)
 
     def write(data: bytes) -> None:
-        write_all(outfd, data)
+        write_all(outfd, data, wait=writable)
 
     try:
         real, asked_read_only = resolve_root(
             root, restrict_to or [], original_command=os.environ.get("SSH_ORIGINAL_COMMAND")
         )
         server = Server(real, read_only=read_only or asked_read_only, sendfile=sendfile)
+        clock.timeout = idle_timeout if idle_timeout is not None else idle_timeout_of(server.ws)
     except DcsyncError as exc:
         write(PREAMBLE)
         write_frame(write, {"i": 0, "e": error_to_wire(exc)})
         return exc.exit_code
+    if clock.timeout > 0:
+        os.set_blocking(outfd, False)  # a write must not wait for a client that stopped reading
     try:
         server.serve(read, write)
     except (BrokenPipeError, ConnectionError):

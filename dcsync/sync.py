@@ -43,7 +43,7 @@ from dcsync.hashing import ObjectId
 from dcsync.merge import conflicts_json, describe_conflicts, merge_base, merge_trees
 from dcsync.names import RangeKey
 from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, VersionEntry, kind_name, wrong_kind
-from dcsync.protocol import chunk_size
+from dcsync.protocol import chunk_size, offered_objects
 from dcsync.quarantine import Header, Quarantine
 from dcsync.reach import ancestors, is_ancestor, objects_for, transfer_header, walk_missing
 from dcsync.refs import HEAD, LogRecord, current_host, current_user, remote_ref
@@ -369,7 +369,7 @@ def fetch(
             wants = [w for w in wants if w["detector"] not in adopted]
         if not wants:
             return report
-        offered = conn.call("negotiate", wants=wants)["objects"]
+        offered = offered_objects(conn.call("negotiate", wants=wants), peer=conn.peer)
         missing: list[tuple[str, ObjectId, int]] = []
         for det, objects in sorted(offered.items()):
             q = _quarantine(ws, det)
@@ -378,7 +378,7 @@ def fetch(
             try:
                 for oid, _kind, size in objects:
                     if not q.has(oid) and not (local and local.has(oid)):
-                        missing.append((det, ObjectId(oid), int(size)))
+                        missing.append((det, oid, size))
             finally:
                 if local:
                     local.close()
@@ -1026,11 +1026,9 @@ def snapshot(
         heads = conn.call("heads", detectors=detectors)["heads"]
         flt = {"payloads": False, "history": False}
         wants = [{"detector": d, "want": h, "have": [], "filter": flt} for d, h in sorted(heads.items()) if h]
-        offered = conn.call("negotiate", wants=wants)["objects"] if wants else {}
+        offered = offered_objects(conn.call("negotiate", wants=wants), peer=conn.peer) if wants else {}
         stores = {det: MemoryStore() for det in offered}
-        items = [
-            (det, ObjectId(oid), int(size)) for det, objs in sorted(offered.items()) for oid, _, size in objs
-        ]
+        items = [(det, oid, size) for det, objs in sorted(offered.items()) for oid, _, size in objs]
         receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
         for want in wants:
             det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])

@@ -356,7 +356,7 @@ def test_truncated_frames_are_connection_lost(data: bytes) -> None:
         (b"\x81\x01\x02", "not valid msgpack"),  # an int map key
         (b"\xd4\x01\x00", "not valid msgpack"),  # an ext type
         (b"\xa2\xff\xfe", "not valid msgpack"),  # a str that is not UTF-8
-        (b"\x91" * 2000 + b"\xc0", "not valid msgpack"),  # nested too deep
+        (b"\x91" * 2000 + b"\xc0", "nested deeper than 6 levels"),  # nested too deep
         (b"\xdd\xff\xff\xff\xff", "truncated|not valid"),  # an array of 4 billion items announced
     ],
 )

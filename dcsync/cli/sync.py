@@ -98,11 +98,23 @@ def serve(
         ),
     ] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write.")] = False,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-timeout",
+            help="End the session when the client neither sends nor reads for this many seconds "
+            "(0: never; default: [serve] idle_timeout of the workspace's config.toml, else 600).",
+            metavar="SECONDS",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
     """Serve a workspace to one dcsync client (run by clone/fetch/pull/push over SSH or pipes)."""
     if not stdio:
         raise typer.BadParameter("only --stdio is supported", param_hint="--stdio")
-    raise typer.Exit(run_stdio(root, read_only=read_only, restrict_to=restrict_to_path))
+    raise typer.Exit(
+        run_stdio(root, read_only=read_only, restrict_to=restrict_to_path, idle_timeout=idle_timeout)
+    )
 
 
 @remote_app.command("add")
