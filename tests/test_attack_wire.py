@@ -349,6 +349,7 @@ def test_a_range_with_too_many_versions_is_refused_before_the_lock(served: Path,
     """A push of a range holding MAX_VERSIONS_PER_RANGE + 1 versions to a real serve subprocess
     (a local-path remote) is refused naming the limit, and the served file is unchanged."""
     from dcsync import sync
+    from dcsync.errors import ProtocolError
     from dcsync.limits import MAX_VERSIONS_PER_RANGE
 
     work = tmp_path / "work"
@@ -364,6 +365,14 @@ def test_a_range_with_too_many_versions_is_refused_before_the_lock(served: Path,
         and f"over the limit of {MAX_VERSIONS_PER_RANGE}" in report.failed[DET]
     )
     assert Workspace(served).detector_path(DET).read_bytes() == before
+    # and a client fetching such a range (here from `work`, as a hostile server) refuses it too
+    other = tmp_path / "other"
+    sync.clone(str(served), other)
+    sync.add_remote(Workspace(other), sync.RemoteConfig("big", str(work)))
+    kept = Workspace(other).detector_path(DET).read_bytes()
+    with pytest.raises(ProtocolError, match=f"over the limit of {MAX_VERSIONS_PER_RANGE}"):
+        sync.fetch(Workspace(other), "big")
+    assert Workspace(other).detector_path(DET).read_bytes() == kept
 
 
 def test_an_idle_session_over_real_ssh_ends(served: Path, sshd: SSHServer) -> None:
