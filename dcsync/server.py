@@ -250,7 +250,7 @@ class Server:
                 write_frame(write, {"i": rid if isinstance(rid, int) else 0, "e": error_to_wire(exc)})
                 if isinstance(exc, ProtocolError) or upload:
                     return  # the stream may be out of step (a refused upload's items are still coming)
-            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
                 # Not ours to explain in detail (a library or the OS failed): say so to the client,
                 # keep the traceback on stderr for the admin, and end the session cleanly.
                 traceback.print_exc(file=sys.stderr)
