@@ -167,12 +167,15 @@ def ctype_trees(draw: st.DrawFn) -> CtypeTree:
     return CtypeTree(draw(pars), ranges)
 
 
-det_part = st.from_regex(r"\A[a-z0-9][a-z0-9_]{0,7}\Z")
-detnames = st.tuples(det_part, det_part).map("-".join)
+# the rule of names.check_detname: a dettype of letters and digits (single '_' between) starting
+# with a letter; a detid of letters and digits joined by single '.', '_' or '-'
+dettypes = st.from_regex(r"\A[a-z][a-z0-9]{0,4}(_[a-z0-9]{1,3})?\Z")
+detids = st.from_regex(r"\A[a-z0-9]{1,5}([._-][a-z0-9]{1,3}){0,2}\Z").filter(lambda d: not d.endswith(".h5"))
+detnames = st.tuples(dettypes, detids).map("-".join)
 root_trees = st.builds(
     RootTree,
-    dettype=det_part,
-    detid=det_part,
+    dettype=dettypes,
+    detid=detids,
     created=times,
     predecessor=st.one_of(st.just(""), detnames),
     successor=st.one_of(st.just(""), detnames),
