@@ -97,7 +97,8 @@ class FileLock:
     """Exclusive lock on the repository file ``path``; not re-entrant, one holder per object.
 
     Args:
-        path: the repository file; the lock file is ``path + ".lock"``.
+        path: the repository file; the lock file is ``path + ".lock"`` beside the file itself
+            (symlinks resolved), so that every name of one file takes the same lock.
         stale_after: seconds without heartbeat after which another process may break the lock.
         heartbeat_interval: seconds between mtime touches while held; must be below ``stale_after``
             (default: 10 s, or a quarter of ``stale_after`` if that is shorter).
@@ -113,7 +114,7 @@ class FileLock:
         command: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self.lock_path = self.path + ".lock"
+        self.lock_path = lock_file(path)
         self.stale_after = _seconds(stale_after, "stale_after", "DCSYNC_LOCK_STALE_AFTER", STALE_AFTER)
         self.heartbeat_interval = _seconds(
             heartbeat_interval,
@@ -306,9 +307,15 @@ def _read(lock_path: str) -> LockInfo | None:
     return LockInfo("", "", 0, 0, "", "", mtime, lock_path)
 
 
+def lock_file(path: str | os.PathLike[str]) -> str:
+    """The lock file of repository file ``path``: one per file, whatever name (symlink) it is
+    reached by. A hard link is another name that this cannot see: dcsync never makes those."""
+    return os.path.realpath(path) + ".lock"
+
+
 def lock_status(path: str | os.PathLike[str]) -> LockInfo | None:
     """Who holds the lock on repository file ``path``, or None when it is free."""
-    return _read(os.fspath(path) + ".lock")
+    return _read(lock_file(path))
 
 
 def break_lock(

@@ -17,7 +17,7 @@ from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, Tree, kind_na
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.store.journal import has_hot_journal
+from dcsync.store.journal import has_hot_journal, refusal
 
 # What a damaged file can raise from h5py as well as from dcsync; verify reports, never crashes.
 _UNREADABLE = (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError)
@@ -149,7 +149,10 @@ def verify_path(path: Path | str, progress: Callable[[int], None] | None = None)
         if store.truncated:
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
         holder = lock_status(path)
-        if has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
+        refused = refusal(path)
+        if refused is not None:
+            report.problems.insert(0, refused.message)
+        elif has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
             report.problems.insert(0, "an interrupted commit is pending (recovered on the next write)")
         return report
     finally:

@@ -398,13 +398,18 @@ class HDF5Store(ObjectStore):
         (and the lock is held until then)."""
         if self._w is not None:
             raise RepositoryError(f"{self.path}: a transaction is already open in this process")
+        head = ""
+        with contextlib.suppress(DcsyncError):  # for the journal's record only: never a reason to stop
+            head = self.refs().get(HEAD, "")
         lock = FileLock(self.path, command="commit")
         lock.acquire(timeout=self.lock_timeout)
         handed_over = False
         try:
             try:
                 recover(self.path)
-                journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
+                journaled = JournaledFile(
+                    self.path, group_marker=group.marker if group else None, fence=lock.verify, head=head
+                )
             except PermissionError as exc:  # the directory let us lock, the file is not ours
                 raise write_denied(self.path, f"cannot open it for writing ({exc.strerror})") from exc
             try:
@@ -436,9 +441,9 @@ class HDF5Store(ObjectStore):
             finally:
                 self._w = None
             try:  # a writer judged stale (suspended too long) must not commit over the new holder
-                lock.verify()
+                journaled.check_fence()
             except BaseException:
-                journaled.rollback()
+                journaled.rollback()  # only closes once the lock is lost: the breaker rolled us back
                 raise
             if group is None:
                 journaled.commit()
