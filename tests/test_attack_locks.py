@@ -263,3 +263,15 @@ def test_journal_deleted_mid_write_stops_that_commit_cleanly(ws: Path, payloads:
     dcsync(ws, "add", "epix-1", "pedestals", str(payloads["two"]), "-b", "2026-03-01")
     assert get_value(ws, "epix-1", "2026-04-01") == 2.0
     assert verify_path(path).ok
+
+
+def test_journal_of_the_old_format_is_refused_clearly(ws: Path, payloads: dict[str, Path]) -> None:
+    """Format-1 journals name no file and no state: refused like a foreign one, the way out said."""
+    dcsync(ws, "add", "epix-1", "pedestals", str(payloads["one"]), "-b", "2026-01-01")
+    path = ws / "epix" / "epix-1.h5"
+    old = b"DCSJRNL1" + (4096).to_bytes(4, "little") + (100).to_bytes(8, "little") + bytes(10)
+    journal_path(path).write_bytes(old)
+    assert get_value(ws, "epix-1", "2026-02-01") == 1.0
+    assert_refused(ws, "epix-1", payloads["two"], old)
+    refused = dcsync(ws, "add", "epix-1", "pedestals", str(payloads["two"]), "-b", "2027-01-01", check=False)
+    assert "older dcsync (journal format 1)" in refused.stderr and ".refused" in refused.stderr

@@ -39,6 +39,7 @@ from dcsync.errors import (
     FormatTooNew,
     NotARepository,
     NotFetched,
+    NotMyLock,
     ObjectNotFound,
     RepositoryError,
     StorageFull,
@@ -404,6 +405,7 @@ class HDF5Store(ObjectStore):
         lock = FileLock(self.path, command="commit")
         lock.acquire(timeout=self.lock_timeout)
         handed_over = False
+        journaled: JournaledFile | None = None
         try:
             try:
                 recover(self.path)
@@ -454,7 +456,11 @@ class HDF5Store(ObjectStore):
         finally:
             self.close()  # the read handle predates this transaction: the next read reopens
             if not handed_over:
-                lock.release()
+                try:
+                    lock.release()
+                except NotMyLock:
+                    if journaled is None or journaled.lost is None:
+                        raise  # else the error on its way out already says so, and better
 
     @contextlib.contextmanager
     def writing_unpublished(self) -> Iterator[None]:

@@ -173,7 +173,11 @@ class JournaledFile(_Positioned):
             try:
                 self._fence()
             except NotMyLock as exc:
-                self.lost = exc
+                self.lost = NotMyLock(
+                    f"{exc}. This process was stopped or stalled longer than the stale timeout, and "
+                    "another writer broke its lock and rolled this commit back; nothing more was "
+                    "written: run the command again"
+                )
         if self.lost is not None:
             self.failure = self.lost
             raise self.lost
@@ -450,9 +454,10 @@ def _read_journal(jpath: Path) -> JournalState | None:
         raise ForeignJournal(f"cannot read {jpath}: {exc.strerror or exc}") from exc
     if raw[: len(_MAGIC)] in _OLD_MAGICS:
         raise ForeignJournal(
-            f"{jpath} was left by an older dcsync (journal format 1), which does not record which "
-            "file and state it belongs to, so this dcsync will not apply it; if that older version "
-            "crashed while writing, run one write with it to recover, else move the journal away"
+            f"refusing {jpath}: it was left by an older dcsync (journal format 1), which does not "
+            "record the file and state it belongs to, so it was not applied. If that older dcsync "
+            "crashed while writing this file, run one write command with it (it recovers the file); "
+            f"otherwise move the journal away (mv {jpath} {jpath}.refused) and run `dcsync verify`"
         )
     if len(raw) < _HEADER.size or raw[: len(_MAGIC)] != _MAGIC:
         # Torn: a power loss before the journal's first fsync may leave zeros or garbage, and that
