@@ -161,9 +161,8 @@ class JournaledFile(_Positioned):
         self._pos = 0
         self._pages: dict[int, bytearray] = {}  # page index -> current content (original region only)
         self._originals: dict[int, bytes] = {}  # page index -> content before the transaction
-        self.failure: OSError | DcsyncError | None = (
-            None  # h5py swallows driver errors; the store re-raises this
-        )
+        # h5py swallows driver errors (a full disk, a lost lock); the store re-raises this one.
+        self.failure: OSError | DcsyncError | None = None
         self._open_journal(head)
 
     # -- fencing ---------------------------------------------------------------------------------------
