@@ -434,15 +434,11 @@ class JournalState(NamedTuple):
     new: tuple[int, ...] = ()  # per record, xxh64 of the content the transaction wrote there
 
 
-class ForeignJournal(RepositoryError):
-    """A journal that does not belong to the file, or to the state the file is in."""
-
-
 def _read_journal(jpath: Path) -> JournalState | None:
     """The journal's header and intact records, or None when the header itself is torn.
 
     Raises:
-        ForeignJournal: a journal of format 1 (an older dcsync's), or an unreadable one.
+        RepositoryError: a journal of format 1 (an older dcsync's), or an unreadable one.
     """
     try:
         with open(jpath, "rb") as f:
@@ -450,9 +446,9 @@ def _read_journal(jpath: Path) -> JournalState | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ForeignJournal(f"cannot read {jpath}: {exc.strerror or exc}") from exc
+        raise RepositoryError(f"cannot read {jpath}: {exc.strerror or exc}") from exc
     if raw[: len(_MAGIC)] in _OLD_MAGICS:
-        raise ForeignJournal(
+        raise RepositoryError(
             f"refusing {jpath}: it was left by an older dcsync (journal format 1), which does not "
             "record the file and state it belongs to, so it was not applied. If that older dcsync "
             "crashed while writing this file, run one write command with it (it recovers the file); "
@@ -537,23 +533,23 @@ def mismatch(path: Path, state: JournalState) -> str | None:
         os.close(fd)
 
 
-def _refusal(path: Path, why: str, state: JournalState) -> ForeignJournal:
+def _refusal(path: Path, why: str, state: JournalState) -> RepositoryError:
     jpath = journal_path(path)
     since = f" (it started from HEAD {state.head})" if state.head else ""
-    return ForeignJournal(
+    return RepositoryError(
         f"refusing {jpath}: {why}{since}; it was not applied and {path} was not changed. If no "
         f"dcsync process is writing {path.name}, move the journal away (mv {jpath} {jpath}.refused) "
         f"and run `dcsync verify` on the file"
     )
 
 
-def refusal(path: Path) -> ForeignJournal | None:
+def refusal(path: Path) -> RepositoryError | None:
     """The error a writer would raise for ``path``'s journal, or None (no journal, or its own)."""
     if not os.path.lexists(journal_path(path)):
         return None
     try:
         parsed = _read_journal(journal_path(path))
-    except ForeignJournal as exc:
+    except RepositoryError as exc:
         return exc
     why = None if parsed is None else mismatch(path, parsed)
     return None if why is None or parsed is None else _refusal(path, why, parsed)
@@ -569,7 +565,7 @@ def recover(path: Path) -> bool:
     The caller holds the repository lock. Idempotent: a crash during recovery is recovered again.
 
     Raises:
-        ForeignJournal: the journal does not belong to this file or its state (see
+        RepositoryError: the journal does not belong to this file or its state (see
             :func:`mismatch`); nothing was changed.
     """
     jpath = journal_path(path)
@@ -641,7 +637,7 @@ class OverlayReader(ReadOnlyFile):
     def __init__(self, path: Path) -> None:
         try:
             parsed = _read_journal(journal_path(path))
-        except ForeignJournal:
+        except RepositoryError:
             parsed = None
         size = os.stat(path).st_size
         self._records: list[tuple[int, bytes]] = []
