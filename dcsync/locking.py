@@ -150,14 +150,17 @@ class FileLock:
         delay = poll
         while True:
             token = _token()
-            if _create(self.lock_path, token, self.command):
-                self._token = token
-                try:
+            # Ours before the file exists: a Ctrl-C landing just after its creation (before this
+            # method returns) must still find it ours and remove it, or nobody would.
+            self._token = token
+            try:
+                if _create(self.lock_path, token, self.command):
                     self._start_heartbeat(token)
-                except BaseException:  # Ctrl-C before the caller holds it: nobody would release it
-                    self.release()
-                    raise
-                return
+                    return
+            except BaseException:
+                self._abandon(token)
+                raise
+            self._token = None
             holder = _read(self.lock_path)
             if holder is None:
                 continue  # released between our create and our read: try again at once
@@ -191,6 +194,15 @@ class FileLock:
             now = _read(self.lock_path)
             detail = now.describe() if now is not None else "it is gone"
             raise NotMyLock(f"lost the lock on {self.path} (broken as stale?); {detail}")
+
+    def _abandon(self, token: str) -> None:
+        """Undo a half-done :meth:`acquire`: remove the lock file if it holds ``token``."""
+        self._stop.set()
+        self._token = self._beater = None
+        with contextlib.suppress(LockError, AccessDenied):
+            found = _read(self.lock_path)
+            if found is not None and found.token == token:
+                _remove_if(self.lock_path, lambda f: f.token == token)
 
     def verify(self) -> None:
         """Raise :class:`NotMyLock` unless the lock file still holds our token.

@@ -403,10 +403,10 @@ class HDF5Store(ObjectStore):
         with contextlib.suppress(DcsyncError):  # for the journal's record only: never a reason to stop
             head = self.refs().get(HEAD, "")
         lock = FileLock(self.path, command="commit")
-        lock.acquire(timeout=self.lock_timeout)
         handed_over = False
         journaled: JournaledFile | None = None
         try:
+            lock.acquire(timeout=self.lock_timeout)  # inside: a Ctrl-C just after it still releases
             try:
                 recover(self.path)
                 journaled = JournaledFile(
@@ -455,7 +455,7 @@ class HDF5Store(ObjectStore):
                 handed_over = True
         finally:
             self.close()  # the read handle predates this transaction: the next read reopens
-            if not handed_over:
+            if not handed_over and lock.is_held:
                 try:
                     lock.release()
                 except NotMyLock:
