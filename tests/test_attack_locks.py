@@ -114,10 +114,12 @@ def test_stopped_writer_broken_then_resumed_writes_nothing(
 ) -> None:
     path = ws / "epix" / "epix-1.h5"
     timing = {"DCSYNC_LOCK_STALE_AFTER": str(STALE), "DCSYNC_LOCK_HEARTBEAT": "0.3"}
+    size = path.stat().st_size
     writer1 = spawn_add(ws, "epix-1", payloads["big"], "2026-01-01", **timing)
     try:
         wait_for(lambda: journal_path(path).exists(), "writer 1's journal")
-        time.sleep(0.05 * run)  # stop at a different point of the transaction each run
+        # Stop it at a different point of its appends each run (the payload is 100 MB).
+        wait_for(lambda: path.stat().st_size >= size + run * 20_000_000, "writer 1's appends")
         writer1.send_signal(signal.SIGSTOP)
         assert journal_path(path).exists(), "writer 1 was stopped after its transaction"
         time.sleep(STALE + 0.5)
