@@ -149,11 +149,11 @@ def verify_path(path: Path | str, progress: Callable[[int], None] | None = None)
         if store.truncated:
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
         holder = lock_status(path)
-        refused = refusal(path)
-        if refused is not None:
-            report.problems.insert(0, refused.message)
-        elif has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
-            report.problems.insert(0, "an interrupted commit is pending (recovered on the next write)")
+        if has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
+            # (Judged only when no writer is at work: a page it is writing can read torn.)
+            refused = refusal(path)
+            pending = "an interrupted commit is pending (recovered on the next write)"
+            report.problems.insert(0, pending if refused is None else refused.message)
         return report
     finally:
         store.close()

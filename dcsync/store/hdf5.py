@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -404,7 +405,6 @@ class HDF5Store(ObjectStore):
             head = self.refs().get(HEAD, "")
         lock = FileLock(self.path, command="commit")
         handed_over = False
-        journaled: JournaledFile | None = None
         try:
             lock.acquire(timeout=self.lock_timeout)  # inside: a Ctrl-C just after it still releases
             try:
@@ -425,6 +425,9 @@ class HDF5Store(ObjectStore):
                         self._w = None
                 finally:
                     journaled.rollback()
+                if journaled.lost is not None and isinstance(exc, Exception):
+                    # Stopped past the stale timeout while opening: the file changed under HDF5.
+                    raise journaled.lost from exc
                 if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
                     raise
                 raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
@@ -456,11 +459,12 @@ class HDF5Store(ObjectStore):
         finally:
             self.close()  # the read handle predates this transaction: the next read reopens
             if not handed_over and lock.is_held:
+                on_its_way = sys.exc_info()[1]
                 try:
                     lock.release()
                 except NotMyLock:
-                    if journaled is None or journaled.lost is None:
-                        raise  # else the error on its way out already says so, and better
+                    if on_its_way is None:
+                        raise  # else that error says what went wrong (a lost lock, better said)
 
     @contextlib.contextmanager
     def writing_unpublished(self) -> Iterator[None]:

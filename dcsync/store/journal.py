@@ -401,7 +401,8 @@ class JournaledFile(_Positioned):
             return
         self._close_fds()
         self._done = True
-        if self.lost is None:
+        with contextlib.suppress(NotMyLock):  # recovery writes the file: only with the lock
+            self.check_fence()
             recover(self.path)
 
     def _close_fds(self) -> None:
