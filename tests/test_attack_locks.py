@@ -120,8 +120,8 @@ def test_stopped_writer_broken_then_resumed_writes_nothing(
         wait_for(lambda: journal_path(path).exists(), "writer 1's journal")
         # Stop it at a different point of its payload's appends each run (100 MB in 16 MiB writes,
         # each after a fence check). A stop between a check and the write right after it is the
-        # window POSIX leaves open (docs/format.md); among HDF5's small metadata writes at the
-        # start of a transaction it was hit about once in 60 runs, so the stops land in the payload.
+        # window POSIX leaves open (docs/format.md), widest among HDF5's many small metadata writes
+        # at a transaction's start (the likely cause of one failure in ~60 runs stopped there).
         wait_for(lambda: path.stat().st_size >= size + (run + 1) * 15_000_000, "writer 1's appends")
         writer1.send_signal(signal.SIGSTOP)
         assert journal_path(path).exists(), "writer 1 was stopped after its transaction"
