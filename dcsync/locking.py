@@ -97,7 +97,8 @@ class FileLock:
     """Exclusive lock on the repository file ``path``; not re-entrant, one holder per object.
 
     Args:
-        path: the repository file; the lock file is ``path + ".lock"``.
+        path: the repository file; the lock file is ``path + ".lock"`` beside the file itself
+            (symlinks resolved), so that every name of one file takes the same lock.
         stale_after: seconds without heartbeat after which another process may break the lock.
         heartbeat_interval: seconds between mtime touches while held; must be below ``stale_after``
             (default: 10 s, or a quarter of ``stale_after`` if that is shorter).
@@ -113,7 +114,7 @@ class FileLock:
         command: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self.lock_path = self.path + ".lock"
+        self.lock_path = lock_file(path)
         self.stale_after = _seconds(stale_after, "stale_after", "DCSYNC_LOCK_STALE_AFTER", STALE_AFTER)
         self.heartbeat_interval = _seconds(
             heartbeat_interval,
@@ -149,14 +150,17 @@ class FileLock:
         delay = poll
         while True:
             token = _token()
-            if _create(self.lock_path, token, self.command):
-                self._token = token
-                try:
+            # Ours before the file exists: a Ctrl-C landing just after its creation (before this
+            # method returns) must still find it ours and remove it, or nobody would.
+            self._token = token
+            try:
+                if _create(self.lock_path, token, self.command):
                     self._start_heartbeat(token)
-                except BaseException:  # Ctrl-C before the caller holds it: nobody would release it
-                    self.release()
-                    raise
-                return
+                    return
+            except BaseException:
+                self._abandon(token)
+                raise
+            self._token = None
             holder = _read(self.lock_path)
             if holder is None:
                 continue  # released between our create and our read: try again at once
@@ -190,6 +194,15 @@ class FileLock:
             now = _read(self.lock_path)
             detail = now.describe() if now is not None else "it is gone"
             raise NotMyLock(f"lost the lock on {self.path} (broken as stale?); {detail}")
+
+    def _abandon(self, token: str) -> None:
+        """Undo a half-done :meth:`acquire`: remove the lock file if it holds ``token``."""
+        self._stop.set()
+        self._token = self._beater = None
+        with contextlib.suppress(LockError, AccessDenied):
+            found = _read(self.lock_path)
+            if found is not None and found.token == token:
+                _remove_if(self.lock_path, lambda f: f.token == token)
 
     def verify(self) -> None:
         """Raise :class:`NotMyLock` unless the lock file still holds our token.
@@ -306,9 +319,15 @@ def _read(lock_path: str) -> LockInfo | None:
     return LockInfo("", "", 0, 0, "", "", mtime, lock_path)
 
 
+def lock_file(path: str | os.PathLike[str]) -> str:
+    """The lock file of repository file ``path``: one per file, whatever name (symlink) it is
+    reached by. A hard link is another name that this cannot see: dcsync never makes those."""
+    return os.path.realpath(path) + ".lock"
+
+
 def lock_status(path: str | os.PathLike[str]) -> LockInfo | None:
     """Who holds the lock on repository file ``path``, or None when it is free."""
-    return _read(os.fspath(path) + ".lock")
+    return _read(lock_file(path))
 
 
 def break_lock(

@@ -33,7 +33,7 @@ from dcsync.objects import (
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.store.journal import has_hot_journal
+from dcsync.store.journal import has_hot_journal, refusal
 
 # What a damaged file can raise from h5py as well as from dcsync; verify reports, never crashes.
 _UNREADABLE = (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError)
@@ -187,7 +187,10 @@ def verify_path(path: Path | str, progress: Callable[[int], None] | None = None)
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
         holder = lock_status(path)
         if has_hot_journal(path) and (holder is None or holder.is_stale(FileLock(path).stale_after)):
-            report.problems.insert(0, "an interrupted commit is pending (recovered on the next write)")
+            # (Judged only when no writer is at work: a page it is writing can read torn.)
+            refused = refusal(path)
+            pending = "an interrupted commit is pending (recovered on the next write)"
+            report.problems.insert(0, pending if refused is None else refused.message)
         return report
     finally:
         store.close()

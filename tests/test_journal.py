@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
+from dcsync.errors import RepositoryError
 from dcsync.store.journal import (
     PAGE_SIZE,
     AtomicGroup,
@@ -162,7 +163,7 @@ def test_rollback_after_h5py_error(h5file: Path) -> None:
 
 def test_a_second_transaction_needs_recovery_first(h5file: Path) -> None:
     jf = JournaledFile(h5file)
-    with pytest.raises(RuntimeError, match="recover"):
+    with pytest.raises(RepositoryError, match="appeared after recovery ran"):
         JournaledFile(h5file)
     jf.rollback()
     JournaledFile(h5file).rollback()  # fine once the journal is gone

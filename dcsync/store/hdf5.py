@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from dcsync.errors import (
     FormatTooNew,
     NotARepository,
     NotFetched,
+    NotMyLock,
     ObjectNotFound,
     RepositoryError,
     StorageFull,
@@ -436,13 +438,18 @@ class HDF5Store(ObjectStore):
         (and the lock is held until then)."""
         if self._w is not None:
             raise RepositoryError(f"{self.path}: a transaction is already open in this process")
+        head = ""
+        with contextlib.suppress(DcsyncError):  # for the journal's record only: never a reason to stop
+            head = self.refs().get(HEAD, "")
         lock = FileLock(self.path, command="commit")
-        lock.acquire(timeout=self.lock_timeout)
         handed_over = False
         try:
+            lock.acquire(timeout=self.lock_timeout)  # inside: a Ctrl-C just after it still releases
             try:
                 recover(self.path)
-                journaled = JournaledFile(self.path, group_marker=group.marker if group else None)
+                journaled = JournaledFile(
+                    self.path, group_marker=group.marker if group else None, fence=lock.verify, head=head
+                )
             except PermissionError as exc:  # the directory let us lock, the file is not ours
                 raise write_denied(self.path, f"cannot open it for writing ({exc.strerror})") from exc
             try:
@@ -456,6 +463,9 @@ class HDF5Store(ObjectStore):
                         self._w = None
                 finally:
                     journaled.rollback()
+                if journaled.lost is not None and isinstance(exc, Exception):
+                    # Stopped past the stale timeout while opening: the file changed under HDF5.
+                    raise journaled.lost from exc
                 if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
                     raise
                 raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
@@ -474,9 +484,9 @@ class HDF5Store(ObjectStore):
             finally:
                 self._w = None
             try:  # a writer judged stale (suspended too long) must not commit over the new holder
-                lock.verify()
+                journaled.check_fence()
             except BaseException:
-                journaled.rollback()
+                journaled.rollback()  # only closes once the lock is lost: the breaker rolled us back
                 raise
             if group is None:
                 journaled.commit()
@@ -486,8 +496,13 @@ class HDF5Store(ObjectStore):
                 handed_over = True
         finally:
             self.close()  # the read handle predates this transaction: the next read reopens
-            if not handed_over:
-                lock.release()
+            if not handed_over and lock.is_held:
+                on_its_way = sys.exc_info()[1]
+                try:
+                    lock.release()
+                except NotMyLock:
+                    if on_its_way is None:
+                        raise  # else that error says what went wrong (a lost lock, better said)
 
     @contextlib.contextmanager
     def writing_unpublished(self) -> Iterator[None]:
