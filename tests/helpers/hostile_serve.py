@@ -14,6 +14,8 @@ from pathlib import Path
 
 from wrong_kinds import HostileServer, cases
 
+from dcsync.rawio import write_all
+
 
 def main() -> None:
     base, det = Path(sys.argv[1]), sys.argv[2]
@@ -23,13 +25,8 @@ def main() -> None:
     chosen = [every[int(i)] for i in picked.split(",")] if picked else every
     server = HostileServer(root, det, chosen)
 
-    def write(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view) :]
-
     try:
-        server.serve(lambda n: os.read(0, n), write)
+        server.serve(lambda n: os.read(0, n), lambda data: write_all(1, data))
     finally:
         server.close()
 

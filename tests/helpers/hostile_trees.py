@@ -34,6 +34,7 @@ from helpers.wrong_kinds import Case, HostileServer
 from dcsync.hashing import ObjectId
 from dcsync.names import RangeKey, range_key
 from dcsync.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree
+from dcsync.rawio import write_all
 from dcsync.reach import objects_for
 from dcsync.repository import Repository
 from dcsync.store.base import ObjectStore
@@ -125,13 +126,8 @@ def main() -> None:
     root = Path(sys.argv[sys.argv.index("--root") + 1])
     server = HostileServer(root, det, [build(base, name)])
 
-    def write(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view) :]
-
     try:
-        server.serve(lambda n: os.read(0, n), write)
+        server.serve(lambda n: os.read(0, n), lambda data: write_all(1, data))
     finally:
         server.close()
 
