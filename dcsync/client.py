@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError
-from dcsync.limits import HELLO, ITEM, REPLY, Decoding
+from dcsync.limits import HELLO_ANSWER, ITEM, REPLY, Decoding
 from dcsync.protocol import (
     error_from_wire,
     hello_args,
@@ -35,7 +35,9 @@ class Connection:
         try:
             read_preamble(channel.read, peer=self.peer, stderr=channel.stderr_text)
             self.server = self.call(
-                "hello", decoding=HELLO, **hello_args(f"dcsync {__version__}", current_user(), current_host())
+                "hello",
+                decoding=HELLO_ANSWER,
+                **hello_args(f"dcsync {__version__}", current_user(), current_host()),
             )
             negotiate_version(self.server, peer_name=self.peer, self_name="this machine")
         except BaseException:

@@ -78,6 +78,17 @@ class Decoding:
 HELLO = Decoding(
     "hello", frame=64 * 1024, depth=4, max_str=4096, max_bin=0, cost_per_byte=8, cost_extra=64 * 1024
 )
+# The server's answer to hello, read by a client: as small, but an error in its place may carry a
+# long message (an access refusal names the paths a server may serve, and the path asked for).
+HELLO_ANSWER = Decoding(
+    "hello answer",
+    frame=1024 * 1024,
+    depth=4,
+    max_str=256 * 1024,
+    max_bin=0,
+    cost_per_byte=8,
+    cost_extra=64 * 1024,
+)
 # Requests after hello, and one-result replies: lists can fill a frame legitimately (a `have`
 # answer's booleans cost 8 bytes of list per byte, a `negotiate` answer about 7 by the estimate),
 # so they get 10 per byte.

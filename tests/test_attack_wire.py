@@ -403,3 +403,31 @@ def test_an_idle_session_over_real_ssh_ends(served: Path, sshd: SSHServer) -> No
             proc.wait()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             stream.close()
+
+
+def test_a_long_refusal_in_place_of_the_hello_answer_reaches_the_user(served: Path, tmp_path: Path) -> None:
+    """The hello limits guard a server from strangers; a client reading the answer must still get a
+    long error whole: here an access refusal naming 5 KB of --restrict-to-path (it once came out as
+    "a str of 5086 bytes is over the limit" for a hello, exit 9, instead of the refusal, exit 10)."""
+    allowed = [tmp_path.joinpath(f"area{i}", *["d" * 200] * 4) for i in range(6)]  # 6 x 0.9 KB
+    dcsync = f"{shlex.quote(sys.executable)} -m dcsync"
+    restrict = " ".join(f"--restrict-to-path {path}" for path in allowed)
+    remote = f"sh -c 'exec {dcsync} \"$@\" {restrict}' sh"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dcsync",
+            "clone",
+            str(served),
+            str(tmp_path / "laptop"),
+            "--remote-dcsync",
+            remote,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 10, done.stderr
+    assert "outside the paths this server may serve" in done.stderr and str(allowed[-1]) in done.stderr
+    assert "Traceback" not in done.stderr
