@@ -200,6 +200,8 @@ class RangeTree:
             )
             for k, v in fields.mapping(w["v"], "versions").items()
         }
+        if not versions:  # dcsync prunes a range whose last version goes: an empty one answers nothing
+            raise fields.BadField("a range tree has no versions")
         default = w["d"]
         if default is not None and (not isinstance(default, str) or default not in versions):
             raise fields.BadField(f"default version {str(default)[:40]!r} is not one of the range's versions")

@@ -156,8 +156,9 @@ def version_entries(draw: st.DrawFn) -> VersionEntry:
 @st.composite
 def range_trees(draw: st.DrawFn) -> RangeTree:
     begin, end = draw(bounds())
-    versions = draw(st.dictionaries(vkeys, version_entries(), max_size=3))
-    default = draw(st.one_of(st.none(), st.sampled_from(sorted(versions)))) if versions else None
+    # never empty: dcsync prunes a range whose last version goes, and refuses an empty one
+    versions = draw(st.dictionaries(vkeys, version_entries(), min_size=1, max_size=3))
+    default = draw(st.one_of(st.none(), st.sampled_from(sorted(versions))))
     return RangeTree(begin, end, default, draw(pars), versions)
 
 

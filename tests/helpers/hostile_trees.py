@@ -7,8 +7,9 @@ rules of docs/format.md can refuse them:
 
 - ``ctype .dcsync``: the root lists a ctype named ``.dcsync`` (the view would write it over the
   repository's own metadata);
-- ``range key /.dcsync``: the allowed ctype ``pixel_mask`` gets a range keyed ``/.dcsync`` holding
-  an empty range tree (no versions, so no diff entry for an ACL to judge);
+- ``range key /.dcsync``: the allowed ctype ``pixel_mask`` gets a range keyed ``/.dcsync`` (the
+  issue's attack held an empty range tree there, so no diff entry for an ACL to judge; an empty
+  range tree is now refused by itself, so this one holds a version and only its key is wrong);
 - ``moved to 2100``: the newest pedestals range's bounds in the ctype tree say 2100 (and its key
   too), its range tree still says June: lookups and the view would answer differently;
 - ``moved, key kept``: the same, the key left as it was;
@@ -95,8 +96,10 @@ def build(path: Path, name: str) -> Case:
             tree = store.put_object(replace(root, ctypes={**root.ctypes, ".dcsync": peds_id}))
         elif name == "range key /.dcsync":
             mask = store.read_as(root.ctypes["pixel_mask"], CtypeTree)
-            empty = store.put_object(RangeTree(0, None))
-            ranges = {**mask.ranges, RangeKey("/.dcsync"): RangeRef(0, None, empty)}
+            some = store.read_as(next(iter(mask.ranges.values())).tree, RangeTree)
+            # not empty: an empty range tree is refused for that alone (what is tested here is the key)
+            hostile = store.put_object(replace(some, begin=0, end=None))
+            ranges = {**mask.ranges, RangeKey("/.dcsync"): RangeRef(0, None, hostile)}
             tree = with_ctype("pixel_mask", replace(mask, ranges=ranges))
         elif name in ("moved to 2100", "moved, key kept"):
             ref = peds.ranges[newest]
