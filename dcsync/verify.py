@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcsync.claims import disagreements, stored_facts
+from dcsync.claims import PayloadFacts, disagreements, stored_facts
 from dcsync.errors import DcsyncError, RepositoryError, UsageError
 from dcsync.hashing import ObjectId
 from dcsync.locking import FileLock, lock_status
@@ -117,6 +117,7 @@ def verify_store(
         report.problems.append(f"{what} refers to {oid}, which is {state}")
         return False
 
+    facts: dict[ObjectId, PayloadFacts] = {}
     for oid, kind in list(kinds.items()):
         if kind.endswith(" payload"):
             continue
@@ -143,7 +144,9 @@ def verify_store(
                     continue
                 if need(entry.obj, entry.kind, f"tree {oid} version {vkey}"):
                     try:
-                        problems = disagreements(entry, stored_facts(store, entry.obj))
+                        if entry.obj not in facts:  # each range tree of a history repeats most entries
+                            facts[entry.obj] = stored_facts(store, entry.obj)
+                        problems = disagreements(entry, facts[entry.obj])
                     except _UNREADABLE as exc:
                         problems = [f"a payload that cannot be read ({exc})"]
                     if problems:

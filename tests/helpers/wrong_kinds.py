@@ -101,7 +101,7 @@ class _Base:
         self.fresh: dict[str, Tree | Commit | Payload] = {
             "root tree": fresh_root,
             "ctype tree": CtypeTree(pars={"hostile": 1}),
-            "range tree": RangeTree(0, None, pars={"hostile": 1}),
+            "range tree": replace(self.rng, pars={"hostile": 1}),  # valid (not empty), and new
             "commit": Commit(object_id(fresh_root), (), "hostile", "h", 1, "a fresh commit"),
             "array payload": np.arange(5, dtype="<i4") * 7,
             "text payload": "hostile text",
