@@ -71,7 +71,7 @@ QUICK_PIPE = settings(QUICK, max_examples=5)
 # run stays bounded. The slow run shrinks.
 HOSTILE = settings(QUICK, max_examples=8, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 HOSTILE_PIPE = settings(HOSTILE, max_examples=6)
-LONG = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LONG = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- what a pusher means: a specification, replayable through the public API ----------------------
@@ -743,5 +743,5 @@ def test_many_random_commits(template: Template, open_channel: Opener) -> None:
         else:
             check_valid(template, open_channel, spec)
 
-    budget = LONG if open_channel is in_process else settings(LONG, max_examples=60)
+    budget = LONG if open_channel is in_process else settings(LONG, max_examples=25)
     budget(given(spec=specs(min_ctypes=1), data=st.data())(one))()
