@@ -28,6 +28,7 @@ and they are neither skipped nor marked as expected failures.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import shutil
 import sys
@@ -189,7 +190,7 @@ def draft(spec: Spec, server_root: dict[str, Any], head: str) -> Draft:
             tree = {"b": rs.begin, "e": rs.end, "d": rs.default, "p": {}, "v": versions}
             r[rs.key] = [rs.begin, rs.end, tree]
         ct[ctype] = {"p": {}, "r": r}
-    root = {**server_root, "ct": ct}
+    root = {**copy.deepcopy(server_root), "ct": ct}  # a mutation must not reach the next example
     commit = {"tr": root, "pa": [head], "au": "fuzz", "ho": "fuzzhost", "ti": 1, "m": "fuzzed", "x": {}}
     return Draft(commit, held)
 

@@ -319,7 +319,10 @@ def test_ctrl_c_after_a_delay_is_never_a_traceback_of_ours(ws: Path, delay_ms: i
         if proc.returncode == 130:
             assert err.splitlines()[-1] == INTERRUPTED and "Traceback" not in err, err
         elif proc.returncode == 0:
-            assert out and err == "", err
+            # A Ctrl-C in Python's own import machinery before our handler exists is swallowed by
+            # Python ("Exception ignored in ... _get_module_lock"), and the command then runs.
+            swallowed = err.startswith("Exception ignored in") and "KeyboardInterrupt" in err
+            assert out and (err == "" or (swallowed and only_before_the_handler(err))), err
         elif proc.returncode == -signal.SIGINT and err == "":
             pass
         else:
