@@ -30,16 +30,13 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (a --remote-dcsync): import as the tests do
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers.wrong_kinds import Case, HostileServer
+from helpers.wrong_kinds import Case, HostileServer, copy_of
 
 from dcsync.hashing import ObjectId
 from dcsync.names import RangeKey, range_key
 from dcsync.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree
 from dcsync.rawio import write_all
-from dcsync.reach import objects_for
 from dcsync.repository import Repository
-from dcsync.store.base import ObjectStore
-from dcsync.store.memory import MemoryStore
 from dcsync.times import parse_time
 
 Y2100 = parse_time("2100-01-01T00:00:00Z")
@@ -61,18 +58,6 @@ NAMED = {
     "uint64 begin": ("range", str(UINT64_MAX)),
     "another detector": ("for detector epix-1", "cspad-2"),
 }
-
-
-def copy_of(base: ObjectStore, head: ObjectId) -> MemoryStore:
-    """Every object of ``head`` in a store of its own, to build a case on."""
-    out = MemoryStore()
-    with out.writing():
-        for oid, kind, _ in objects_for(base, head, [], {}):
-            if kind in ("tree", "commit"):
-                out.put_body(oid, base.kind_of(oid), base.body_of(oid)[1])
-            else:
-                out.put_payload(base.read_payload(oid), known_id=oid)
-    return out
 
 
 def build(path: Path, name: str) -> Case:

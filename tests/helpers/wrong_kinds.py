@@ -64,7 +64,8 @@ class Case:
         return f"{self.position}={self.kind}{' (stored)' if self.stored else ''}"
 
 
-def _copy_base(base: ObjectStore, head: ObjectId) -> MemoryStore:
+def copy_of(base: ObjectStore, head: ObjectId) -> MemoryStore:
+    """Every object of ``head`` in a store of its own, to build a case on."""
     out = MemoryStore()
     with out.writing():
         for oid, kind, _ in objects_for(base, head, [], {}):
@@ -129,7 +130,7 @@ def cases(path: Path) -> list[Case]:
 
 
 def _case(base: _Base, position: str, kind: str, is_stored: bool) -> Case:
-    store = _copy_base(base.store, base.head)
+    store = copy_of(base.store, base.head)
     with store.writing():
 
         def put(value: Tree | Commit | Payload) -> ObjectId:
