@@ -8,13 +8,10 @@ one per ``heads`` request.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from wrong_kinds import HostileServer, cases
-
-from dcsync.rawio import write_all
 
 
 def main() -> None:
@@ -23,12 +20,7 @@ def main() -> None:
     root = Path(sys.argv[sys.argv.index("--root") + 1])
     every = cases(base)
     chosen = [every[int(i)] for i in picked.split(",")] if picked else every
-    server = HostileServer(root, det, chosen)
-
-    try:
-        server.serve(lambda n: os.read(0, n), lambda data: write_all(1, data))
-    finally:
-        server.close()
+    HostileServer(root, det, chosen).serve_stdio()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ stdin/stdout like ``dcsync serve`` (as a ``--remote-dcsync``), with
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +34,6 @@ from helpers.wrong_kinds import Case, HostileServer, copy_of
 from dcsync.hashing import ObjectId
 from dcsync.names import RangeKey, range_key
 from dcsync.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree
-from dcsync.rawio import write_all
 from dcsync.repository import Repository
 from dcsync.times import parse_time
 
@@ -112,12 +110,7 @@ def _ids_of(path: Path) -> list[ObjectId]:
 def main() -> None:
     base, det, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     root = Path(sys.argv[sys.argv.index("--root") + 1])
-    server = HostileServer(root, det, [build(base, name)])
-
-    try:
-        server.serve(lambda n: os.read(0, n), lambda data: write_all(1, data))
-    finally:
-        server.close()
+    HostileServer(root, det, [build(base, name)]).serve_stdio()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ serves them in turn); ``python hostile_serve.py`` runs it over stdin/stdout like
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from dcsync.hashing import ObjectId
 from dcsync.names import VersionKey
 from dcsync.objects import Commit, CtypeTree, Payload, RangeTree, RootTree, Tree, object_id, payload_id
 from dcsync.protocol import chunk_size, write_frame
+from dcsync.rawio import write_all
 from dcsync.reach import objects_for, transfer_header
 from dcsync.repository import Repository
 from dcsync.server import Server
@@ -194,6 +196,13 @@ class HostileServer(Server):
     @property
     def case(self) -> Case:
         return self.cases[self.index]
+
+    def serve_stdio(self) -> None:
+        """Serve on this process's stdin and stdout, as ``dcsync serve --stdio`` does, then close."""
+        try:
+            self.serve(lambda n: os.read(0, n), lambda data: write_all(1, data))
+        finally:
+            self.close()
 
     def do_heads(self, rid: int, read: Any, write: Any, detectors: list[Any] | None = None) -> dict[str, Any]:
         self.index = min(self.index + 1, len(self.cases) - 1)
