@@ -25,32 +25,33 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms at ev
 if TYPE_CHECKING:
     from dcsync.errors import DcsyncError
     from dcsync.facade import DCRange, DCStore, DCType, DCVersion
-    from dcsync.history import HistoryEntry, level_history
-    from dcsync.repository import Constant, Located, Repository, Transaction
-    from dcsync.sync import RemoteConfig, clone
-    from dcsync.times import format_time, parse_time
-    from dcsync.verify import VerifyReport, verify_path
-    from dcsync.workspace import Workspace
+    from dcsync.model.times import format_time, parse_time
+    from dcsync.repo.history import HistoryEntry, level_history
+    from dcsync.repo.repository import Constant, Located, Repository, Transaction
+    from dcsync.repo.verify import VerifyReport, verify_path
+    from dcsync.sync.workflows import clone
+    from dcsync.workspace.config import RemoteConfig
+    from dcsync.workspace.workspace import Workspace
 
 _HOMES = {
-    "Constant": "dcsync.repository",
+    "Constant": "dcsync.repo.repository",
     "DCRange": "dcsync.facade",
     "DCStore": "dcsync.facade",
     "DCType": "dcsync.facade",
     "DCVersion": "dcsync.facade",
     "DcsyncError": "dcsync.errors",
-    "HistoryEntry": "dcsync.history",
-    "Located": "dcsync.repository",
-    "RemoteConfig": "dcsync.sync",
-    "Repository": "dcsync.repository",
-    "Transaction": "dcsync.repository",
-    "VerifyReport": "dcsync.verify",
-    "Workspace": "dcsync.workspace",
-    "clone": "dcsync.sync",
-    "format_time": "dcsync.times",
-    "level_history": "dcsync.history",
-    "parse_time": "dcsync.times",
-    "verify_path": "dcsync.verify",
+    "HistoryEntry": "dcsync.repo.history",
+    "Located": "dcsync.repo.repository",
+    "RemoteConfig": "dcsync.workspace.config",
+    "Repository": "dcsync.repo.repository",
+    "Transaction": "dcsync.repo.repository",
+    "VerifyReport": "dcsync.repo.verify",
+    "Workspace": "dcsync.workspace.workspace",
+    "clone": "dcsync.sync.workflows",
+    "format_time": "dcsync.model.times",
+    "level_history": "dcsync.repo.history",
+    "parse_time": "dcsync.model.times",
+    "verify_path": "dcsync.repo.verify",
 }
 """Where each public name is defined."""
 

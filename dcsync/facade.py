@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from dcsync.errors import DetectorNotFound, UsageError
-from dcsync.history import HistoryEntry, level_history
-from dcsync.names import RangeKey
-from dcsync.objects import ParValue, Payload
-from dcsync.repository import Repository
-from dcsync.times import NS, TimeLike
-from dcsync.workspace import Workspace
+from dcsync.model.names import RangeKey
+from dcsync.model.objects import ParValue, Payload
+from dcsync.model.times import NS, TimeLike
+from dcsync.repo.history import HistoryEntry, level_history
+from dcsync.repo.repository import Repository
+from dcsync.workspace.workspace import Workspace
 
 
 def _seconds(ns: int | None) -> float | None:

@@ -2,7 +2,7 @@
 
 An experiment area holds two dark runs' pedestals; the second fit failed and left NaNs. The script
 checks each candidate (finite values, float32, the detector's shape), promotes the ones that pass
-with :func:`dcsync.promote.promote`, and prints where the central copies came from. The central
+with :func:`dcsync.sync.promote.promote`, and prints where the central copies came from. The central
 repository's own ``no-nan-inf`` hook is the second line of defence: promoting the bad run anyway
 is refused there, and nothing lands.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import dcsync
-from dcsync import hooks
 from dcsync.errors import HookRejected
-from dcsync.promote import promote
+from dcsync.sync.promote import promote
+from dcsync.workspace import hooks
 
 DET = "jungfrau-0123"
 SHAPE = (3, 2, 64, 128)  # gain stages, segments, rows, columns (a small Jungfrau)

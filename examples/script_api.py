@@ -25,8 +25,10 @@ def main(root: Path) -> None:
         tx.add("pixel_gain", np.ones(shape, np.float32), begin, "2026-12-01")
 
     constant = repo.get("pedestals", at="now")
-    print(f"pedestals {constant.value.shape} {constant.value.dtype} version {constant.version} "
-          f"valid from {dcsync.format_time(constant.begin)}")
+    print(
+        f"pedestals {constant.value.shape} {constant.value.dtype} version {constant.version} "
+        f"valid from {dcsync.format_time(constant.begin)}"
+    )
 
     # The design's facade, for scripts written against the Detector Calibration Store's names.
     cs = dcsync.DCStore(ws, "XppGon.0:Jungfrau.0")

@@ -22,7 +22,7 @@ class ExpectedSkip(NamedTuple):
 
 EXPECTED_SKIPS = (
     ExpectedSkip(
-        "tests/test_transport.py::TestInProcessChannel::test_close_stops_a_peer_that_ignores_its_input",
+        "tests/transport/test_transport.py::TestInProcessChannel::test_close_stops_a_peer_that_ignores_its_input",
         "this transport cannot stop its peer",
         "the in-process peer is a thread of the test process; Python cannot stop a thread from outside",
     ),

@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Parts of the package that only some users load, and the extra that must declare what they import.
 OPTIONAL_PARTS = {
-    "dcsync/testing.py": "test",  # contract suites for third-party stores: need pytest
-    "dcsync/transport/testing.py": "test",
+    "dcsync/testing/store.py": "test",  # contract suites for third-party stores: need pytest
+    "dcsync/testing/channel.py": "test",
 }
 
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from dcsync import acl as acl_module
-from dcsync.acl import ACL, PERMISSIONS, Identity, Rule, current_identity
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, emit_json, say
 from dcsync.errors import UsageError
+from dcsync.workspace import acl as acl_module
+from dcsync.workspace.acl import ACL, PERMISSIONS, Identity, Rule, current_identity
 
 app = typer.Typer(no_args_is_help=True)
 

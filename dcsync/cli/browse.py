@@ -20,8 +20,8 @@ from dcsync.cli.output import (
     short,
 )
 from dcsync.errors import DcsyncError, RepositoryError
-from dcsync.repository import Repository
-from dcsync.times import format_time
+from dcsync.model.times import format_time
+from dcsync.repo.repository import Repository
 
 app = typer.Typer()
 

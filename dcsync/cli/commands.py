@@ -4,7 +4,7 @@ Importing every command module costs most of a short command's start-up (the syn
 numpy, h5py, rich, and typer building every command's parameters); ``dcsync ls`` needs one. The
 root group's command table is therefore a :class:`LazyCommands`: it knows every name (for
 ``--help``, and typo suggestions), and imports and builds a module's commands on the first lookup
-of one of them. ``tests/test_startup.py`` checks :data:`COMMANDS` against the modules.
+of one of them. ``tests/cli/test_startup.py`` checks :data:`COMMANDS` against the modules.
 """
 
 from __future__ import annotations

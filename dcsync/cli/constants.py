@@ -1,4 +1,7 @@
-"""``dcsync add|get|default|rm``: write and read constants; the rules live in :mod:`dcsync.repository`."""
+"""``dcsync add|get|default|rm``: write and read constants.
+
+The rules live in :mod:`dcsync.repo.repository`.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +24,14 @@ from dcsync.cli.output import (
     say,
     shape_text,
 )
-from dcsync.diff import value_stats
 from dcsync.errors import InvalidTime, ObjectNotFound, UsageError, VersionNotFound
-from dcsync.inputs import check_output_suffix, load_constant, save_constant
-from dcsync.names import RangeKey, check_ctype, check_known_ctype
-from dcsync.objects import Payload, RangeTree, VersionEntry
-from dcsync.refs import remote_ref
-from dcsync.repository import Constant, Located, Repository, Transaction
-from dcsync.times import format_time, parse_time
+from dcsync.legacy.inputs import check_output_suffix, load_constant, save_constant
+from dcsync.model.names import RangeKey, check_ctype, check_known_ctype
+from dcsync.model.objects import Payload, RangeTree, VersionEntry
+from dcsync.model.times import format_time, parse_time
+from dcsync.repo.diff import value_stats
+from dcsync.repo.repository import Constant, Located, Repository, Transaction
+from dcsync.store.refs import remote_ref
 
 app = typer.Typer()
 

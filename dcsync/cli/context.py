@@ -13,8 +13,8 @@ from pathlib import Path
 import typer
 
 from dcsync.errors import DetectorNotFound, WorkspaceNotFound
-from dcsync.repository import Repository
-from dcsync.workspace import Workspace
+from dcsync.repo.repository import Repository
+from dcsync.workspace.workspace import Workspace
 
 
 def looks_like_path(name: str) -> bool:

@@ -15,16 +15,16 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from dcsync import hooks
-from dcsync.acl import current_identity
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import AlreadyExists, NotFound, RepositoryError, UsageError
-from dcsync.hashing import ObjectId
-from dcsync.policy import Incoming, PayloadPath
-from dcsync.refs import current_host
-from dcsync.repository import Repository
+from dcsync.model.hashing import ObjectId
+from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
+from dcsync.store.refs import current_host
+from dcsync.workspace import hooks
+from dcsync.workspace.acl import current_identity
+from dcsync.workspace.policy import Incoming, PayloadPath
 
 app = typer.Typer(no_args_is_help=True)
 

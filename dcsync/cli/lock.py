@@ -10,8 +10,8 @@ from rich.table import Table
 
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
-from dcsync.locking import FileLock, LockInfo, break_lock, lock_status
-from dcsync.times import format_time
+from dcsync.model.times import format_time
+from dcsync.store.locking import FileLock, LockInfo, break_lock, lock_status
 
 app = typer.Typer(no_args_is_help=True)
 

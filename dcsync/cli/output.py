@@ -27,8 +27,8 @@ import numpy as np
 import typer
 
 from dcsync.errors import UsageError
-from dcsync.objects import ParValue, RangeTree, VersionEntry
-from dcsync.times import format_time
+from dcsync.model.objects import ParValue, RangeTree, VersionEntry
+from dcsync.model.times import format_time
 
 SHORT_ID = 12
 _INT = re.compile(r"^[+-]?\d+$")

@@ -9,7 +9,7 @@ import typer
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, emit_json, parse_pairs, say
 from dcsync.errors import UsageError
-from dcsync.objects import ParValue
+from dcsync.model.objects import ParValue
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, emit_json, say, short
 from dcsync.cli.sync import RemoteDcsyncOpt, SshOpt
-from dcsync.promote import promote as run_promote
+from dcsync.sync.promote import promote as run_promote
 
 app = typer.Typer()
 

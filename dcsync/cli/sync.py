@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from dcsync import sync
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, dtype_name, emit_json, pars_text, say, shape_text, short
-from dcsync.diff import Change
-from dcsync.objects import VersionEntry
-from dcsync.server import run_stdio
-from dcsync.times import format_time
+from dcsync.model.objects import VersionEntry
+from dcsync.model.times import format_time
+from dcsync.repo.diff import Change
+from dcsync.sync import workflows as sync
+from dcsync.sync.server import run_stdio
+from dcsync.workspace import config
 
 app = typer.Typer()
 remote_app = typer.Typer(no_args_is_help=True)
@@ -126,21 +127,21 @@ def remote_add(
     ssh: SshOpt = None,
 ) -> None:
     """Remember a remote workspace under a name."""
-    sync.add_remote(state(ctx).workspace(), sync.RemoteConfig(name, url, remote_dcsync, ssh))
+    config.add_remote(state(ctx).workspace(), config.RemoteConfig(name, url, remote_dcsync, ssh))
     say(f"added remote {name} -> {url}")
 
 
 @remote_app.command("rm")
 def remote_rm(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Forget a remote."""
-    sync.remove_remote(state(ctx).workspace(), name)
+    config.remove_remote(state(ctx).workspace(), name)
     say(f"removed remote {name}")
 
 
 @remote_app.command("ls")
 def remote_ls(ctx: typer.Context, json: JsonOpt = False) -> None:
     """List the remotes."""
-    known = sync.remotes(state(ctx).workspace())
+    known = config.remotes(state(ctx).workspace())
     if json:
         emit_json({name: {"url": r.url, **r.to_toml()} for name, r in known.items()})
         return

@@ -11,8 +11,8 @@ import typer
 from dcsync.cli.context import State, looks_like_path, state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import DcsyncError, DetectorNotFound, RepositoryError
+from dcsync.repo.verify import VerifyReport, verify_path
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.verify import VerifyReport, verify_path
 
 app = typer.Typer()
 

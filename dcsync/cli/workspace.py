@@ -9,8 +9,8 @@ import typer
 
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, emit_json, say
-from dcsync.names import detname_to_create
-from dcsync.workspace import KINDS, Workspace
+from dcsync.model.names import detname_to_create
+from dcsync.workspace.workspace import KINDS, Workspace
 
 app = typer.Typer()
 

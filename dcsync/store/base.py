@@ -18,9 +18,20 @@ from typing import Literal
 import numpy as np
 
 from dcsync.errors import CorruptObject, InputError, RefConflict
-from dcsync.hashing import ALGORITHM, ObjectId, canonical_array, hash_array, hash_bytes, hash_text
-from dcsync.objects import Commit, Obj, Payload, Tree, Via, decode, encode, expect, kind_name, wrong_kind
-from dcsync.refs import LogRecord, check_ref
+from dcsync.model.hashing import ALGORITHM, ObjectId, canonical_array, hash_array, hash_bytes, hash_text
+from dcsync.model.objects import (
+    Commit,
+    Obj,
+    Payload,
+    Tree,
+    Via,
+    decode,
+    encode,
+    expect,
+    kind_name,
+    wrong_kind,
+)
+from dcsync.store.refs import LogRecord, check_ref
 
 ObjectKind = Literal["array", "text", "tree", "commit"]
 _CACHE_ENTRIES = 4096
@@ -95,7 +106,7 @@ class ObjectStore(ABC):
         return verify_payload(oid, self._load_payload(oid), self.where)
 
     def kind_name_of(self, oid: ObjectId) -> str:
-        """What ``oid`` is, as :func:`~dcsync.objects.kind_name` says it (a tree's own kind too),
+        """What ``oid`` is, as :func:`~dcsync.model.objects.kind_name` says it (a tree's own kind too),
         for the messages that refuse it."""
         kind = self.kind_of(oid)
         return kind_name(self.read_object(oid)) if kind in ("tree", "commit") else kind_name(kind)

@@ -45,11 +45,9 @@ from dcsync.errors import (
     RepositoryError,
     StorageFull,
 )
-from dcsync.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
-from dcsync.locking import FileLock, write_denied
-from dcsync.objects import Payload
+from dcsync.model.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
+from dcsync.model.objects import Payload
 from dcsync.rawio import FullFileIO
-from dcsync.refs import HEAD, LogRecord, check_ref
 from dcsync.store import structure, view
 from dcsync.store.base import ObjectKind, ObjectStore
 from dcsync.store.journal import (
@@ -60,6 +58,8 @@ from dcsync.store.journal import (
     journal_path,
     recover,
 )
+from dcsync.store.locking import FileLock, write_denied
+from dcsync.store.refs import HEAD, LogRecord, check_ref
 
 FORMAT_VERSION = 1
 META = "/.dcsync"

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import numpy as np
 
 from dcsync.errors import ObjectNotFound
-from dcsync.hashing import ObjectId
-from dcsync.objects import Payload
-from dcsync.refs import LogRecord
+from dcsync.model.hashing import ObjectId
+from dcsync.model.objects import Payload
 from dcsync.store.base import ObjectKind, ObjectStore
+from dcsync.store.refs import LogRecord
 
 
 class MemoryStore(ObjectStore):

@@ -1,7 +1,7 @@
 """What a repository file may hold: nothing but what dcsync writes, with every size bounded, checked
 through HDF5's low-level API before a byte of data is read.
 
-A whole file handed over by a server (``dcsync.wholefile``), and any local file ``verify`` looks at,
+A whole file handed over by a server (``dcsync.sync.wholefile``), and any local file ``verify`` looks at,
 must have exactly this shape (``dcsync.store.hdf5`` and ``dcsync.store.view`` write it)::
 
     /                                   group; the view's root attributes; /.dcsync and ctype groups
@@ -17,7 +17,7 @@ Every link is a hard link: soft, external and user-defined links are refused, ne
 dataset has external storage (an "external file list"), a virtual, chunked or compact layout (the
 log excepted: chunked), or a filter; no datatype is committed, compound or enumerated beyond what
 h5py makes of complex and bool; each group is reached by one path only. Declared sizes are judged
-before any read: a tree or commit at most :data:`MAX_BODY` (what :func:`dcsync.objects.decode`
+before any read: a tree or commit at most :data:`MAX_BODY` (what :func:`dcsync.model.objects.decode`
 accepts), a payload at most :func:`max_payload` (``DCSYNC_MAX_PAYLOAD``), and what an uncompressed
 dataset declares must be what it stores, so a small file cannot make a reader allocate more than it
 holds. :func:`object_problem` is the same rule for one object, applied by the store on every read.
@@ -40,12 +40,12 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5l, h5o, h5t
 
-from dcsync import wire
 from dcsync.errors import UsageError
+from dcsync.model import wire
 from dcsync.store import view
 
 if TYPE_CHECKING:
-    from dcsync.hashing import ObjectId
+    from dcsync.model.hashing import ObjectId
     from dcsync.store.base import ObjectStore
 
 MAX_BODY = wire.DEFAULT_LIMIT  # a longer tree or commit could never be decoded: never read one
@@ -103,7 +103,7 @@ _NOT_COMPARED = {"history", "fetched"}  # commits along the way, and what a part
 
 
 def _array_dtype(dtype: np.dtype[Any]) -> bool:
-    """A dtype :func:`dcsync.hashing.canonical_array` accepts, as h5py reads it back."""
+    """A dtype :func:`dcsync.model.hashing.canonical_array` accepts, as h5py reads it back."""
     return (
         dtype.kind in "biufc"
         and dtype.fields is None

@@ -36,8 +36,8 @@ import h5py
 import numpy as np
 
 from dcsync.errors import CorruptObject
-from dcsync.hashing import ObjectId, is_object_id
-from dcsync.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
+from dcsync.model.hashing import ObjectId, is_object_id
+from dcsync.model.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 
 if TYPE_CHECKING:
     from dcsync.store.base import ObjectStore

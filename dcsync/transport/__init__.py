@@ -1,7 +1,7 @@
 """Transports: byte channels to a ``dcsync serve --stdio`` peer (see :mod:`dcsync.transport.base`).
 
 :func:`open_channel` picks one for a URL; :mod:`~dcsync.transport.local` and
-:mod:`~dcsync.transport.ssh` hold the implementations, :mod:`~dcsync.transport.testing` the contract
+:mod:`~dcsync.transport.ssh` hold the implementations, :mod:`~dcsync.testing.channel` the contract
 tests they all pass. paramiko is imported only when an SSH channel is opened.
 """
 

@@ -2,7 +2,7 @@
 peer, plus its stderr. The protocol reads and writes through plain callables, so every transport
 (in-process, local subprocess, paramiko SSH, the system ``ssh`` binary) implements only this.
 
-Contract (tested for every implementation by :class:`dcsync.transport.testing.ChannelContract`):
+Contract (tested for every implementation by :class:`dcsync.testing.channel.ChannelContract`):
 - ``read(n)`` returns 1..n bytes, blocking until some arrive, and ``b""`` only at end of stream,
   by which time ``stderr_text()`` holds everything the peer wrote before it (its last words
   explain why it ended: "dcsync: not found");

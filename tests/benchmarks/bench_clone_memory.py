@@ -55,7 +55,7 @@ from helpers.hostile_files import (
 )
 from helpers.peakrss import run_measured
 
-from dcsync.workspace import Workspace
+from dcsync.workspace.workspace import Workspace
 
 DET = "epix100-1"
 MARGIN = 32 * MB

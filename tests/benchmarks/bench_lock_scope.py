@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from dcsync import limits, locking, sync
-from dcsync.client import Connection
-from dcsync.server import Server
+from dcsync.model import limits
+from dcsync.store import locking
+from dcsync.sync import workflows as sync
+from dcsync.sync.client import Connection
+from dcsync.sync.server import Server
 from dcsync.transport.local import InProcessChannel
-from dcsync.workspace import Workspace
+from dcsync.workspace.workspace import Workspace
 
 DET = "epix-1"
 

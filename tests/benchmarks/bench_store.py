@@ -52,8 +52,8 @@ import psutil
 import xxhash
 
 import dcsync.store.hdf5 as hdf5_store
-from dcsync.hashing import hash_array
-from dcsync.repository import Repository
+from dcsync.model.hashing import hash_array
+from dcsync.repo.repository import Repository
 from dcsync.store import base as store_base
 from dcsync.store.journal import JournaledFile
 

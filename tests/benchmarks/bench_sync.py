@@ -89,14 +89,15 @@ from bench_store import machine as store_machine
 from helpers.channels import ForwardingChannel
 from sshd import SSHServer, sshd_unavailable_reason, start_sshd
 
-from dcsync import sync
-from dcsync.client import Connection
-from dcsync.refs import LogRecord, remote_ref
-from dcsync.repository import Repository
+from dcsync.repo.repository import Repository
+from dcsync.store.refs import LogRecord, remote_ref
+from dcsync.sync import workflows as sync
+from dcsync.sync.client import Connection
 from dcsync.transport import open_channel, parse_remote_url
 from dcsync.transport.base import Channel
 from dcsync.transport.ssh import ParamikoChannel
-from dcsync.workspace import Workspace
+from dcsync.workspace import config
+from dcsync.workspace.workspace import Workspace
 
 T0 = 1_700_000_000 * 10**9
 RANGE_NS = 10**9
@@ -229,7 +230,7 @@ class Meter:
 
 @contextlib.contextmanager
 def metered() -> Iterator[Meter]:
-    """Count the channels ``dcsync.sync`` opens while inside, and the bytes on each (wrapping
+    """Count the channels ``dcsync.sync.workflows`` opens while inside, and the bytes on each (wrapping
     ``open_channel`` where sync looks it up: nothing in dcsync changes)."""
     meter = Meter()
 
@@ -644,7 +645,7 @@ def copy_as_clone(src: Path, dst: Path, url: str, remote_dcsync: str) -> Workspa
     shutil.copytree(src, dst)
     ws = Workspace(dst)
     ws.write_config({"kind": "local"})
-    sync.add_remote(ws, sync.RemoteConfig("origin", url, remote_dcsync))
+    config.add_remote(ws, config.RemoteConfig("origin", url, remote_dcsync))
     ref = remote_ref("origin")
     for det in ws.detectors():
         with Repository.open(ws.detector_path(det)) as repo:
@@ -664,7 +665,7 @@ def bench_uptodate(sizes: Sizes, state: State) -> Benchmark:
     ws = Workspace(clone)
     n_det = len(ws.detectors())
     b = Benchmark(f"3. pull with all {n_det} detector files up to date")
-    spec = sync.get_remote(ws, "origin")
+    spec = config.get_remote(ws, "origin")
 
     def connect_only() -> None:
         Connection(open_channel(spec.url, remote_dcsync=spec.remote_dcsync)).close()

@@ -7,7 +7,7 @@ SSH, or in-process) and forwards every byte, observing or breaking the stream on
   network link does at an arbitrary byte;
 - :class:`CorruptingChannel` flips one byte inside the payload of one object chunk frame, in the
   download (server to client) or upload (client to server) direction;
-- :func:`in_process` connects to a :class:`~dcsync.server.Server` running in a thread.
+- :func:`in_process` connects to a :class:`~dcsync.sync.server.Server` running in a thread.
 
 Import as ``from helpers.channels import ...`` (tests/ is on sys.path).
 """
@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from dcsync import wire
-from dcsync.client import Connection
 from dcsync.errors import ConnectionLost
-from dcsync.protocol import PREAMBLE
-from dcsync.server import Server
+from dcsync.model import wire
+from dcsync.sync.client import Connection
+from dcsync.sync.protocol import PREAMBLE
+from dcsync.sync.server import Server
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel, ServeFunction
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dcsync.errors import DcsyncError
-from dcsync.repository import Repository
+from dcsync.repo.repository import Repository
 
 
 def main(path: Path, limit: int, nbytes: int) -> int:

@@ -1,7 +1,7 @@
 """Hostile repository files, as a hostile server would hand them out whole (issue 9, items 3 and 7):
 built with h5py from a real repository whose ``pedestals`` has one range beginning at :data:`T0`.
 Each builder rewrites the file in place and returns words the refusal names. Shared by
-tests/test_attack_wholefile.py and tests/benchmarks/bench_clone_memory.py.
+tests/sync/test_attack_wholefile.py and tests/benchmarks/bench_clone_memory.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dcsync.hashing import ObjectId
-from dcsync.repository import Repository
+from dcsync.model.hashing import ObjectId
+from dcsync.repo.repository import Repository
 
 T0 = 1_700_000_000 * 10**9
 CTYPE = "pedestals"

@@ -31,11 +31,11 @@ if __package__ in (None, ""):  # run as a script (a --remote-dcsync): import as 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.wrong_kinds import Case, HostileServer, copy_of
 
-from dcsync.hashing import ObjectId
-from dcsync.names import RangeKey, range_key
-from dcsync.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree
-from dcsync.repository import Repository
-from dcsync.times import parse_time
+from dcsync.model.hashing import ObjectId
+from dcsync.model.names import RangeKey, range_key
+from dcsync.model.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree
+from dcsync.model.times import parse_time
+from dcsync.repo.repository import Repository
 
 Y2100 = parse_time("2100-01-01T00:00:00Z")
 UINT64_MAX = 2**64 - 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsync.repository import Repository
+from dcsync.repo.repository import Repository
 
 _spec = importlib.util.spec_from_file_location("writer", Path(__file__).with_name("writer.py"))
 assert _spec is not None and _spec.loader is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import dcsync.store.hdf5
-from dcsync.repository import Repository
+from dcsync.repo.repository import Repository
 from dcsync.store.journal import JournaledFile
 
 

@@ -1,7 +1,7 @@
 """Read a detector file's seed-schema view with h5py alone, as a user without dcsync would.
 
 Usage: ``python view_reader.py FILE`` prints the view as JSON and fails if dcsync got imported.
-Imported by ``tests/test_view.py`` too, so both sides run the same reading code.
+Imported by ``tests/store/test_view.py`` too, so both sides run the same reading code.
 """
 
 from __future__ import annotations

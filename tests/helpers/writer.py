@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsync.repository import Repository
+from dcsync.repo.repository import Repository
 
 S = 10**9
 T0 = 1_700_000_000 * S

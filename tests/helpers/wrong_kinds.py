@@ -8,7 +8,7 @@ HEAD, one :class:`Case` per position and wrong kind: the wrong object either sen
 or one the receiver already has (``stored``). Each case's objects hash correctly, so only a check
 of kinds can refuse them.
 
-:class:`HostileServer` is a real :class:`~dcsync.server.Server` whose heads, negotiation and
+:class:`HostileServer` is a real :class:`~dcsync.sync.server.Server` whose heads, negotiation and
 objects come from the cases, one case per ``heads`` request (so one session, or one process,
 serves them in turn); ``python hostile_serve.py`` runs it over stdin/stdout like ``dcsync serve``.
 """
@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from dcsync.hashing import ObjectId
-from dcsync.names import VersionKey
-from dcsync.objects import Commit, CtypeTree, Payload, RangeTree, RootTree, Tree, object_id, payload_id
-from dcsync.protocol import chunk_size, write_frame
+from dcsync.model.hashing import ObjectId
+from dcsync.model.names import VersionKey
+from dcsync.model.objects import Commit, CtypeTree, Payload, RangeTree, RootTree, Tree, object_id, payload_id
 from dcsync.rawio import write_all
-from dcsync.reach import objects_for, transfer_header
-from dcsync.repository import Repository
-from dcsync.server import Server
+from dcsync.repo.reach import objects_for, transfer_header
+from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
 from dcsync.store.memory import MemoryStore
+from dcsync.sync.protocol import chunk_size, write_frame
+from dcsync.sync.server import Server
 
 KINDS = ("root tree", "ctype tree", "range tree", "commit", "array payload", "text payload")
 # position -> the kind its reference promises
