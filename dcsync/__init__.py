@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from dcsync.repo.history import HistoryEntry, level_history
     from dcsync.repo.repository import Constant, Located, Repository, Transaction
     from dcsync.repo.verify import VerifyReport, verify_path
-    from dcsync.sync.workflows import clone
+    from dcsync.sync.cloning import clone
     from dcsync.workspace.config import RemoteConfig
     from dcsync.workspace.workspace import Workspace
 
@@ -47,7 +47,7 @@ _HOMES = {
     "Transaction": "dcsync.repo.repository",
     "VerifyReport": "dcsync.repo.verify",
     "Workspace": "dcsync.workspace.workspace",
-    "clone": "dcsync.sync.workflows",
+    "clone": "dcsync.sync.cloning",
     "format_time": "dcsync.model.times",
     "level_history": "dcsync.repo.history",
     "parse_time": "dcsync.model.times",

@@ -9,6 +9,8 @@ stable wire code, and subclasses the matching builtin so ordinary ``except KeyEr
     ├── NotFound (KeyError)                        exit 3   not-found
     │   ├── WorkspaceNotFound                      exit 3   not-found.workspace
     │   ├── DetectorNotFound                       exit 3   not-found.detector
+    │   ├── AliasNotFound                          exit 3   not-found.alias
+    │   ├── RemoteNotFound                         exit 3   not-found.remote
     │   ├── CtypeNotFound                          exit 3   not-found.ctype
     │   ├── RangeNotFound                          exit 3   not-found.range
     │   ├── VersionNotFound                        exit 3   not-found.version
@@ -98,6 +100,18 @@ class WorkspaceNotFound(NotFound):
 
 class DetectorNotFound(NotFound):
     wire_code = "not-found.detector"
+
+
+class AliasNotFound(NotFound):
+    """No alias of that name in the workspace (``alias rm``, ``alias show``)."""
+
+    wire_code = "not-found.alias"
+
+
+class RemoteNotFound(NotFound):
+    """No remote of that name in the workspace's config (``remote rm``, a fetch of a name)."""
+
+    wire_code = "not-found.remote"
 
 
 class CtypeNotFound(NotFound):

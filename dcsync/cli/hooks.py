@@ -1,6 +1,6 @@
 """``dcsync hooks list|install|remove|run``: a workspace's hooks, and the samples shipped with dcsync.
 
-Installing copies a sample from ``dcsync/hook_samples/`` into ``.dcsync/hooks/<phase>.d/``;
+Installing copies a sample from ``dcsync/workspace/hook_samples/`` into ``.dcsync/hooks/<phase>.d/``;
 ``run`` feeds the hooks the detector's last commit, to try them before a push arrives.
 """
 
@@ -49,7 +49,7 @@ def _check_name(name: str) -> str:
 
 
 def _sample_bytes(name: str) -> bytes:
-    return (resources.files("dcsync.hook_samples") / name).read_bytes()
+    return (resources.files("dcsync.workspace.hook_samples") / name).read_bytes()
 
 
 def _installed(root: Path) -> dict[str, list[dict[str, Any]]]:

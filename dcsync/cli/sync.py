@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from dcsync import sync
 from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, dtype_name, emit_json, pars_text, say, shape_text, short
 from dcsync.model.objects import VersionEntry
 from dcsync.model.times import format_time
-from dcsync.repo.diff import Change
-from dcsync.sync import workflows as sync
+from dcsync.repo.diff import Change, summarize
 from dcsync.sync.server import run_stdio
 from dcsync.workspace import config
 
@@ -355,7 +355,7 @@ def diff(
     if json:
         emit_json(report.to_json())
         return
-    summary = sync.summarize(report.changes)
+    summary = summarize(report.changes)
     left_out = report.left_out.describe() if report.left_out is not None else ""
     if stat:
         say(" ".join(f"{k} {n}" for k, n in summary.items() if n) or "no differences")

@@ -23,8 +23,10 @@ from dcsync.sync.protocol import (
     read_preamble,
     write_frame,
 )
+from dcsync.transport import open_channel
 from dcsync.transport.base import Channel
 from dcsync.version import __version__
+from dcsync.workspace.config import RemoteConfig
 
 
 class Connection:
@@ -126,3 +128,14 @@ class Connection:
         if "r" not in frame:
             raise ProtocolError(f"{self.peer} sent an unexpected frame")
         return frame["r"]
+
+
+def connect(remote: RemoteConfig, *, accept_new_host_key: bool = False) -> Connection:
+    return Connection(
+        open_channel(
+            remote.url,
+            remote_dcsync=remote.remote_dcsync,
+            ssh_command=remote.ssh_command,
+            accept_new_host_key=accept_new_host_key,
+        )
+    )

@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcsync.errors import DcsyncError, DetectorNotFound, UsageError
+from dcsync.errors import CtypeNotFound, DcsyncError, DetectorNotFound, UsageError, VersionNotFound
 from dcsync.model.hashing import ObjectId
 from dcsync.model.names import RangeKey, VersionKey, new_version_key
 from dcsync.model.objects import CtypeTree, RangeTree, VersionEntry
 from dcsync.model.times import TimeLike, format_time, now_ns, time_arg
 from dcsync.repo.repository import Repository
 from dcsync.store.refs import current_user
-from dcsync.sync.client import Connection
-from dcsync.sync.workflows import Snapshot, clone, connect, push, snapshot
+from dcsync.sync.client import Connection, connect
+from dcsync.sync.cloning import clone
+from dcsync.sync.compare import Snapshot, snapshot
+from dcsync.sync.pushing import push
 from dcsync.workspace.acl import current_identity
 from dcsync.workspace.config import remote_for, remotes
 from dcsync.workspace.workspace import CONFIG_DIR, Workspace
@@ -138,7 +140,7 @@ def _choose(
     for ctype in ctypes or sorted(root.ctypes):
         if ctype not in root.ctypes:
             if ctypes:
-                raise DetectorNotFound(f"{det} in {snap.name} has no ctype {ctype!r}")
+                raise CtypeNotFound(f"{det} in {snap.name} has no ctype {ctype!r}")
             continue
         ct = store.read_as(root.ctypes[ctype], CtypeTree)
         ranges = {k: store.read_as(ref.tree, RangeTree) for k, ref in ct.ranges.items()}
@@ -148,7 +150,7 @@ def _choose(
                 raise UsageError(f"version prefix {version!r} is ambiguous in {det} {ctype}")
             if not hits:
                 if ctypes:
-                    raise DetectorNotFound(f"{det} {ctype} in {snap.name} has no version {version!r}")
+                    raise VersionNotFound(f"{det} {ctype} in {snap.name} has no version {version!r}")
                 continue
             out.append((ctype, hits[0][0], hits[0][1], hits[0][2], hits[0][1].versions[hits[0][2]]))
             continue
@@ -208,7 +210,7 @@ def promote(
 
     ``at`` (a time as users write it) or ``at_ns`` (nanoseconds) picks the versions lookups
     return then; ``version`` picks by key prefix instead. ``remote_dcsync`` and ``ssh_command``
-    apply to a side given as a URL, as in :func:`dcsync.sync.workflows.clone` (a named remote has its own).
+    apply to a side given as a URL, as in :func:`dcsync.sync.cloning.clone` (a named remote has its own).
     """
     when = time_arg("at", at, at_ns)
     if version is not None and when is not None:

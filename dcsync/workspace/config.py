@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dcsync.errors import DcsyncError, DetectorNotFound, UsageError
+from dcsync.errors import DcsyncError, RemoteNotFound, UsageError
 from dcsync.store.refs import remote_ref
 from dcsync.transport.url import parse_remote_url
 from dcsync.workspace.workspace import Workspace
@@ -97,7 +97,7 @@ def add_remote(ws: Workspace, remote: RemoteConfig) -> None:
 def remove_remote(ws: Workspace, name: str) -> None:
     config = ws.config()
     if name not in config.get("remotes", {}):
-        raise DetectorNotFound(f"no remote {name!r} in {ws.root}")
+        raise RemoteNotFound(f"no remote {name!r} in {ws.root}")
     del config["remotes"][name]
     ws.write_config(config)
 

@@ -13,7 +13,7 @@ interpreter (``sys.executable``), whatever the line names, so it can import nump
 calib directory's ``/usr/bin/python3`` rarely has them. Wrap the script in a shell hook to use
 another interpreter.
 
-Sample hooks ship in the package (``dcsync/hook_samples/``); ``dcsync hooks install NAME`` copies
+Sample hooks ship in the package (``dcsync/workspace/hook_samples/``); ``dcsync hooks install NAME`` copies
 one into ``hooks/<phase>.d/``.
 """
 
@@ -122,7 +122,7 @@ def _is_python(program: Path) -> bool:
 def samples() -> dict[str, tuple[str, str]]:
     """Shipped sample hooks: name -> (phase, one-line description)."""
     out = {}
-    for entry in resources.files("dcsync.hook_samples").iterdir():
+    for entry in resources.files("dcsync.workspace.hook_samples").iterdir():
         if entry.name.startswith(("_", ".")) or not entry.is_file():
             continue
         text = entry.read_text(encoding="utf-8")
@@ -149,7 +149,7 @@ def install(root: Path, name: str, *, phase: str | None = None) -> Path:
     folder = hooks_dir(root) / f"{target_phase}.d"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    with resources.as_file(resources.files("dcsync.hook_samples") / name) as source:
+    with resources.as_file(resources.files("dcsync.workspace.hook_samples") / name) as source:
         shutil.copyfile(source, target)
     target.chmod(0o755)
     return target

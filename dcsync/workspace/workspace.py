@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 
 from dcsync.errors import (
+    AliasNotFound,
     AlreadyExists,
     DcsyncError,
     DetectorNotFound,
@@ -42,7 +43,6 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.workspace.acl import ACL, current_identity
 
 if TYPE_CHECKING:
-    from dcsync.sync import workflows as sync
     from dcsync.workspace.policy import Policy  # imported by policy(): reads never check one (start-up)
 
 KINDS = ("local", "experiment", "repository")
@@ -340,7 +340,7 @@ class Workspace:
     def remove_alias(self, alias: str) -> Alias:
         existing = self.aliases().get(alias)
         if existing is None:
-            raise DetectorNotFound(f"no alias {alias!r} in {self.root}")
+            raise AliasNotFound(f"no alias {alias!r} in {self.root}")
         kept = [
             line
             for line in existing.file.read_text(encoding="utf-8").splitlines()
@@ -348,30 +348,3 @@ class Workspace:
         ]
         _atomic_write(existing.file, "\n".join(kept) + ("\n" if kept else ""))
         return existing
-
-    # -- sync (the API behind the CLI's fetch/pull/push/status/diff; see dcsync.sync.workflows) -------------
-    def fetch(self, remote: str = "origin", **options: Any) -> sync.FetchReport:
-        from dcsync.sync import workflows as sync
-
-        return sync.fetch(self, remote, **options)
-
-    def pull(self, remote: str = "origin", **options: Any) -> sync.PullReport:
-        from dcsync.sync import workflows as sync
-
-        return sync.pull(self, remote, **options)
-
-    def push(self, remote: str = "origin", **options: Any) -> sync.PushReport:
-        from dcsync.sync import workflows as sync
-
-        return sync.push(self, remote, **options)
-
-    def status(self, remote: str = "origin") -> list[sync.StatusRow]:
-        from dcsync.sync import workflows as sync
-
-        return sync.status(self, remote)
-
-    def diff(self, other: str, **options: Any) -> sync.DiffReport:
-        """What differs from this workspace to ``other`` (a workspace, remote, URL or file)."""
-        from dcsync.sync import workflows as sync
-
-        return sync.diff_sources(str(self.root), other, here=self, **options)

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from dcsync import sync
 from dcsync.model import limits
 from dcsync.store import locking
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.sync.server import Server
 from dcsync.transport.local import InProcessChannel

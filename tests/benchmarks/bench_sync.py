@@ -89,9 +89,10 @@ from bench_store import machine as store_machine
 from helpers.channels import ForwardingChannel
 from sshd import SSHServer, sshd_unavailable_reason, start_sshd
 
+from dcsync import sync
 from dcsync.repo.repository import Repository
 from dcsync.store.refs import LogRecord, remote_ref
-from dcsync.sync import workflows as sync
+from dcsync.sync import client
 from dcsync.sync.client import Connection
 from dcsync.transport import open_channel, parse_remote_url
 from dcsync.transport.base import Channel
@@ -230,7 +231,7 @@ class Meter:
 
 @contextlib.contextmanager
 def metered() -> Iterator[Meter]:
-    """Count the channels ``dcsync.sync.workflows`` opens while inside, and the bytes on each (wrapping
+    """Count the channels ``dcsync.sync`` opens while inside, and the bytes on each (wrapping
     ``open_channel`` where sync looks it up: nothing in dcsync changes)."""
     meter = Meter()
 
@@ -239,7 +240,7 @@ def metered() -> Iterator[Meter]:
         meter.channels.append(channel)
         return channel
 
-    with mock.patch.object(sync, "open_channel", counting_open_channel):
+    with mock.patch.object(client, "open_channel", counting_open_channel):
         yield meter
 
 

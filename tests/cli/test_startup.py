@@ -39,7 +39,9 @@ PACKAGE = str(Path(dcsync.__file__).parent)
 NOT_FOR_LOCAL_COMMANDS = (
     "paramiko",
     "dcsync.transport",
-    "dcsync.sync.workflows",
+    "dcsync.sync.fetching",
+    "dcsync.sync.pushing",
+    "dcsync.sync.compare",
     "dcsync.sync.client",
     "dcsync.sync.server",
     "dcsync.sync.protocol",

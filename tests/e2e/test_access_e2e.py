@@ -41,11 +41,11 @@ import numpy as np
 import pytest
 from sshd import _keygen, _stop, launch_sshd, sshd_config_text, sshd_unavailable_reason
 
+from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.cli.output import short
 from dcsync.errors import AccessDenied
 from dcsync.store.refs import current_host, current_user
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.transport.connect import open_channel
 from dcsync.transport.ssh import ParamikoChannel

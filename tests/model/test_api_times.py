@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import dcsync
+from dcsync import sync
 from dcsync.errors import CorruptObject, InvalidTime, UsageError
 from dcsync.facade import DCStore
 from dcsync.model.times import NS, format_time, now_ns
 from dcsync.repo.repository import Repository
-from dcsync.sync import workflows as sync
 from dcsync.sync.promote import promote
 from dcsync.workspace import config
 from dcsync.workspace.workspace import Workspace

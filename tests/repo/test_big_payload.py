@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dcsync import sync
 from dcsync.rawio import MAX_IO
 from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.sync.wholefile import ENV_SWITCH
 from dcsync.transport.connect import open_channel

@@ -32,6 +32,7 @@ import pytest
 from helpers.wrong_kinds import items_of
 from sshd import SSHServer
 
+from dcsync import sync
 from dcsync.errors import AccessDenied, CorruptObject, HookRejected, ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.model.names import RangeKey, VersionKey, range_key
@@ -45,7 +46,6 @@ from dcsync.store import view
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.sync.server import Server
 from dcsync.transport.local import InProcessChannel

@@ -32,9 +32,9 @@ from dcsync.cli.main import app
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workspace"))
 from test_acl import CAROL, DET, MALLORY, T0, _connect, _files, _seed
 
+from dcsync import sync
 from dcsync.errors import AccessDenied, DetectorNotFound, ProtocolError, RefConflict
 from dcsync.store.locking import FileLock
-from dcsync.sync import workflows as sync
 from dcsync.sync.quarantine import Quarantine, Sessions
 from dcsync.sync.server import RIGHTS, SPECS, Server
 from dcsync.workspace import acl as acl_module

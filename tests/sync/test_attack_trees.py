@@ -29,6 +29,7 @@ from helpers.hostile_trees import CASES, NAMED, build
 from helpers.wrong_kinds import Case, items_of
 from sshd import SSHServer
 
+from dcsync import sync
 from dcsync.errors import CorruptObject, InputError, InvalidTime, ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.model.names import VersionKey
@@ -38,7 +39,6 @@ from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.refs import HEAD
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.workspace import config
 from dcsync.workspace.workspace import Workspace

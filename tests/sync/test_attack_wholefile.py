@@ -40,11 +40,11 @@ from sshd import SSHServer
 from test_sync_faults import ssh_home
 from typer.testing import CliRunner
 
+from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import CorruptObject, DcsyncError, UsageError
 from dcsync.repo.verify import verify_path
 from dcsync.store.structure import file_problems
-from dcsync.sync import workflows as sync
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix100-1"

@@ -348,9 +348,9 @@ def test_a_negotiate_answer_is_checked_before_its_sizes_are_used(answer: Any) ->
 def test_a_range_with_too_many_versions_is_refused_before_the_lock(served: Path, tmp_path: Path) -> None:
     """A push of a range holding MAX_VERSIONS_PER_RANGE + 1 versions to a real serve subprocess
     (a local-path remote) is refused naming the limit, and the served file is unchanged."""
+    from dcsync import sync
     from dcsync.errors import ProtocolError
     from dcsync.model.limits import MAX_VERSIONS_PER_RANGE
-    from dcsync.sync import workflows as sync
     from dcsync.workspace import config
 
     work = tmp_path / "work"

@@ -27,6 +27,7 @@ from sshd import SSHServer, _stop, start_sshd
 from test_sync_faults import free_port, quarantined_ids, ssh_home
 from typer.testing import CliRunner
 
+from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import (
     AccessDenied,
@@ -40,7 +41,6 @@ from dcsync.errors import (
 )
 from dcsync.model.times import parse_time
 from dcsync.store.refs import HEAD
-from dcsync.sync import workflows as sync
 from dcsync.workspace import config
 from dcsync.workspace.workspace import Workspace
 

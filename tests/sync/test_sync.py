@@ -29,6 +29,7 @@ import pytest
 from helpers.channels import RecordingChannel, in_process
 from sshd import SSHServer
 
+from dcsync import sync
 from dcsync.errors import (
     CorruptObject,
     MergeConflict,
@@ -39,11 +40,12 @@ from dcsync.errors import (
 from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import Commit, VersionEntry
 from dcsync.model.times import now_ns, parse_time
+from dcsync.repo.diff import summarize
 from dcsync.repo.repository import Located
 from dcsync.repo.verify import verify_path
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
-from dcsync.sync import workflows as sync
+from dcsync.sync import client, compare
 from dcsync.sync.client import Connection
 from dcsync.transport import parse_remote_url
 from dcsync.transport.base import Channel
@@ -689,7 +691,7 @@ def _check_changes(report: sync.DiffReport, expect: dict[str, Any]) -> None:
     assert by[(JUNGFRAU, "pedestals", "removed")].range == removed.range
     change = by[(CSPAD, "pedestals", "changed")]
     assert (change.old.obj, change.new.obj, change.version) == (was.entry.obj, now.obj, was.version)
-    assert sync.summarize(report.changes) == {
+    assert summarize(report.changes) == {
         "added": 1,
         "removed": 1,
         "changed": 1,
@@ -717,7 +719,7 @@ def test_diff_between_workspaces_a_remote_name_and_a_url(
     assert local.to_json()["changes"] == by_name.to_json()["changes"]
     assert local.values == by_name.values == {}
     reverse = sync.diff_sources(str(laptop.root), str(world.central.root))
-    assert sync.summarize(reverse.changes) == sync.summarize(local.changes)
+    assert summarize(reverse.changes) == summarize(local.changes)
     [gone] = [c for c in reverse.changes if c.kind == "removed"]
     assert gone.old.obj == expect["added"].entry.obj
 
@@ -734,7 +736,7 @@ def test_diff_between_workspaces_a_remote_name_and_a_url(
     assert by_url.to_json()["changes"][index]["values"]["max_abs_diff"] == 3.0
 
     # without --values a remote side is its HEAD trees only: no payload crosses
-    snap = sync.snapshot(url, **options)
+    snap = compare.snapshot(url, **options)
     try:
         assert sorted(snap.roots) == DETS
         for store, _root in snap.roots.values():
@@ -782,10 +784,10 @@ def test_an_up_to_date_pull_of_50_detectors_is_one_connection_and_two_requests(
         channels.append(RecordingChannel(channel))
         return channels[-1]
 
-    real_open = sync.open_channel
-    monkeypatch.setattr(sync, "open_channel", lambda url, **options: record(real_open(url, **options)))
+    real_open = client.open_channel
+    monkeypatch.setattr(client, "open_channel", lambda url, **options: record(real_open(url, **options)))
     if transport.kind == "inprocess":
-        monkeypatch.setattr(sync, "open_channel", None)  # must not dial at all
+        monkeypatch.setattr(client, "open_channel", None)  # must not dial at all
         with in_process(central.root, record) as conn:
             report = sync.pull(laptop, conn=conn)
     else:

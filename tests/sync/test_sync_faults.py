@@ -36,6 +36,7 @@ from helpers.channels import (
 )
 from sshd import SSHServer
 
+from dcsync import sync
 from dcsync.errors import (
     AccessDenied,
     ConnectionFailed,
@@ -51,7 +52,6 @@ from dcsync.model.hashing import ObjectId
 from dcsync.model.times import parse_time
 from dcsync.repo.verify import verify_path
 from dcsync.store.refs import HEAD, remote_ref
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from helpers.channels import RecordingChannel, in_process
 
+from dcsync import sync
 from dcsync.errors import ProtocolError, StorageFull
 from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import server as server_module
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.sync.server import Server
 from dcsync.sync.wholefile import FileRange

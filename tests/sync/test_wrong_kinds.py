@@ -28,6 +28,7 @@ import pytest
 from helpers.channels import serve_function
 from helpers.wrong_kinds import KINDS, POSITIONS, Case, HostileServer, cases, items_of
 
+from dcsync import sync
 from dcsync.errors import ConnectionLost, CorruptObject, ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import CtypeTree, RootTree
@@ -35,7 +36,6 @@ from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.refs import HEAD, remote_ref
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import config

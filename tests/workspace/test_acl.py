@@ -20,9 +20,9 @@ import pytest
 import tomli_w
 from typer.testing import CliRunner
 
+from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import AccessDenied, HookRejected, InputError
-from dcsync.sync import workflows as sync
 from dcsync.sync.client import Connection
 from dcsync.sync.server import Server, resolve_root
 from dcsync.transport.local import InProcessChannel, SubprocessChannel

@@ -30,8 +30,8 @@ from dcsync.errors import HookRejected
 from dcsync.repo.repository import Repository, Transaction
 from dcsync.repo.verify import verify_path
 from dcsync.sync.client import Connection
+from dcsync.sync.pushing import PushReport, push
 from dcsync.sync.server import Server
-from dcsync.sync.workflows import PushReport, push
 from dcsync.transport.local import InProcessChannel
 from dcsync.workspace import hooks
 from dcsync.workspace.workspace import Workspace
