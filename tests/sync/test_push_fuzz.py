@@ -484,8 +484,11 @@ def wrong_field_type(d: Draft, draw: st.DrawFn) -> str | None:
             ]
         )
     )
+    # Another type, not only another value: "12" is a fine commit message and 7 a fine begin.
     holder[key] = draw(
-        st.sampled_from([None, "12", 7, [], {}, b"x", 1.5, True]).filter(lambda v: v != holder[key])
+        st.sampled_from([None, "12", 7, [], {}, b"x", 1.5, True]).filter(
+            lambda v: type(v) is not type(holder[key])
+        )
     )
     return f"{where} is {holder[key]!r}"
 
