@@ -46,7 +46,7 @@ from dcsync.errors import (
 )
 from dcsync.model.names import PSANA_CTYPES
 from dcsync.repo.repository import Repository, Transaction
-from dcsync.repo.verify import verify_path
+from dcsync.workspace.verify import verify_path
 
 NS = 1_000_000_000
 # A small set of boundaries so ranges collide, nest and share begins; -0.5 s and 10.5 s exercise

@@ -29,13 +29,13 @@ from dcsync.errors import (
     StorageFull,
 )
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import has_hot_journal
 from dcsync.store.locking import FileLock
 from dcsync.store.memory import MemoryStore
 from dcsync.testing.store import StoreContract
+from dcsync.workspace.verify import verify_path
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 REPO_ROOT = HELPERS.parents[1]

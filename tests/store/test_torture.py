@@ -23,9 +23,9 @@ import pytest
 
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.journal import has_hot_journal, recover
 from dcsync.store.locking import FileLock
+from dcsync.workspace.verify import verify_path
 
 pytestmark = pytest.mark.slow
 

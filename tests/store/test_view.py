@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.workspace.verify import verify_path
 
 S = 10**9
 T1, T2, T3 = 1_700_000_000 * S, 1_700_003_600 * S, 1_700_007_200 * S
