@@ -45,8 +45,6 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord, current_host, current_user
 
-__all__ = ["Constant", "Located", "Repository", "Transaction"]
-
 
 @dataclass(frozen=True)
 class Constant:

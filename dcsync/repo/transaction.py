@@ -25,8 +25,8 @@ from dcsync.errors import (
     InputError,
     InvalidTime,
     NotFetched,
-    NotFound,
     RangeNotFound,
+    RemoteNotFound,
     UsageError,
     VersionNotFound,
 )
@@ -208,7 +208,7 @@ class Transaction:
         commit = self.store.refs().get(ref)
         detname = self._work.root.detname
         if commit is None:
-            raise NotFound(f"{detname} has no {ref}: fetch from that remote first")
+            raise RemoteNotFound(f"{detname} has no {ref}: fetch from that remote first")
         try:
             loc = Work(self.store, commit).find_version(ctype, prefix, range)
         except (CtypeNotFound, RangeNotFound, VersionNotFound) as exc:

@@ -251,7 +251,9 @@ class Workspace:
         if fetched is not None:
             raise DetectorNotFound(fetched.hint())
         known = ", ".join(self.detectors()[:10]) or "none yet ('dcsync new DETNAME')"
-        raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
+        # Not even a detector's name: what is missing is an alias of that name.
+        missing = DetectorNotFound if candidate is not None else AliasNotFound
+        raise missing(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
 
     def guard(self) -> WorkspaceGuard:
         """The commit guard of this workspace's repositories, its policy read on first use."""

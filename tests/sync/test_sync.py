@@ -41,7 +41,7 @@ from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import Commit, VersionEntry
 from dcsync.model.times import now_ns, parse_time
 from dcsync.repo.diff import summarize
-from dcsync.repo.repository import Located
+from dcsync.repo.trees import Located
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
 from dcsync.sync import client, compare

@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 import dcsync
 from dcsync.cli.main import app
 from dcsync.errors import HookRejected
-from dcsync.repo.repository import Repository, Transaction
+from dcsync.repo.repository import Repository
+from dcsync.repo.transaction import Transaction
 from dcsync.sync.client import Connection
 from dcsync.sync.pushing import PushReport, push
 from dcsync.sync.server import Server
