@@ -27,10 +27,13 @@ if TYPE_CHECKING:
     from dcsync.facade import DCRange, DCStore, DCType, DCVersion
     from dcsync.model.times import format_time, parse_time
     from dcsync.repo.history import HistoryEntry, level_history
-    from dcsync.repo.repository import Constant, Located, Repository, Transaction
-    from dcsync.repo.verify import VerifyReport, verify_path
+    from dcsync.repo.repository import Constant, Repository
+    from dcsync.repo.transaction import Transaction
+    from dcsync.repo.trees import Located
+    from dcsync.repo.verify import VerifyReport
     from dcsync.sync.cloning import clone
     from dcsync.workspace.config import RemoteConfig
+    from dcsync.workspace.verify import verify_path
     from dcsync.workspace.workspace import Workspace
 
 _HOMES = {
@@ -41,17 +44,17 @@ _HOMES = {
     "DCVersion": "dcsync.facade",
     "DcsyncError": "dcsync.errors",
     "HistoryEntry": "dcsync.repo.history",
-    "Located": "dcsync.repo.repository",
+    "Located": "dcsync.repo.trees",
     "RemoteConfig": "dcsync.workspace.config",
     "Repository": "dcsync.repo.repository",
-    "Transaction": "dcsync.repo.repository",
+    "Transaction": "dcsync.repo.transaction",
     "VerifyReport": "dcsync.repo.verify",
     "Workspace": "dcsync.workspace.workspace",
     "clone": "dcsync.sync.cloning",
     "format_time": "dcsync.model.times",
     "level_history": "dcsync.repo.history",
     "parse_time": "dcsync.model.times",
-    "verify_path": "dcsync.repo.verify",
+    "verify_path": "dcsync.workspace.verify",
 }
 """Where each public name is defined."""
 

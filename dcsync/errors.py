@@ -270,7 +270,7 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "other dcsync error",
     2: "usage: bad name, time, option or ambiguous version prefix",
-    3: "not found: workspace, detector, ctype, range, version, object or no valid constant",
+    3: "not found: workspace, detector, alias, remote, ctype, range, version, object or no valid constant",
     4: "bad input file",
     5: "repository file problem: not a repository, too new, corrupt, already exists",
     6: "lock: timed out waiting, or not our lock",

@@ -30,7 +30,9 @@ from dcsync.model.names import RangeKey, check_ctype, check_known_ctype
 from dcsync.model.objects import Payload, RangeTree, VersionEntry
 from dcsync.model.times import format_time, parse_time
 from dcsync.repo.diff import value_stats
-from dcsync.repo.repository import Constant, Located, Repository, Transaction
+from dcsync.repo.repository import Constant, Repository
+from dcsync.repo.transaction import Transaction
+from dcsync.repo.trees import Located
 from dcsync.store.refs import remote_ref
 
 app = typer.Typer()

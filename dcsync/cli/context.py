@@ -14,7 +14,7 @@ import typer
 
 from dcsync.errors import DetectorNotFound, WorkspaceNotFound
 from dcsync.repo.repository import Repository
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.workspace import Workspace, open_repository
 
 
 def looks_like_path(name: str) -> bool:
@@ -52,7 +52,7 @@ class State:
         return self.workspace().resolve(name)
 
     def repository(self, name: str) -> Repository:
-        return Repository.open(self.resolve(name), lock_timeout=self.lock_timeout)
+        return open_repository(self.resolve(name), lock_timeout=self.lock_timeout)
 
     def detname(self, name: str) -> str:
         """A detector name for ``name``, following an alias (used where the API wants a name)."""

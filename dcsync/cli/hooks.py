@@ -19,12 +19,13 @@ from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import AlreadyExists, NotFound, RepositoryError, UsageError
 from dcsync.model.hashing import ObjectId
+from dcsync.repo.guard import PayloadPath
 from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
 from dcsync.store.refs import current_host
 from dcsync.workspace import hooks
 from dcsync.workspace.acl import current_identity
-from dcsync.workspace.policy import Incoming, PayloadPath
+from dcsync.workspace.policy import Incoming
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -199,7 +200,7 @@ def run_(
     policy = ws.policy()
     names = [p.name for p in hooks.programs(ws.root, phase)]
     notes: list[str] = []
-    with Repository.open(st.resolve(det), lock_timeout=st.lock_timeout, policy=False) as repo:
+    with Repository.open(st.resolve(det), lock_timeout=st.lock_timeout) as repo:
         head = repo.head()
         if head is None:
             raise RepositoryError(f"{det} has no commits")

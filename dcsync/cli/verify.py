@@ -11,8 +11,9 @@ import typer
 from dcsync.cli.context import State, looks_like_path, state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import DcsyncError, DetectorNotFound, RepositoryError
-from dcsync.repo.verify import VerifyReport, verify_path
+from dcsync.repo.verify import VerifyReport
 from dcsync.store.hdf5 import HDF5Store
+from dcsync.workspace.verify import verify_path
 
 app = typer.Typer()
 

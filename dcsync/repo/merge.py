@@ -1,8 +1,8 @@
 """Three-way merge of detector trees: what ``pull`` does when two copies of a repository diverged.
 
-History: :func:`merge_base` finds a best common ancestor of two commits by walking every parent
-(merges included). Trees: :func:`merge_trees` merges ``ours`` and ``theirs`` against that base,
-level by level (root → ctype → range → version). At each level the children are merged by key:
+:func:`merge_trees` merges ``ours`` and ``theirs`` against their merge base
+(:func:`dcsync.repo.graph.merge_base`), level by level (root → ctype → range → version). At each
+level the children are merged by key:
 
 * the same on both sides (same id: shared subtrees short-circuit) → kept;
 * changed (added, removed, modified) on one side only → that side's;
@@ -40,7 +40,6 @@ from dcsync.model.objects import (
     object_id,
 )
 from dcsync.model.times import format_time
-from dcsync.repo.reach import ancestors, is_ancestor
 from dcsync.store.base import ObjectStore
 
 __all__ = [
@@ -50,8 +49,6 @@ __all__ = [
     "Side",
     "conflicts_json",
     "describe_conflicts",
-    "is_ancestor",
-    "merge_base",
     "merge_trees",
 ]
 
@@ -88,25 +85,6 @@ class MergeResult(NamedTuple):
     root: RootTree
     new_objects: list[CtypeTree | RangeTree]
     conflicts: list[Conflict]
-
-
-# -- history -------------------------------------------------------------------------------------
-
-
-def merge_base(store: ObjectStore, a: ObjectId, b: ObjectId) -> ObjectId | None:
-    """A best common ancestor of ``a`` and ``b``: common, and no ancestor of another common one.
-
-    None for unrelated histories. After criss-cross merges there can be several best ones; the one
-    with the latest commit time (then the largest id) is returned, as git does by default.
-    """
-    common = ancestors(store, [a]) & ancestors(store, [b])
-    if not common:
-        return None
-    # Every strict ancestor of a common commit is common too, so one walk from their parents finds
-    # all the commits that are "not best".
-    below = ancestors(store, (p for c in common for p in store.read_commit(c).parents))
-    best = common - below
-    return max(best, key=lambda c: (store.read_commit(c).time, c))
 
 
 # -- trees ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reachability: which objects a commit needs, what a peer lacks, and ancestry.
+"""Reachability: which objects a commit needs and what a peer lacks (ancestry: :mod:`dcsync.repo.graph`).
 
 Both sides of a transfer use this: the sender lists the objects reachable from a wanted commit
 minus what the receiver's heads already imply (``objects_for``), and the receiver, before moving a
@@ -9,7 +9,7 @@ ref, walks from the new commit through its own store and its quarantine to find 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
@@ -33,12 +33,9 @@ from dcsync.model.objects import (
     range_bounds_problem,
     wrong_kind,
 )
+from dcsync.repo.graph import ancestors
 from dcsync.store.base import ObjectKind, ObjectStore
 from dcsync.store.claims import PayloadFacts, claims_error, disagreements, stored_facts
-
-
-class _Reader(Protocol):
-    def read_as(self, oid: ObjectId, expected: type[Obj], via: Via | None = None) -> Obj: ...
 
 
 class Arrived(Protocol):
@@ -51,39 +48,6 @@ class Arrived(Protocol):
         :class:`ProtocolError`)."""
 
     def payload_facts(self, oid: ObjectId) -> PayloadFacts: ...
-
-
-def _parents(store: _Reader, cid: ObjectId) -> tuple[ObjectId, ...]:
-    return store.read_as(cid, Commit).parents
-
-
-def ancestors(store: _Reader, heads: Iterable[ObjectId]) -> set[ObjectId]:
-    """Every commit reachable from ``heads`` (themselves included)."""
-    seen: set[ObjectId] = set()
-    queue = deque(heads)
-    while queue:
-        cid = queue.popleft()
-        if cid not in seen:
-            seen.add(cid)
-            queue.extend(_parents(store, cid))
-    return seen
-
-
-def is_ancestor(store: _Reader, ancestor: ObjectId, descendant: ObjectId) -> bool:
-    """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor).
-
-    Commit times come from many hosts' clocks, so they are never used to cut the walk short.
-    """
-    seen: set[ObjectId] = set()
-    todo = [descendant]
-    while todo:
-        cid = todo.pop()
-        if cid == ancestor:
-            return True
-        if cid not in seen:
-            seen.add(cid)
-            todo.extend(_parents(store, cid))
-    return False
 
 
 class _Sources:

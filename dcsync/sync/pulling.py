@@ -13,8 +13,8 @@ from dcsync.model.objects import (
     Commit,
 )
 from dcsync.model.times import now_ns
-from dcsync.repo.merge import conflicts_json, describe_conflicts, merge_base, merge_trees
-from dcsync.repo.reach import is_ancestor
+from dcsync.repo.graph import is_ancestor, merge_base
+from dcsync.repo.merge import conflicts_json, describe_conflicts, merge_trees
 from dcsync.repo.repository import Repository
 from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
 from dcsync.sync.client import Connection

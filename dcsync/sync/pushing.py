@@ -10,7 +10,8 @@ from dcsync.errors import (
     NotFastForward,
 )
 from dcsync.model.hashing import ObjectId
-from dcsync.repo.reach import is_ancestor, objects_for
+from dcsync.repo.graph import is_ancestor
+from dcsync.repo.reach import objects_for
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.fetching import _in_scope

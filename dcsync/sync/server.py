@@ -48,7 +48,8 @@ from dcsync.model.hashing import ObjectId, is_object_id
 from dcsync.model.limits import HELLO, ITEM, REQUEST
 from dcsync.model.names import check_detname
 from dcsync.rawio import pread_into, sendfile_all, write_all
-from dcsync.repo.reach import is_ancestor, objects_for, transfer_header, walk_missing
+from dcsync.repo.graph import is_ancestor
+from dcsync.repo.reach import objects_for, transfer_header, walk_missing
 from dcsync.repo.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
@@ -275,7 +276,7 @@ class Server:
             if not path.is_file():
                 raise DetectorNotFound(f"no detector {det} in {self.ws.root}")
             self.policy.check_read(self.who, det)
-            self._repos[det] = Repository.open(path, policy=False)
+            self._repos[det] = Repository.open(path)
         return self._repos[det]
 
     def _may_write(self, det: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dcsync.repo.reach import ancestors
+from dcsync.repo.graph import ancestors
 from dcsync.repo.repository import Repository
 from dcsync.store.refs import remote_ref
 from dcsync.workspace.config import (

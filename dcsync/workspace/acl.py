@@ -20,7 +20,8 @@ Rules only grant; the kind's defaults come first:
 - local: the owner does everything, nobody else anything.
 
 The server enforces this with the OS identity its SSH session runs as (user and all its groups);
-the local API enforces it too. Every ACL change needs ``admin`` and is appended to
+the local API enforces it too, on every repository opened through its workspace (the workspace's
+policy is the repository's commit guard). Every ACL change needs ``admin`` and is appended to
 ``.dcsync/acl.log``.
 """
 

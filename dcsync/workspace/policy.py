@@ -3,7 +3,9 @@
 One :class:`Incoming` describes a HEAD move asking to land (a local commit, a push received by the
 server, a promotion); :meth:`Policy.check` runs inside the repository's write transaction, after the
 new objects are in place and before HEAD moves, so a refusal leaves nothing behind.
-:meth:`Policy.after` runs the post-receive hooks once the move is durable.
+:meth:`Policy.after` runs the post-receive hooks once the move is durable. A :class:`Policy` is the
+commit guard (:mod:`dcsync.repo.guard`) of the repositories a workspace opens: a local commit's
+:class:`~dcsync.repo.guard.Move` is judged as made by this process's user.
 
 Both judge the complete diff of the move (:func:`dcsync.repo.diff.diff_roots`, which lists every stored
 field that can change an answer), each change under the permission :func:`permissions` names and
@@ -13,7 +15,6 @@ refused to everyone: an ACL rule scoped to ``pixel_*`` must not grant a range na
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,13 @@ from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 from dcsync.model.times import format_time
 from dcsync.repo.diff import Change, diff_roots, readable
-from dcsync.repo.reach import ancestors
+from dcsync.repo.graph import ancestors
+from dcsync.repo.guard import Move, PayloadPath
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
+from dcsync.store.refs import current_host
 from dcsync.workspace import hooks
-from dcsync.workspace.acl import ACL, Identity, required_permission
-
-PayloadPath = Callable[[ObjectId], Path | None]
+from dcsync.workspace.acl import ACL, Identity, current_identity, required_permission
 
 
 @dataclass
@@ -92,6 +93,9 @@ class Policy:
         self.kind = kind
         self.hook_timeout = hook_timeout
 
+    def __repr__(self) -> str:
+        return f"<commit guard: the ACL and hooks of {self.kind} workspace {self.root}>"
+
     def acl(self) -> ACL:
         return ACL.load(self.root, self.kind)
 
@@ -115,6 +119,13 @@ class Policy:
         if not hooks.programs(self.root, "post-receive"):
             return []
         return hooks.run(self.root, "post-receive", self.describe(incoming), timeout=self.hook_timeout)
+
+    def check_commit(self, move: Move, *, phase: str) -> list[str]:
+        """A local commit, as the commit guard of a workspace's repositories."""
+        return self.check(_local(move), phase=phase)
+
+    def after_commit(self, move: Move) -> list[str]:
+        return self.after(_local(move))
 
     def describe(self, incoming: Incoming) -> dict[str, Any]:
         """The hooks' input (docs/admin.md, "Hook input")."""
@@ -164,6 +175,21 @@ class Policy:
             "changes": changes,
             "existing": _existing(incoming.store, old, {c.ctype for c in incoming.changes() if c.ctype}),
         }
+
+
+def _local(move: Move) -> Incoming:
+    """A commit made here: by this process's user on this host."""
+    return Incoming(
+        move.detname,
+        move.store,
+        move.old,
+        move.new,
+        move.command,
+        current_identity(),
+        current_host(),
+        "local",
+        move.payload_path,
+    )
 
 
 def permissions(change: Change) -> tuple[str, ...]:

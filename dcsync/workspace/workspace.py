@@ -15,6 +15,9 @@ A file under ``<dettype>/`` always has a HEAD and its view: ``fetch`` keeps a de
 lacks in ``.dcsync/fetched/`` until a ``pull`` checks it out, so readers (dcsync's and plain HDF5
 tools walking the calib directory) never meet a repository with nothing checked out.
 Commands find the workspace from the current directory upwards.
+
+Every repository opened through a workspace (:meth:`Workspace.repository`, :func:`open_repository`)
+is built with the workspace's ACL and hooks as its commit guard (:mod:`dcsync.repo.guard`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dcsync.errors import (
     WorkspaceNotFound,
 )
 from dcsync.model.names import check_alias, check_detname, split_detname
+from dcsync.repo.guard import DEFAULT_GUARD, CommitGuard, Move
 from dcsync.repo.repository import Repository
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.workspace.acl import ACL, current_identity
@@ -247,12 +251,18 @@ class Workspace:
         if fetched is not None:
             raise DetectorNotFound(fetched.hint())
         known = ", ".join(self.detectors()[:10]) or "none yet ('dcsync new DETNAME')"
-        raise DetectorNotFound(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
+        # Not even a detector's name: what is missing is an alias of that name.
+        missing = DetectorNotFound if candidate is not None else AliasNotFound
+        raise missing(f"no detector or alias {name!r} in {self.root} (detectors: {known})")
+
+    def guard(self) -> WorkspaceGuard:
+        """The commit guard of this workspace's repositories, its policy read on first use."""
+        return WorkspaceGuard(self)
 
     def repository(self, name: str, *, lock_timeout: float = 30.0) -> Repository:
-        repo = Repository.open(self.resolve(name), lock_timeout=lock_timeout, policy=False)
-        repo.policy = self.policy()
-        return repo
+        """A detector's repository (by name, alias or path), its commits judged by this workspace's
+        ACL and hooks."""
+        return Repository.open(self.resolve(name), lock_timeout=lock_timeout, guard=self.policy())
 
     def new_detector(
         self,
@@ -277,10 +287,10 @@ class Workspace:
             self._check_alias_free(alias)
         path = self.detector_path(detname)
         path.parent.mkdir(parents=True, exist_ok=True)
-        repo = Repository.create(path, detname, predecessor=predecessor, message=message)
-        repo.policy = self.policy()  # later commits through it pass the ACL and hooks too
+        policy = self.policy()  # later commits through it pass the ACL and hooks too
+        repo = Repository.create(path, detname, predecessor=predecessor, message=message, guard=policy)
         if predecessor and (self.detector_path(predecessor)).is_file():
-            with Repository.open(self.detector_path(predecessor)) as pred:
+            with Repository.open(self.detector_path(predecessor), guard=policy) as pred:
                 if not pred.root().successor:
                     with pred.transaction(f"successor {detname}", command="new") as tx:
                         tx.set_links(successor=detname)
@@ -348,3 +358,39 @@ class Workspace:
         ]
         _atomic_write(existing.file, "\n".join(kept) + ("\n" if kept else ""))
         return existing
+
+
+class WorkspaceGuard:
+    """A workspace's ACL and hooks as a commit guard, its :class:`~dcsync.workspace.policy.Policy`
+    built when a commit first needs it: a read through :func:`open_repository` neither parses the
+    workspace's configuration nor imports the checks (ACL, hooks, diff)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._policy: Policy | None = None
+
+    def policy(self) -> Policy:
+        if self._policy is None:
+            self._policy = self.workspace.policy()
+        return self._policy
+
+    def check_commit(self, move: Move, *, phase: str) -> list[str]:
+        return self.policy().check_commit(move, phase=phase)
+
+    def after_commit(self, move: Move) -> list[str]:
+        return self.policy().after_commit(move)
+
+    def __repr__(self) -> str:
+        return f"<commit guard: the ACL and hooks of workspace {self.workspace.root}>"
+
+
+def guard_for(repository_file: Path | str) -> CommitGuard:
+    """The rules a repository file's commits pass: those of the workspace it sits in (a detector's
+    file or a fetched copy), else the default guard of a file on its own."""
+    ws = Workspace.containing(Path(repository_file))
+    return DEFAULT_GUARD if ws is None else ws.guard()
+
+
+def open_repository(path: Path | str, *, lock_timeout: float = 30.0) -> Repository:
+    """Open a repository file with the rules of the workspace it sits in (:func:`guard_for`)."""
+    return Repository.open(path, lock_timeout=lock_timeout, guard=guard_for(path))

@@ -98,7 +98,7 @@ from dcsync.transport import open_channel, parse_remote_url
 from dcsync.transport.base import Channel
 from dcsync.transport.ssh import ParamikoChannel
 from dcsync.workspace import config
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.workspace import Workspace, open_repository
 
 T0 = 1_700_000_000 * 10**9
 RANGE_NS = 10**9
@@ -577,7 +577,7 @@ def bench_incremental(sizes: Sizes, state: State) -> Benchmark:
     objects: list[int] = []
     for i in range(sizes.incremental_samples):
         value = array(sizes.increment_bytes, 9000 + i, sizes.row_shape)
-        with Repository.open(src_file) as repo, repo.transaction(f"new version {i}") as tx:
+        with open_repository(src_file) as repo, repo.transaction(f"new version {i}") as tx:
             tx.add("pedestals", value, **range_ns(1000 + i))
         del value
         with metered() as meter:

@@ -28,8 +28,8 @@ from dcsync.cli.context import State
 from dcsync.cli.main import app
 from dcsync.errors import EXIT_CODES
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.verify import verify_path
+from dcsync.workspace.workspace import Workspace, open_repository
 
 DET = "epix100a-3925868555"
 T0 = "2024-01-01T00:00:00Z"
@@ -706,7 +706,7 @@ def test_unknown_ctype_range_version(ws: Path, snap: Snapshot) -> None:
 
 
 def test_ambiguous_version_prefix(ws: Path, repo_path: Path) -> None:
-    with Repository.open(repo_path) as repo, repo.transaction("many") as tx:
+    with open_repository(repo_path) as repo, repo.transaction("many") as tx:
         keys = [tx.add("pixel_bkgd", np.full(2, i), begin_ns=T0_S * 10**9).version for i in range(17)]
     prefix = next(k[0] for k in keys if sum(x[0] == k[0] for x in keys) > 1)  # 17 keys, 16 digits
     s = Snapshot(repo_path)

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from dcsync.cli.main import app
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.workspace.verify import verify_path
 
 DET = "epix100a-0001"
 T0 = "2024-01-01T00:00:00Z"

@@ -153,6 +153,7 @@ def test_reading_loads_no_pydantic_policy_or_unneeded_rich(ws: Path, tmp_path: P
         "dcsync.workspace.policy",
         "dcsync.workspace.hooks",
         "dcsync.repo.reach",
+        "dcsync.repo.graph",
         "secrets",
     )
     if "--json" in args or args[0] == "get":

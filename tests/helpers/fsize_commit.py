@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from dcsync.errors import DcsyncError
-from dcsync.repo.repository import Repository
+from dcsync.workspace.workspace import open_repository
 
 
 def main(path: Path, limit: int, nbytes: int) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
-        with Repository.open(path) as repo, repo.transaction("too big for the disk") as tx:
+        with open_repository(path) as repo, repo.transaction("too big for the disk") as tx:
             tx.add("pixel_gain", np.ones(nbytes // 8), begin_ns=10**18, end_ns=None)
     except DcsyncError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -61,7 +61,7 @@ NAMED = {
 def build(path: Path, name: str) -> Case:
     """Case ``name`` on top of the HEAD of the repository file at ``path`` (which must hold
     pedestals with two open-ended ranges, and a pixel_mask)."""
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         base_head = repo.head()
         assert base_head is not None
         store = copy_of(repo.store, base_head)
@@ -103,7 +103,7 @@ def build(path: Path, name: str) -> Case:
 
 
 def _ids_of(path: Path) -> list[ObjectId]:
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         return list(repo.store.object_ids())
 
 

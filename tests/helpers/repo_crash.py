@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import dcsync.store.hdf5
-from dcsync.repo.repository import Repository
 from dcsync.store.journal import JournaledFile
+from dcsync.workspace.workspace import open_repository
 
 
 class DyingJournal(JournaledFile):
@@ -33,7 +33,7 @@ class DyingJournal(JournaledFile):
 
 def main(path: Path) -> None:
     dcsync.store.hdf5.JournaledFile = DyingJournal  # type: ignore[misc]
-    repo = Repository.open(path)
+    repo = open_repository(path)
     with repo.transaction("never lands") as tx:
         tx.add("pedestals", np.full(1000, 99.0), begin_ns=10**18, end_ns=None)
     raise SystemExit("survived the commit point")

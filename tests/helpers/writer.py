@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsync.repo.repository import Repository
+from dcsync.workspace.workspace import open_repository
 
 S = 10**9
 T0 = 1_700_000_000 * S
@@ -59,7 +59,7 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     ctype = f"w{args.wid}"
     end = time.monotonic() + args.seconds
-    repo = Repository.open(args.path, lock_timeout=60)
+    repo = open_repository(args.path, lock_timeout=60)
     seq = args.first_seq
     scratch: list[str] = []
     while time.monotonic() < end:

@@ -118,7 +118,7 @@ def _id_of(value: Tree | Commit | Payload) -> ObjectId:
 
 def cases(path: Path) -> list[Case]:
     """Every position × wrong kind × (sent, stored) on top of the HEAD of the repository at ``path``."""
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         head = repo.head()
         assert head is not None
         base = _Base(repo.store, head)

@@ -45,8 +45,9 @@ from dcsync.errors import (
     VersionNotFound,
 )
 from dcsync.model.names import PSANA_CTYPES
-from dcsync.repo.repository import Repository, Transaction
-from dcsync.repo.verify import verify_path
+from dcsync.repo.repository import Repository
+from dcsync.repo.transaction import Transaction
+from dcsync.repo.verify import verify_file
 
 NS = 1_000_000_000
 # A small set of boundaries so ranges collide, nest and share begins; -0.5 s and 10.5 s exercise
@@ -643,7 +644,7 @@ class RepositoryModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def file_verifies(self) -> None:
-        report = verify_path(self.path)
+        report = verify_file(self.path)
         assert report.ok, report.problems
 
     @invariant()

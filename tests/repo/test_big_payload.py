@@ -25,7 +25,7 @@ import pytest
 from dcsync import sync
 from dcsync.rawio import MAX_IO
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.repo.verify import verify_file
 from dcsync.sync.client import Connection
 from dcsync.sync.wholefile import ENV_SWITCH
 from dcsync.transport.connect import open_channel
@@ -80,7 +80,7 @@ def assert_same_array(got: np.ndarray, source: np.ndarray) -> None:
 
 
 def check_detector(path: Path, source: np.ndarray) -> None:
-    report = verify_path(path)
+    report = verify_file(path)
     assert report.ok, report.problems
     with Repository.open(path) as repo:
         constant = repo.get("pedestals", at_ns=T0 + 1)

@@ -23,6 +23,7 @@ from dcsync.errors import MergeConflict, NotFound, VersionNotFound
 from dcsync.model.hashing import ObjectId
 from dcsync.model.names import RangeKey, VersionKey, range_key
 from dcsync.model.objects import Commit, CtypeTree, RangeRef, RangeTree, RootTree, VersionEntry, object_id
+from dcsync.repo.graph import is_ancestor, merge_base
 from dcsync.repo.merge import (
     ROOT,
     Conflict,
@@ -30,8 +31,6 @@ from dcsync.repo.merge import (
     Side,
     conflicts_json,
     describe_conflicts,
-    is_ancestor,
-    merge_base,
     merge_trees,
 )
 from dcsync.repo.repository import Repository

@@ -25,7 +25,7 @@ from dcsync.errors import (
 )
 from dcsync.model.names import PSANA_CTYPES, range_key
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.repo.verify import verify_file
 
 S = 10**9
 T0 = 1_700_000_000 * S
@@ -47,7 +47,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]
     yield r
     r.close()
     if path is not None:
-        report = verify_path(path)
+        report = verify_file(path)
         assert report.ok, report.problems
 
 
@@ -565,7 +565,7 @@ def test_replay_over_another_writers_commit(tmp_path: Path) -> None:
     assert messages[:3] == ["slow writer", "fast writer", "base"]
     one.close()
     two.close()
-    assert verify_path(path).ok
+    assert verify_file(path).ok
 
 
 def test_replay_that_no_longer_applies_fails_cleanly(tmp_path: Path) -> None:
@@ -584,7 +584,7 @@ def test_replay_that_no_longer_applies_fails_cleanly(tmp_path: Path) -> None:
     assert two.head() == head
     one.close()
     two.close()
-    assert verify_path(path).ok
+    assert verify_file(path).ok
 
 
 def test_two_handles_see_each_others_commits(tmp_path: Path) -> None:
@@ -616,9 +616,9 @@ def test_log_records_every_move(repo: Repository) -> None:
     assert repo.log(last=1) == log[-1:]
 
 
-def test_verify_path_takes_a_path_as_text(tmp_path: Path) -> None:
+def test_verify_file_takes_a_path_as_text(tmp_path: Path) -> None:
     repo = Repository.create(tmp_path / "epix100a-0001.h5", "epix100a-0001")
     with repo.transaction("first") as tx:
         tx.add("pedestals", np.zeros((2, 2), np.float32), begin_ns=t(0))
     repo.close()
-    assert verify_path(str(tmp_path / "epix100a-0001.h5")).ok  # it raised AttributeError
+    assert verify_file(str(tmp_path / "epix100a-0001.h5")).ok  # it raised AttributeError

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.journal import journal_path
+from dcsync.workspace.verify import verify_path
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 REPO_ROOT = HELPERS.parents[1]

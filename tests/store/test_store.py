@@ -29,7 +29,7 @@ from dcsync.errors import (
     StorageFull,
 )
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.repo.verify import verify_file
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import has_hot_journal
@@ -148,7 +148,7 @@ def test_non_hdf5_file_is_not_a_repository(tmp_path: Path, content: bytes) -> No
     path.write_bytes(content)
     with pytest.raises(NotARepository):
         HDF5Store(path)
-    report = verify_path(path)
+    report = verify_file(path)
     assert not report.ok
 
 
@@ -169,7 +169,7 @@ def test_hdf5_file_that_is_not_a_repository(tmp_path: Path, layout: str) -> None
             f.create_group(".dcsync")
     with pytest.raises(NotARepository, match="not a dcsync repository"):
         HDF5Store(path)
-    assert not verify_path(path).ok
+    assert not verify_file(path).ok
 
 
 def test_create_never_overwrites(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_flipped_payload_byte_is_caught(tmp_path: Path) -> None:
             repo.get("pedestals")
         np.testing.assert_array_equal(repo.get("pixel_status").value, good_status)  # others still fine
         assert repo.get("geometry").value == "geometry text é"
-    report = verify_path(path)
+    report = verify_file(path)
     assert not report.ok
     assert any(bad in p for p in report.problems)
     with Repository.open(path) as repo:
@@ -273,7 +273,7 @@ def test_flipped_tree_byte_is_caught(tmp_path: Path) -> None:
     with pytest.raises(CorruptObject, match=tree):
         store.read_object(tree, fresh=True)
     store.close()
-    report = verify_path(path)
+    report = verify_file(path)
     assert any(tree in p for p in report.problems)
 
 
@@ -287,7 +287,7 @@ def test_truncated_file_keeps_intact_objects_readable(tmp_path: Path) -> None:
     repo.close()
     os.truncate(path, path.stat().st_size - 1000)  # cut the last part (metadata flushed last)
 
-    report = verify_path(path)
+    report = verify_file(path)
     assert not report.ok
     assert any("truncated" in p for p in report.problems)
     store = HDF5Store(path)
@@ -325,12 +325,12 @@ def test_file_size_limit_during_commit_is_storage_full(tmp_path: Path) -> None:
     assert sha(path) == before  # exactly the previous state, byte for byte
     assert not has_hot_journal(path)
     assert not Path(f"{path}.lock").exists()
-    assert verify_path(path).ok
+    assert verify_file(path).ok
     with Repository.open(path) as repo:
         assert state(repo) == before_state
         with repo.transaction("fits") as tx:  # and it takes the next commit
             tx.add("pixel_gain", np.ones(10), begin_ns=T0, end_ns=None)
-    assert verify_path(path).ok
+    assert verify_file(path).ok
 
 
 def test_file_size_limit_allows_a_commit_that_fits(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_file_size_limit_allows_a_commit_that_fits(tmp_path: Path) -> None:
     small_repo(path).close()
     result = run_helper("fsize_commit.py", path, path.stat().st_size + 4 * 2**20, 1024)
     assert result.returncode == 0, result.stderr
-    assert verify_path(path).ok
+    assert verify_file(path).ok
 
 
 @pytest.fixture
@@ -370,10 +370,10 @@ def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path) -> None:
     assert sha(path) == before
     assert not has_hot_journal(path)
     assert state(repo) == before_state
-    assert verify_path(path).ok
+    assert verify_file(path).ok
     with repo.transaction("fits") as tx:
         tx.add("pixel_gain", np.ones(1000), begin_ns=T0, end_ns=None)
-    assert verify_path(path).ok
+    assert verify_file(path).ok
     repo.close()
 
 
@@ -393,7 +393,7 @@ def test_writer_killed_before_the_commit_point(tmp_path: Path) -> None:
     with Repository.open(path) as repo:
         assert state(repo) == before_state
         np.testing.assert_array_equal(repo.get("pedestals").value, before_value)
-    report = verify_path(path)
+    report = verify_file(path)
     assert [p for p in report.problems if "interrupted commit" not in p] == []
     # The next writer recovers and commits.
     with Repository.open(path) as repo:
@@ -402,4 +402,4 @@ def test_writer_killed_before_the_commit_point(tmp_path: Path) -> None:
         np.testing.assert_array_equal(repo.get("pedestals").value, np.full(1000, 7.0))
         assert len(list(repo.commits())) == 4
     assert not has_hot_journal(path)
-    assert verify_path(path).ok
+    assert verify_file(path).ok

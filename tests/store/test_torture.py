@@ -23,7 +23,7 @@ import pytest
 
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.repo.verify import verify_file
 from dcsync.store.journal import has_hot_journal, recover
 from dcsync.store.locking import FileLock
 
@@ -125,20 +125,20 @@ def test_writer_killed_at_random_instants(tmp_path: Path) -> None:
         # Half the time we recover here (as a lock-holding tool would), half the time the next
         # writer must do it by itself.
         if has_hot_journal(path) and kills % 2 == 0:
-            report = verify_path(path)
+            report = verify_file(path)
             assert [p for p in report.problems if not p.startswith(PENDING)] == [], report.problems
             recovered_by_writer += 1
         else:
             if has_hot_journal(path):
                 with FileLock(path).held(timeout=30):
                     assert recover(path)
-            report = verify_path(path)
+            report = verify_file(path)
             assert report.ok, report.problems
 
     if has_hot_journal(path):
         with FileLock(path).held(timeout=30):
             recover(path)
-    report = verify_path(path)
+    report = verify_file(path)
     assert report.ok, report.problems
     ids = chain(path)
     assert {r.commit for r in reported} <= set(ids)
@@ -175,7 +175,7 @@ def test_writers_and_readers_at_once(tmp_path: Path) -> None:
     assert reads > 0
 
     assert not has_hot_journal(path)
-    report = verify_path(path)
+    report = verify_file(path)
     assert report.ok, report.problems
     ids = chain(path)
     # No commit lost, none invented: the history is the create commit plus every reported commit.

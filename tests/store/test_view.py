@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
+from dcsync.repo.verify import verify_file
 
 S = 10**9
 T1, T2, T3 = 1_700_000_000 * S, 1_700_003_600 * S, 1_700_007_200 * S
@@ -252,7 +252,7 @@ def test_view_follows_removals_and_default_changes(repo_path: Path) -> None:
         tx.add("pixel_gain", np.ones(4, dtype=np.float64), begin_ns=T1, end_ns=None)
     assert set(read_view(str(repo_path))["ctypes"]) == {"pedestals", "pixel_gain"}
     repo.close()
-    assert verify_path(repo_path).ok
+    assert verify_file(repo_path).ok
 
 
 # -- verify notices a hand-edited view -----------------------------------------------------------
@@ -286,8 +286,8 @@ def tamper(path: Path, how: str) -> None:
     "how", ["copy", "relink", "delete-version", "delete-ctype", "extra-ctype", "view-commit"]
 )
 def test_verify_catches_a_tampered_view(repo_path: Path, how: str) -> None:
-    assert verify_path(repo_path).ok
+    assert verify_file(repo_path).ok
     tamper(repo_path, how)
-    report = verify_path(repo_path)
+    report = verify_file(repo_path)
     assert not report.ok, how
     assert any("view" in p for p in report.problems), report.problems

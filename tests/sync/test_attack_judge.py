@@ -41,7 +41,6 @@ from dcsync.model.times import parse_time
 from dcsync.repo.diff import diff_roots
 from dcsync.repo.reach import objects_for
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store import view
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.memory import MemoryStore
@@ -52,6 +51,7 @@ from dcsync.transport.local import InProcessChannel
 from dcsync.workspace import config
 from dcsync.workspace.acl import Identity, current_identity
 from dcsync.workspace.hooks import install
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix100a-1"
@@ -113,7 +113,7 @@ class Base:
     @classmethod
     def of(cls, ws: Workspace) -> Base:
         out = MemoryStore()
-        with Repository.open(ws.detector_path(DET), policy=False) as repo:
+        with Repository.open(ws.detector_path(DET)) as repo:
             head = repo.head()
             assert head is not None
             with out.writing():
@@ -152,7 +152,7 @@ class Base:
         return self.put(Commit(self.put(root), (self.head,), "mallory", "evilhost", T_JUL, message))
 
     def new_objects(self, ws: Workspace) -> list[ObjectId]:
-        with Repository.open(ws.detector_path(DET), policy=False) as repo:
+        with Repository.open(ws.detector_path(DET)) as repo:
             return [oid for oid in self.store.object_ids() if not repo.store.has(oid)]
 
 
@@ -225,7 +225,7 @@ def assert_untouched(ws: Workspace, head: ObjectId) -> None:
     path = ws.detector_path(DET)
     report = verify_path(path)
     assert report.ok, report.problems
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         assert repo.head() == head
         assert np.array_equal(repo.get("pedestals", at_ns=T_JUL).value, JUN)
         assert np.array_equal(repo.get("pedestals", at_ns=T_JAN).value, JAN)
@@ -362,7 +362,7 @@ def test_a_hostile_tree_planted_in_a_local_file_cannot_wipe_its_metadata(
     with h5py.File(path, "r") as f:
         objects, log = len(f["/.dcsync/objects"]), f["/.dcsync/log"].shape
     with (
-        Repository.open(path, policy=False) as repo,
+        Repository.open(path) as repo,
         pytest.raises(CorruptObject, match=r"view cannot hold|is malformed"),
         repo.transaction("a commit on top") as tx,  # the view catches up through the planted commit
     ):
@@ -370,7 +370,7 @@ def test_a_hostile_tree_planted_in_a_local_file_cannot_wipe_its_metadata(
     with h5py.File(path, "r") as f:
         assert (len(f["/.dcsync/objects"]), f["/.dcsync/log"].shape) == (objects, log)
         assert str(f[META].attrs["view"]) == b.head  # the view still shows the last sound commit
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         assert repo.head() == head
         assert np.array_equal(repo.get("pedestals", at_ns=T_JUL).value, JUN)
     report = verify_path(path)

@@ -36,12 +36,12 @@ from dcsync.model.names import VersionKey
 from dcsync.model.objects import Commit, RangeTree, RootTree, VersionEntry, decode, encode
 from dcsync.model.times import parse_time
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.refs import HEAD
 from dcsync.sync.client import Connection
 from dcsync.workspace import config
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.verify import verify_path
+from dcsync.workspace.workspace import Workspace, open_repository
 
 DET = "epix-1"
 JAN, JUN = parse_time("2026-01-01T00:00:00Z"), parse_time("2026-06-01T00:00:00Z")
@@ -104,7 +104,7 @@ def assert_intact(path: Path, head: ObjectId, *, pedestals_at_jul: np.ndarray = 
     assert report.ok, report.problems
     with h5py.File(path, "r") as f:
         assert "objects" in f[META] and "log" in f[META]
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         assert repo.head() == head
         assert np.array_equal(repo.get("pedestals", "2026-07-01T00:00:00Z").value, pedestals_at_jul)
 
@@ -182,9 +182,9 @@ def test_pull_from_a_hostile_server_is_refused_and_keeps_unpushed_commits(
     client, _ = sync.clone(str(base), tmp_path / "client")
     path = client.detector_path(DET)
     newer = np.full((2, 3), 7.0, np.float32)
-    with Repository.open(path) as repo, repo.transaction("unpushed") as tx:
+    with open_repository(path) as repo, repo.transaction("unpushed") as tx:
         tx.add("pedestals", newer, begin_ns=JUN)
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         unpushed = repo.head()
     assert unpushed is not None
     ssh_home(sshd)

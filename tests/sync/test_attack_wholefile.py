@@ -43,8 +43,8 @@ from typer.testing import CliRunner
 from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import CorruptObject, DcsyncError, UsageError
-from dcsync.repo.verify import verify_path
 from dcsync.store.structure import file_problems
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix100-1"

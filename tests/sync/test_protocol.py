@@ -37,7 +37,6 @@ from dcsync.errors import (
 from dcsync.model.hashing import ALGORITHM, ObjectId, hash_bytes
 from dcsync.repo.reach import objects_for, transfer_header
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.sync.client import Connection
 from dcsync.sync.protocol import (
     CAPABILITIES,
@@ -57,6 +56,7 @@ from dcsync.sync.protocol import (
 from dcsync.sync.quarantine import MAX_BODY
 from dcsync.sync.server import SPECS, Server
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import CONFIG_DIR, Workspace
 
 DET = "epix-1"
@@ -105,7 +105,7 @@ def assert_verifies(root: Path) -> None:
 
 
 def head_of(root: Path, det: str = DET) -> ObjectId | None:
-    with Repository.open(Workspace(root).detector_path(det), policy=False) as repo:
+    with Repository.open(Workspace(root).detector_path(det)) as repo:
         return repo.head()
 
 
@@ -227,7 +227,7 @@ def descendant(served: Path, work: Path, *, diverge: bool = False) -> tuple[Path
     work.mkdir(exist_ok=True)
     path = work / f"{DET}.h5"
     shutil.copy(Workspace(served).detector_path(DET), path)
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         old = repo.head()
         assert old is not None
         if diverge:
@@ -250,7 +250,7 @@ def _record(old: ObjectId, new: ObjectId) -> Any:
 def object_items(path: Path, new: ObjectId, have: list[ObjectId], chunk: int = 5) -> list[dict[str, Any]]:
     """What a client streams in put_objects for ``new``: header then chunk items per object."""
     items: list[dict[str, Any]] = []
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         for oid, _, _ in objects_for(repo.store, new, have, {}):
             header, pieces = transfer_header(repo.store, oid, chunk)
             items.append({"h": header})
@@ -737,7 +737,7 @@ def test_stale_old_is_a_ref_conflict(
     path, old, new = descendant(served, tmp_path / "work")
     raw = session()
     raw.result(raw.upload(DET, object_items(path, new, [old])))
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         stale = repo.commit(old).parents[0]
     for atomic in (False, True):
         answer = raw.request(

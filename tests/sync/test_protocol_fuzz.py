@@ -24,10 +24,10 @@ from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError, by_wire_co
 from dcsync.model.limits import Decoding
 from dcsync.repo.reach import objects_for, transfer_header
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.sync.protocol import MAX_BANNER, PREAMBLE, hello_args, read_frame, read_preamble, write_frame
 from dcsync.sync.server import SPECS, Server
 from dcsync.transport.local import InProcessChannel
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix-1"
@@ -171,7 +171,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     for det in ws.detectors():
         report = verify_path(ws.detector_path(det))
         assert report.ok, report.problems
-    with Repository.open(ws.detector_path(DET), policy=False) as repo:
+    with Repository.open(ws.detector_path(DET)) as repo:
         assert repo.head() == target.head  # nothing the fuzzer sent could move it
 
 

@@ -49,12 +49,12 @@ from dcsync.model import wire
 from dcsync.model.hashing import canonical_array, dtype_string, hash_array, hash_bytes, hash_text
 from dcsync.model.names import range_key
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.sync.client import Connection
 from dcsync.sync.protocol import error_from_wire
 from dcsync.sync.server import Server
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix-1"
@@ -590,7 +590,7 @@ def push(channel: Channel, old: str, commit: str, items: list[dict[str, Any]]) -
 def answers(path: Path, at: list[int]) -> dict[Any, Any]:
     """Everything a reader can ask: ctypes, ranges with their versions, and lookups at ``at``."""
     out: dict[Any, Any] = {}
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         out["ctypes"] = repo.ctypes()
         for ctype in repo.ctypes():
             out[ctype] = [
@@ -625,7 +625,7 @@ def replay(template: Template, where: Path, spec: Spec) -> Path:
     """The same changes through the public transaction API, on a copy of the template's file."""
     path = where / "replay.h5"
     shutil.copyfile(template.file, path)
-    with Repository.open(path, policy=False) as repo, repo.transaction("replay") as tx:
+    with Repository.open(path) as repo, repo.transaction("replay") as tx:
         for ctype in repo.ctypes():
             tx.remove(ctype)
         for ctype, ranges in spec.items():
@@ -666,7 +666,7 @@ def check_valid(template: Template, open_channel: Opener, spec: Spec) -> None:
         path = Workspace(served).detector_path(DET)
         report = verify_path(path)
         assert report.ok, report.problems
-        with Repository.open(path, policy=False) as repo:
+        with Repository.open(path) as repo:
             assert repo.head() == commit
         at = lookup_times(spec)
         assert answers(path, at) == answers(replay(template, where, spec), at)
@@ -691,7 +691,7 @@ def check_hostile(
         refused = push(open_channel(served), template.head, commit, items)
         path = Workspace(served).detector_path(DET)
         report = verify_path(path)
-        with Repository.open(path, policy=False) as repo:
+        with Repository.open(path) as repo:
             head = repo.head()
         assert refused is not None, f"hostile commit accepted ({what}); the file " + (
             "verifies" if report.ok else f"fails verify: {report.problems[:3]}"

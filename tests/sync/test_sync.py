@@ -41,8 +41,7 @@ from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import Commit, VersionEntry
 from dcsync.model.times import now_ns, parse_time
 from dcsync.repo.diff import summarize
-from dcsync.repo.repository import Located
-from dcsync.repo.verify import verify_path
+from dcsync.repo.trees import Located
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
 from dcsync.sync import client, compare
@@ -50,6 +49,7 @@ from dcsync.sync.client import Connection
 from dcsync.transport import parse_remote_url
 from dcsync.transport.base import Channel
 from dcsync.workspace import config
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 T_OLD = parse_time("2023-06-01T00:00:00Z")

@@ -50,12 +50,12 @@ from dcsync.errors import (
 )
 from dcsync.model.hashing import ObjectId
 from dcsync.model.times import parse_time
-from dcsync.repo.verify import verify_path
 from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel
 from dcsync.workspace import config
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 T0 = parse_time("2024-01-01T00:00:00Z")

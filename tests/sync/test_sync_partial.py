@@ -35,9 +35,9 @@ from test_sync import (  # noqa: F401  (fixtures used by name)
 
 from dcsync import sync
 from dcsync.errors import DetectorNotFound, NotFetched, UsageError
-from dcsync.repo.verify import verify_path
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 NEW = "epix10ka-0009"

@@ -23,7 +23,6 @@ from helpers.channels import RecordingChannel, in_process
 from dcsync import sync
 from dcsync.errors import ProtocolError, StorageFull
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import server as server_module
 from dcsync.sync.client import Connection
@@ -31,6 +30,7 @@ from dcsync.sync.server import Server
 from dcsync.sync.wholefile import FileRange
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 HELPERS = Path(__file__).parents[1] / "helpers"

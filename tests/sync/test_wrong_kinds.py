@@ -33,12 +33,12 @@ from dcsync.errors import ConnectionLost, CorruptObject, ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import CtypeTree, RootTree
 from dcsync.repo.repository import Repository
-from dcsync.repo.verify import verify_path
 from dcsync.store.hdf5 import META, HDF5Store
 from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import config
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET, NEW_DET = "epix-1", "epix-9"
@@ -98,7 +98,7 @@ def assert_untouched(root: Path, t: Template, case: Case, *, remote: str | None 
     path = ws.detector_path(DET)
     report = verify_path(path)
     assert report.ok, report.problems
-    with Repository.open(path, policy=False) as repo:
+    with Repository.open(path) as repo:
         assert repo.head() == t.head
         if remote is not None:
             assert repo.store.refs()[remote_ref(remote)] == t.head
@@ -327,7 +327,7 @@ def test_a_file_holding_a_wrong_kind_reads_as_corrupt(template: Template, tmp_pa
     ws = Workspace(copy(template.served, tmp_path / "served"))
     path = ws.detector_path(DET)
     plant(path, case)
-    with Repository.open(path, policy=False) as repo, pytest.raises(CorruptObject) as caught:
+    with Repository.open(path) as repo, pytest.raises(CorruptObject) as caught:
         repo.get("pedestals")
     assert case.target in str(caught.value) and case.kind in str(caught.value)
     report = verify_path(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,12 +24,14 @@ from typer.testing import CliRunner
 from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import AccessDenied, HookRejected, InputError
+from dcsync.repo.guard import DEFAULT_GUARD
+from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection
 from dcsync.sync.server import Server, resolve_root
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import ACL, Identity, Rule, current_identity, required_permission
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.workspace import Workspace, guard_for, open_repository
 
 DET = "epix100a-1"
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -605,3 +608,35 @@ def test_commits_on_a_just_created_detector_are_judged(tmp_path: Path) -> None:
     repo = ws.new_detector(DET)
     with repo, pytest.raises(HookRejected), repo.transaction("first") as tx:
         tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0)
+
+
+def test_a_file_opened_on_its_own_gets_the_default_guard_and_says_so(
+    foreign_repository: Workspace, tmp_path: Path
+) -> None:
+    """The same bytes outside any workspace: no ACL judges them, and the guard says why."""
+    bare = tmp_path / "elsewhere" / f"{DET}.h5"
+    bare.parent.mkdir()
+    shutil.copyfile(foreign_repository.detector_path(DET), bare)
+    assert guard_for(bare) is DEFAULT_GUARD
+    with Repository.open(bare) as opened, open_repository(bare) as found:
+        for repo in (opened, found):
+            assert repo.guard is DEFAULT_GUARD and "no workspace: default rules" in repr(repo.guard)
+        with found.transaction("mine") as tx:
+            tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0, make_default=False)
+        assert len(found.ranges("pedestals")[0][1].versions) == 2
+
+
+def test_a_file_in_a_workspace_gets_the_workspace_acl(foreign_repository: Workspace) -> None:
+    ws = foreign_repository
+    me = current_identity().user
+    before = _files(ws.root)
+    with open_repository(ws.detector_path(DET)) as found, ws.repository(DET) as named:
+        assert f"the ACL and hooks of workspace {ws.root}" in repr(found.guard)
+        assert f"the ACL and hooks of repository workspace {ws.root}" in repr(named.guard)
+        for repo in (found, named):
+            denied = pytest.raises(AccessDenied, match=f"user {me} may not add on {DET}")
+            with denied, repo.transaction("mine") as tx:
+                tx.add("pedestals", np.zeros((2, 3), np.float32), begin_ns=T0, make_default=False)
+    assert _files(ws.root) == before
+    # A fetched copy waiting for a pull is judged by the same workspace.
+    assert f"workspace {ws.root}" in repr(guard_for(ws.fetched_path("jungfrau-2")))

@@ -27,13 +27,14 @@ from typer.testing import CliRunner
 import dcsync
 from dcsync.cli.main import app
 from dcsync.errors import HookRejected
-from dcsync.repo.repository import Repository, Transaction
-from dcsync.repo.verify import verify_path
+from dcsync.repo.repository import Repository
+from dcsync.repo.transaction import Transaction
 from dcsync.sync.client import Connection
 from dcsync.sync.pushing import PushReport, push
 from dcsync.sync.server import Server
 from dcsync.transport.local import InProcessChannel
 from dcsync.workspace import hooks
+from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace
 
 DET = "epix100a-0001"
@@ -134,7 +135,7 @@ class State:
 
     def __init__(self, root: Path) -> None:
         self.path = Workspace(root).detector_path(DET)
-        with Repository.open(self.path, policy=False) as repo:
+        with Repository.open(self.path) as repo:
             self.head = repo.head()
             self.log = len(repo.log())
             self.objects = sorted(repo.store.object_ids())
@@ -149,7 +150,7 @@ class State:
 
 
 def head(root: Path) -> str | None:
-    with Repository.open(Workspace(root).detector_path(DET), policy=False) as repo:
+    with Repository.open(Workspace(root).detector_path(DET)) as repo:
         return repo.head()
 
 
