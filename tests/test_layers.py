@@ -7,7 +7,8 @@ the bottom (docs/architecture.md draws the same picture):
 =====  ==============================================================================
 rank   packages (a module may import its own package and any lower rank, never higher)
 =====  ==============================================================================
-0      ``dcsync.version``, ``dcsync.errors``
+0      ``dcsync.version``, ``dcsync.errors``, ``dcsync.interrupts`` (Ctrl-C: the console script's and
+       the command line's)
 1      ``dcsync.model``, ``dcsync.rawio`` (side by side)
 2      ``dcsync.store``, ``dcsync.transport``, ``dcsync.legacy`` (side by side: not each other)
 3      ``dcsync.repo``
@@ -32,6 +33,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dcsync"
 LAYERS: dict[str, int] = {
     "dcsync.version": 0,
     "dcsync.errors": 0,
+    "dcsync.interrupts": 0,
     "dcsync.rawio": 1,
     "dcsync.model": 1,
     "dcsync.store": 2,
