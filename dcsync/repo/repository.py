@@ -36,6 +36,7 @@ from dcsync.errors import (
 )
 from dcsync.model.fields import INT_MAX, INT_MIN, is_int
 from dcsync.model.hashing import ObjectId, canonical_array
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.names import (
     RangeKey,
     VersionKey,
@@ -64,7 +65,7 @@ from dcsync.model.times import TimeLike, format_time, now_ns, time_arg
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
-from dcsync.store.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.store.refs import HEAD, LogRecord
 
 if TYPE_CHECKING:  # imported where a commit needs them: reads never check a policy (start-up)
     from dcsync.workspace.policy import Incoming, Policy
