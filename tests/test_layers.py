@@ -212,7 +212,7 @@ def test_a_planted_upward_import_is_found(tmp_path: Path) -> None:
             "sync/__init__.py": "",
             "sync/server.py": "from dcsync.store import hdf5\n",
             "transport/__init__.py": "",
-            "transport/ssh.py": "import dcsync.legacy.geometry\n",
+            "transport/openssh.py": "import dcsync.legacy.geometry\n",
             "legacy/__init__.py": "",
             "legacy/geometry.py": "",
             "repo/__init__.py": "",
@@ -224,7 +224,7 @@ def test_a_planted_upward_import_is_found(tmp_path: Path) -> None:
     assert upward_imports(import_graph(root)) == [
         "dcsync.repo.x:1 imports dcsync.cli.main (dcsync.cli, rank 8 >= 3)",
         "dcsync.store.hdf5:2 imports dcsync.sync.server (dcsync.sync, rank 5 >= 2)",
-        "dcsync.transport.ssh:1 imports dcsync.legacy.geometry (dcsync.legacy, rank 2 >= 2)",
+        "dcsync.transport.openssh:1 imports dcsync.legacy.geometry (dcsync.legacy, rank 2 >= 2)",
     ]
 
 
