@@ -25,7 +25,7 @@ import pytest
 
 from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
-from dcsync.store.journal import journal_path
+from dcsync.store.recovery import journal_path
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 REPO_ROOT = HELPERS.parents[1]

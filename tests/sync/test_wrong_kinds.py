@@ -34,7 +34,8 @@ from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import CtypeTree, RootTree
 from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_path
-from dcsync.store.hdf5 import META, HDF5Store
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.hdf5file import META
 from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
