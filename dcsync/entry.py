@@ -3,16 +3,11 @@
 Importing is most of a short command's life (typer, pydantic, rich, numpy, h5py), so three things
 are settled here with little more than ``os``, ``signal`` and ``sys``:
 
-- **Ctrl-C** means ``dcsync: interrupted`` on stderr and exit status 130, whenever it comes, in
-  three phases. Until a command starts its work (imports, parsing) there is nothing to undo: SIGINT
-  ends the process at once. While a command works (:func:`unwind_on_interrupt`, around the root
-  group's ``invoke``) it raises :class:`KeyboardInterrupt` as usual, so transactions roll back and
-  locks are released on the way out; one that lands where Python cannot raise (a weakref callback,
-  ``__del__``) is sent again rather than printed as "Exception ignored" and lost. Once the command
-  is over (its output written, its status known), SIGINT ends the teardown at once. The only
-  window left is the interpreter's start-up (``site``, ``.pth`` files) and the first lines of the
-  console script's ``from dcsync.entry import run``: ``dcsync/__init__.py`` (one small import) and
-  this module up to its handler, which goes in before anything slow is imported.
+- **Ctrl-C** means ``dcsync: interrupted`` on stderr and exit status 130, whenever it comes
+  (:mod:`dcsync.interrupts` has the handlers and their three phases). The only window left is the
+  interpreter's start-up (``site``, ``.pth`` files) and the first lines of the console script's
+  ``from dcsync.entry import run``: ``dcsync/__init__.py`` (one small import), and this module and
+  :mod:`dcsync.interrupts` up to the handler, which goes in before anything slow is imported.
 - ``dcsync --version`` answers from :mod:`dcsync.version` without importing the command line.
 - ``dcsync serve --stdio`` is started once per sync connection, often over SSH, so it skips the
   command-line framework and parses its few options itself. Every other command goes to
@@ -32,20 +27,7 @@ import _signal  # type: ignore[import-not-found]  # (no stubs: the C half of sig
 import os
 import sys
 
-INTERRUPT_EXIT = 130
-"""The shell's status for a program ended by SIGINT (128 + 2)."""
-INTERRUPTED = "dcsync: interrupted\n"
-_said = False  # whether this process has said "interrupted" (the handlers say it at most once)
-
-
-def _stop_now(signum: int, frame: object) -> None:
-    """SIGINT with nothing to undo (before a command's work, after it): end the process at once."""
-    if not _said:
-        try:  # noqa: SIM105  (contextlib is not imported yet: it takes time)
-            os.write(2, INTERRUPTED.encode())  # not sys.stderr: it may be mid-write in this thread
-        except OSError:
-            pass
-    os._exit(INTERRUPT_EXIT)
+from dcsync import interrupts  # (os, sys and _signal only)
 
 
 def _is_console_script() -> bool:
@@ -55,10 +37,9 @@ def _is_console_script() -> bool:
 
 # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored.
 if _is_console_script() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
-    _signal.signal(_signal.SIGINT, _stop_now)
+    _signal.signal(_signal.SIGINT, interrupts.stop_now)
 
 import contextlib  # noqa: E402  (after the handler: see above)
-import signal  # noqa: E402
 
 
 def _serve_fast(argv: list[str]) -> int:
@@ -76,7 +57,7 @@ def _serve_fast(argv: list[str]) -> int:
         parser.error("--idle-timeout: a number of seconds, 0 or more")
     from dcsync.sync.server import run_stdio
 
-    unwind_on_interrupt(True)  # the session may write and lock from here on
+    interrupts.unwind_on_interrupt(True)  # the session may write and lock from here on
     return run_stdio(
         args.root, read_only=args.read_only, restrict_to=args.restrict_to_path, idle_timeout=args.idle_timeout
     )
@@ -116,39 +97,6 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def say_interrupted() -> None:
-    """Say that the command was interrupted (the command line's error handling calls this)."""
-    global _said
-    _said = True
-    with contextlib.suppress(OSError, ValueError):  # stderr is gone: the status still says it
-        sys.stderr.write(INTERRUPTED)
-        sys.stderr.flush()
-
-
-def unwind_on_interrupt(unwind: bool) -> None:
-    """From now on, SIGINT raises :class:`KeyboardInterrupt` (``unwind``) or ends the process.
-
-    Only switches between the two while :func:`run` is in charge, so in-process callers (tests,
-    embedders) keep whatever handler they have.
-    """
-    if signal.getsignal(signal.SIGINT) in (_stop_now, signal.default_int_handler) and _running:
-        signal.signal(signal.SIGINT, signal.default_int_handler if unwind else _stop_now)
-
-
-def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
-    """``sys.unraisablehook``: a Ctrl-C that landed in code which cannot raise (a weakref callback,
-    ``__del__``) is sent again a moment later, to be raised in the command's own code."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
-        return
-    import threading
-
-    # Not from here: a signal sent now would be raised inside this hook and be lost again.
-    timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
-    timer.daemon = True
-    timer.start()
-
-
 def _end_now(status: int) -> None:
     """End the process with ``status`` without the interpreter's teardown, if nothing needs it.
 
@@ -174,36 +122,30 @@ def _end_now(status: int) -> None:
     os._exit(status)
 
 
-_running = False
-
-
 def run() -> None:
     """Console-script entry point (``dcsync = dcsync.entry:run``); ends the process with the
     command's status, after its ``atexit`` handlers, without the interpreter's teardown (a caller
     that goes on after a command runs :data:`dcsync.cli.main.app` instead)."""
-    global _running
     # A SIGINT that the parent ignored (nohup, a background job of a script) stays ignored; as
     # the console script the handler is in already (at import, above).
-    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _stop_now):
-        _running = True
-        signal.signal(signal.SIGINT, _stop_now)
-        sys.unraisablehook = _redeliver_interrupt
+    interrupts.take_charge()
     try:
         status = _dispatch(sys.argv[1:])
     except KeyboardInterrupt:  # raised where the command line's own handling does not reach
-        status = INTERRUPT_EXIT
+        status = interrupts.INTERRUPT_EXIT
     except SystemExit as exc:  # how the command line ends
         if exc.code is not None and not isinstance(exc.code, int):
             sys.stderr.write(f"{exc.code}\n")
         status = _exit_status(exc.code)
-    unwind_on_interrupt(False)
-    if status == INTERRUPT_EXIT and not _said:  # typer ends a Ctrl-C while parsing with a bare 130
-        say_interrupted()
+    interrupts.unwind_on_interrupt(False)
+    # typer ends a Ctrl-C while parsing with a bare 130
+    if status == interrupts.INTERRUPT_EXIT and not interrupts.already_said():
+        interrupts.say_interrupted()
     _flush()
-    if status == INTERRUPT_EXIT:
+    if status == interrupts.INTERRUPT_EXIT:
         # Unwound already (transactions rolled back, locks released); the teardown would wait for
         # worker threads that may be blocked on a peer the same Ctrl-C stopped.
         os._exit(status)
-    if _running:  # the console script, not a caller that installed its own SIGINT handler
+    if interrupts.in_charge():  # the console script, not a caller that installed its own SIGINT handler
         _end_now(status)
     sys.exit(status)

@@ -7,7 +7,8 @@ the bottom (docs/architecture.md draws the same picture):
 =====  ==============================================================================
 rank   packages (a module may import its own package and any lower rank, never higher)
 =====  ==============================================================================
-0      ``dcsync.version``, ``dcsync.errors``
+0      ``dcsync.version``, ``dcsync.errors``, ``dcsync.interrupts`` (Ctrl-C: the console script's and
+       the command line's)
 1      ``dcsync.model``, ``dcsync.rawio`` (side by side)
 2      ``dcsync.store``, ``dcsync.transport``, ``dcsync.legacy`` (side by side: not each other)
 3      ``dcsync.repo``
@@ -32,6 +33,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dcsync"
 LAYERS: dict[str, int] = {
     "dcsync.version": 0,
     "dcsync.errors": 0,
+    "dcsync.interrupts": 0,
     "dcsync.rawio": 1,
     "dcsync.model": 1,
     "dcsync.store": 2,
@@ -210,7 +212,7 @@ def test_a_planted_upward_import_is_found(tmp_path: Path) -> None:
             "sync/__init__.py": "",
             "sync/server.py": "from dcsync.store import hdf5\n",
             "transport/__init__.py": "",
-            "transport/ssh.py": "import dcsync.legacy.geometry\n",
+            "transport/openssh.py": "import dcsync.legacy.geometry\n",
             "legacy/__init__.py": "",
             "legacy/geometry.py": "",
             "repo/__init__.py": "",
@@ -222,7 +224,7 @@ def test_a_planted_upward_import_is_found(tmp_path: Path) -> None:
     assert upward_imports(import_graph(root)) == [
         "dcsync.repo.x:1 imports dcsync.cli.main (dcsync.cli, rank 8 >= 3)",
         "dcsync.store.hdf5:2 imports dcsync.sync.server (dcsync.sync, rank 5 >= 2)",
-        "dcsync.transport.ssh:1 imports dcsync.legacy.geometry (dcsync.legacy, rank 2 >= 2)",
+        "dcsync.transport.openssh:1 imports dcsync.legacy.geometry (dcsync.legacy, rank 2 >= 2)",
     ]
 
 

@@ -19,10 +19,10 @@ from dcsync.cli.context import state
 from dcsync.cli.output import JsonOpt, console, emit_json, say
 from dcsync.errors import AlreadyExists, NotFound, RepositoryError, UsageError
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host
 from dcsync.repo.guard import PayloadPath
 from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
-from dcsync.store.refs import current_host
 from dcsync.workspace import hooks
 from dcsync.workspace.acl import current_identity
 from dcsync.workspace.policy import Incoming

@@ -22,8 +22,8 @@ from dcsync.cli.commands import LazyCommands
 from dcsync.cli.context import State
 from dcsync.cli.output import error_json, json_mode
 from dcsync.cli.usage import readable, readable_params
-from dcsync.entry import say_interrupted, unwind_on_interrupt
 from dcsync.errors import DcsyncError
+from dcsync.interrupts import INTERRUPT_EXIT, say_interrupted, unwind_on_interrupt
 from dcsync.version import __version__
 
 # typer (>= 0.26 vendors click) signals exits and usage errors with exceptions that must pass through.
@@ -32,7 +32,6 @@ _CLICK_EXCEPTION: type[Exception] = next(
 )
 _CONTROL: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 BUG_EXIT = 1
-INTERRUPT_EXIT = 130
 _ARGV = "dcsync.argv"  # ctx.meta key: the command line as given (ctx.meta is shared by subcommands)
 
 

@@ -13,41 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dcsync.errors import ProtocolError
-
 # -- trees ---------------------------------------------------------------------------------------
 # Far above anything a detector holds (a few dozen ctypes, a few hundred ranges and versions per
 # range over a detector's life), far below what makes a receiver slow (docs/format.md).
 MAX_CTYPES_PER_ROOT = 1_000
 MAX_RANGES_PER_CTYPE = 10_000
 MAX_VERSIONS_PER_RANGE = 5_000
-
-
-def check_tree_size(tree: object, oid: str, *, peer: str) -> None:
-    """Refuse a tree a peer sent with more entries than its kind may hold."""
-    from dcsync.model.objects import CtypeTree, RangeTree, RootTree  # limits stay importable by objects
-
-    count, limit, what = 0, 0, ""
-    if isinstance(tree, RootTree):
-        count, limit, what = (
-            len(tree.ctypes),
-            MAX_CTYPES_PER_ROOT,
-            "ctypes in a root tree (MAX_CTYPES_PER_ROOT)",
-        )
-    elif isinstance(tree, CtypeTree):
-        count, limit, what = (
-            len(tree.ranges),
-            MAX_RANGES_PER_CTYPE,
-            "ranges in a ctype (MAX_RANGES_PER_CTYPE)",
-        )
-    elif isinstance(tree, RangeTree):
-        count, limit, what = (
-            len(tree.versions),
-            MAX_VERSIONS_PER_RANGE,
-            "versions in a range (MAX_VERSIONS_PER_RANGE)",
-        )
-    if count > limit:
-        raise ProtocolError(f"{peer} sent tree {oid} with {count} {what}: over the limit of {limit}")
+# Checked where a peer's tree arrives (:func:`dcsync.model.objects.check_tree_size`), which reads
+# them at each call: a benchmark raises them.
 
 
 # -- frames --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import numpy as np
 
 from dcsync.errors import CorruptObject, ProtocolError
-from dcsync.model import fields, wire
+from dcsync.model import fields, limits, wire
 from dcsync.model.hashing import (
     ARRAY_DTYPES,
     ObjectId,
@@ -458,6 +458,24 @@ def expect(
     if not isinstance(obj, expected):
         raise wrong_kind(oid, kind_name(obj), kind_name(expected), where=where, via=via, peer=peer)
     return obj
+
+
+def check_tree_size(tree: Tree | Commit, oid: str, *, peer: str) -> None:
+    """Refuse a tree a peer sent with more entries than its kind may hold (:mod:`dcsync.model.limits`:
+    a tree is counted before it is walked or committed). A local tree has no such limit."""
+    if isinstance(tree, RootTree):
+        count, limit, what = len(tree.ctypes), limits.MAX_CTYPES_PER_ROOT, "ctypes in a root tree"
+        name = "MAX_CTYPES_PER_ROOT"
+    elif isinstance(tree, CtypeTree):
+        count, limit, what = len(tree.ranges), limits.MAX_RANGES_PER_CTYPE, "ranges in a ctype"
+        name = "MAX_RANGES_PER_CTYPE"
+    elif isinstance(tree, RangeTree):
+        count, limit, what = len(tree.versions), limits.MAX_VERSIONS_PER_RANGE, "versions in a range"
+        name = "MAX_VERSIONS_PER_RANGE"
+    else:
+        return
+    if count > limit:
+        raise ProtocolError(f"{peer} sent tree {oid} with {count} {what} ({name}): over the limit of {limit}")
 
 
 def decode(kind: str, body: bytes, oid: str = "?", *, peer: str | None = None) -> Tree | Commit:

@@ -16,7 +16,6 @@ import numpy as np
 
 from dcsync.errors import CorruptObject, DcsyncError, ProtocolError
 from dcsync.model.hashing import ObjectId, dtype_string
-from dcsync.model.limits import check_tree_size
 from dcsync.model.names import VersionKey
 from dcsync.model.objects import (
     Commit,
@@ -28,6 +27,7 @@ from dcsync.model.objects import (
     Tree,
     VersionEntry,
     Via,
+    check_tree_size,
     expect,
     kind_name,
     range_bounds_problem,

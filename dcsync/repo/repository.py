@@ -25,6 +25,7 @@ from dcsync.errors import (
     VersionNotFound,
 )
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.names import (
     RangeKey,
     VersionKey,
@@ -43,7 +44,7 @@ from dcsync.repo.work import Work
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.memory import MemoryStore
-from dcsync.store.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.store.refs import HEAD, LogRecord
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from dcsync.errors import (
 )
 from dcsync.model.fields import INT_MAX, INT_MIN, is_int
 from dcsync.model.hashing import ObjectId, canonical_array
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.names import (
     VersionKey,
     check_ctype,
@@ -47,7 +48,7 @@ from dcsync.repo.guard import CommitGuard, Move
 from dcsync.repo.trees import Located, consistent
 from dcsync.repo.work import Work
 from dcsync.store.base import ObjectStore
-from dcsync.store.refs import HEAD, LogRecord, current_host, current_user
+from dcsync.store.refs import HEAD, LogRecord
 
 Op = Callable[[Work], Any]
 

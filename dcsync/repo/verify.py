@@ -32,8 +32,8 @@ from dcsync.store import view
 from dcsync.store.base import ObjectStore
 from dcsync.store.claims import PayloadFacts, disagreements, stored_facts
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.store.journal import has_hot_journal, refusal
 from dcsync.store.locking import FileLock, lock_status
+from dcsync.store.recovery import has_hot_journal, refusal
 
 # What a damaged file can raise from h5py as well as from dcsync; verify reports, never crashes.
 _UNREADABLE = (DcsyncError, OSError, KeyError, RuntimeError, ValueError, TypeError)

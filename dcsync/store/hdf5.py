@@ -1,16 +1,6 @@
 """The detector repository file: objects, refs and log in one HDF5 file, written crash-safely.
 
-Layout (format 1)::
-
-    /.dcsync                 attrs: format=1, hash="xxh3-128", refs=<JSON {name: commit id}>,
-                                    view=<commit id the seed-schema view shows>
-    /.dcsync/objects/<aa>/<30 hex>   one dataset per object, write-once; attr k = kind
-        array   the array itself (any numeric or bool dtype, any shape, contiguous)
-        text    a scalar fixed-length byte string (UTF-8)
-        tree, commit   1-D uint8, the msgpack bytes hashed for the id
-    /.dcsync/log             1-D variable-length UTF-8 strings, one JSON record per ref move
-    /<ctype>/...             the seed-schema view of HEAD (see dcsync.store.view)
-
+The file's layout, and creating, opening and checking it, are :mod:`dcsync.store.hdf5file`'s.
 Writers hold the lock file and go through :class:`~dcsync.store.journal.JournaledFile` (except on a
 file not yet linked into a workspace: :meth:`HDF5Store.writing_unpublished`); readers
 take no lock, open read-only (``locking=False``), see the pre-commit state through the journal when
@@ -23,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,10 +23,8 @@ import h5py
 import numpy as np
 
 from dcsync.errors import (
-    AlreadyExists,
     CorruptObject,
     DcsyncError,
-    FormatTooNew,
     NotARepository,
     NotFetched,
     NotMyLock,
@@ -45,35 +32,30 @@ from dcsync.errors import (
     RepositoryError,
     StorageFull,
 )
-from dcsync.model.hashing import ALGORITHM, ObjectId, dtype_string, hasher, is_object_id
+from dcsync.model.hashing import ObjectId, dtype_string, hasher, is_object_id
 from dcsync.model.objects import Payload
-from dcsync.rawio import FullFileIO
 from dcsync.store import structure, view
 from dcsync.store.base import ObjectKind, ObjectStore
-from dcsync.store.journal import (
-    AtomicGroup,
-    JournaledFile,
-    OverlayReader,
-    PaddedReader,
-    journal_path,
-    recover,
+from dcsync.store.hdf5file import (
+    H5_FAILURES,
+    LIBVER,
+    LOG,
+    META,
+    OBJECTS,
+    check_format,
+    create_file,
+    create_log,
+    object_path,
+    open_reader,
 )
+from dcsync.store.journal import AtomicGroup, JournaledFile
 from dcsync.store.locking import FileLock, write_denied
+from dcsync.store.recovery import journal_path, recover
 from dcsync.store.refs import HEAD, LogRecord, check_ref
 
-FORMAT_VERSION = 1
-META = "/.dcsync"
-OBJECTS = "/.dcsync/objects"
-LOG = "/.dcsync/log"
-LIBVER = ("latest", "latest")  # metadata checksums; readers need HDF5 >= 1.10
-_SUPERBLOCK_SIG = b"\x89HDF\r\n\x1a\n"
 T = TypeVar("T")
 P = ParamSpec("P")
 _FORMAT_CHECKED: set[tuple[Path, int]] = set()  # (path, inode) whose format this process accepted
-# What h5py raises when a file's bytes are not what HDF5 expects: damage, or a commit that moved
-# the file under a reader. Caught only around the calls into h5py (see _storage_read), so a
-# caller's TypeError or ValueError is never mistaken for a damaged file.
-_H5_FAILURES = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 
 
 def _storage_read(
@@ -87,29 +69,11 @@ def _storage_read(
             return method(self, *args, **kwargs)
         except DcsyncError:
             raise
-        except _H5_FAILURES as exc:
+        except H5_FAILURES as exc:
             raise CorruptObject(f"cannot read {self.path}: {exc}") from exc
 
     functools.update_wrapper(read, method)
     return read
-
-
-def _object_path(oid: ObjectId) -> str:
-    return f"{OBJECTS}/{oid[:2]}/{oid[2:]}"
-
-
-def _create_log(meta: h5py.Group, records: list[str] | None = None) -> None:
-    rows = np.array(records or [], dtype=h5py.string_dtype())
-    meta.create_dataset("log", data=rows, maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
-
-
-def _superblock_eoa(path: Path) -> int | None:
-    """End-of-allocation from a version 2/3 superblock: the size the file should have."""
-    with open(path, "rb") as fh:
-        head = fh.read(48)
-    if len(head) < 36 or not head.startswith(_SUPERBLOCK_SIG) or head[8] not in (2, 3):
-        return None
-    return int(struct.unpack_from("<Q", head, 28)[0])
 
 
 class HDF5Store(ObjectStore):
@@ -145,32 +109,7 @@ class HDF5Store(ObjectStore):
     @classmethod
     def create(cls, path: Path | str, **kwargs: Any) -> HDF5Store:
         """Create an empty repository file atomically: it appears complete or not at all."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        try:
-            with h5py.File(tmp, "w", libver=LIBVER, locking=False) as f:
-                meta = f.create_group(META)
-                meta.attrs["format"] = FORMAT_VERSION
-                meta.attrs["hash"] = ALGORITHM
-                meta.attrs["refs"] = "{}"
-                meta.attrs["view"] = ""
-                meta.create_group("objects")
-                _create_log(meta)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise AlreadyExists(f"{path} already exists") from None
-        except OSError as exc:
-            if isinstance(exc, AlreadyExists):
-                raise
-            if isinstance(exc, PermissionError):  # the directory is not ours to write in
-                why = os.strerror(exc.errno) if exc.errno else exc.strerror  # h5py's text is long
-                raise write_denied(path, f"cannot create it ({why})") from exc
-            raise RepositoryError(f"cannot create {path}: {exc}") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_file(Path(path))
         return cls(path, **kwargs)
 
     # -- read handle ----------------------------------------------------------------------------
@@ -187,11 +126,12 @@ class HDF5Store(ObjectStore):
         if not force and self._r is not None and stamp == self._r_stamp:
             return self._r
         self.close()
-        reader, self._r_fileobj = self._open_reader(stamp[3])
+        reader, self._r_fileobj, truncated = open_reader(self.path, stamp[3])
+        self.truncated = self.truncated or truncated
         self._r, self._r_stamp = reader, stamp
         if (self.path, stamp[0]) not in _FORMAT_CHECKED:
             try:
-                self._check_format(reader)
+                check_format(reader, self.path, truncated=self.truncated)
             except BaseException:
                 self.close()  # do not leak the handle of a file we refuse
                 raise
@@ -202,58 +142,6 @@ class HDF5Store(ObjectStore):
         except (KeyError, OSError, RuntimeError):  # damaged: each object read reports it
             self._objects = self._meta = None
         return reader
-
-    def _open_reader(self, hot_journal: bool) -> tuple[h5py.File, Any]:
-        # Always through a file object of our own, never HDF5's sec2 driver: HDF5 shares one open
-        # file and its metadata cache among all sec2 handles a process has on the same inode, so a
-        # second store (or verify) in this process would read a stale, mixed state of the file.
-        fobj: Any = None
-        try:
-            fobj = OverlayReader(self.path) if hot_journal else FullFileIO(self.path, "rb")
-            return h5py.File(fobj, "r"), fobj
-        except OSError as exc:
-            if fobj is not None:
-                fobj.close()
-            if "truncated file" in str(exc):
-                eoa = _superblock_eoa(self.path)
-                if eoa:
-                    self.truncated = True
-                    fobj = PaddedReader(self.path, eoa)
-                    try:
-                        return h5py.File(fobj, "r"), fobj
-                    except OSError:
-                        fobj.close()
-            if isinstance(exc, FileNotFoundError):
-                raise NotARepository(f"{self.path}: no such repository file") from exc
-            raise NotARepository(f"{self.path} is not a readable HDF5 file ({exc})") from exc
-
-    def _check_format(self, f: h5py.File) -> None:
-        # h5py follows soft and external links on lookup: the groups read before verify's walk
-        # (dcsync.store.structure) must be the file's own
-        for name in (META, OBJECTS):
-            link: Any = None
-            with contextlib.suppress(*_H5_FAILURES):  # missing or unreadable: reported below
-                link = f.get(name, getlink=True)
-            if not isinstance(link, h5py.HardLink | None):
-                raise NotARepository(f"{self.path}: {name} is a link to elsewhere, not a dcsync group")
-        try:
-            attrs = f[META].attrs
-            fmt = int(attrs["format"])
-            algorithm = str(attrs["hash"])
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            if self.truncated:
-                raise NotARepository(
-                    f"{self.path} is truncated and its dcsync metadata was in the lost part; "
-                    "restore it from a copy (another workspace: dcsync clone/pull)"
-                ) from exc
-            raise NotARepository(f"{self.path} is an HDF5 file but not a dcsync repository") from exc
-        if fmt > FORMAT_VERSION:
-            raise FormatTooNew(
-                f"{self.path} has format {fmt}; this dcsync reads format {FORMAT_VERSION} and older: "
-                "upgrade dcsync"
-            )
-        if algorithm != ALGORITHM:
-            raise FormatTooNew(f"{self.path} uses hash {algorithm!r}; this dcsync knows only {ALGORITHM}")
 
     def _file(self) -> h5py.File:
         if self._w is not None:
@@ -305,7 +193,7 @@ class HDF5Store(ObjectStore):
     # -- ObjectStore reads ------------------------------------------------------------------------
     @_storage_read
     def has(self, oid: ObjectId) -> bool:
-        return is_object_id(oid) and _object_path(oid) in self._file()
+        return is_object_id(oid) and object_path(oid) in self._file()
 
     @_storage_read
     def _dataset(self, oid: ObjectId) -> h5py.Dataset:
@@ -318,7 +206,7 @@ class HDF5Store(ObjectStore):
                 ds = self._checked(oid, self._objects[f"{oid[:2]}/{oid[2:]}"])
                 self._recent = (oid, ds, None)
                 return ds
-            return self._checked(oid, self._file()[_object_path(oid)])
+            return self._checked(oid, self._file()[object_path(oid)])
         except KeyError as exc:
             # h5py says KeyError both for a missing name and for an object it cannot open: a
             # link that is there but leads nowhere readable is damage, not absence.
@@ -350,8 +238,8 @@ class HDF5Store(ObjectStore):
     def _linked(self, oid: ObjectId) -> bool:
         """Whether the file names ``oid`` (without opening it)."""
         try:
-            return self._file().get(_object_path(oid), getlink=True) is not None
-        except _H5_FAILURES:
+            return self._file().get(object_path(oid), getlink=True) is not None
+        except H5_FAILURES:
             return False
 
     @_storage_read
@@ -452,37 +340,14 @@ class HDF5Store(ObjectStore):
         handed_over = False
         try:
             lock.acquire(timeout=self.lock_timeout)  # inside: a Ctrl-C just after it still releases
-            try:
-                recover(self.path)
-                journaled = JournaledFile(
-                    self.path, group_marker=group.marker if group else None, fence=lock.verify, head=head
-                )
-            except PermissionError as exc:  # the directory let us lock, the file is not ours
-                raise write_denied(self.path, f"cannot open it for writing ({exc.strerror})") from exc
-            try:
-                self._w = h5py.File(journaled, "r+", libver=LIBVER)
-                self._check_format(self._w)  # never write into a file of a newer format
-            except BaseException as exc:  # Ctrl-C too: the journal must not outlive the transaction
-                try:
-                    if self._w is not None:
-                        with contextlib.suppress(Exception):
-                            self._w.close()
-                        self._w = None
-                finally:
-                    journaled.rollback()
-                if journaled.lost is not None and isinstance(exc, Exception):
-                    # Stopped past the stale timeout while opening: the file changed under HDF5.
-                    raise journaled.lost from exc
-                if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
-                    raise
-                raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
+            journaled, writer = self._open_writer(lock, group, head)
             try:
                 yield
-                self._w.close()
+                writer.close()
             except BaseException as exc:
                 try:
                     with contextlib.suppress(Exception):
-                        self._w.close()
+                        writer.close()
                 finally:  # even if closing raises again (a Ctrl-C that h5py kept for the close)
                     journaled.rollback()
                 if journaled.failure is not None and not isinstance(exc, StorageFull):
@@ -511,6 +376,37 @@ class HDF5Store(ObjectStore):
                     if on_its_way is None:
                         raise  # else that error says what went wrong (a lost lock, better said)
 
+    def _open_writer(
+        self, lock: FileLock, group: AtomicGroup | None, head: str
+    ) -> tuple[JournaledFile, h5py.File]:
+        """Under ``lock``: recover an interrupted transaction, then open the file for writing
+        through a new journal (also ``self._w``); on any failure the journal is rolled back."""
+        try:
+            recover(self.path)
+            journaled = JournaledFile(
+                self.path, group_marker=group.marker if group else None, fence=lock.verify, head=head
+            )
+        except PermissionError as exc:  # the directory let us lock, the file is not ours
+            raise write_denied(self.path, f"cannot open it for writing ({exc.strerror})") from exc
+        try:
+            self._w = writer = h5py.File(journaled, "r+", libver=LIBVER)
+            check_format(self._w, self.path)  # never write into a file of a newer format
+        except BaseException as exc:  # Ctrl-C too: the journal must not outlive the transaction
+            try:
+                if self._w is not None:
+                    with contextlib.suppress(Exception):
+                        self._w.close()
+                    self._w = None
+            finally:
+                journaled.rollback()
+            if journaled.lost is not None and isinstance(exc, Exception):
+                # Stopped past the stale timeout while opening: the file changed under HDF5.
+                raise journaled.lost from exc
+            if isinstance(exc, RepositoryError) or not isinstance(exc, Exception):
+                raise
+            raise NotARepository(f"cannot open {self.path} for writing: {exc}") from exc
+        return journaled, writer
+
     @contextlib.contextmanager
     def writing_unpublished(self) -> Iterator[None]:
         """A transaction on a file no other process knows of yet (a copy being adopted before it
@@ -522,7 +418,7 @@ class HDF5Store(ObjectStore):
         # By name: no other handle on this file exists in this process (the reader just closed).
         self._w = h5py.File(self.path, "r+", libver=LIBVER, locking=False)
         try:
-            self._check_format(self._w)
+            check_format(self._w, self.path)
             yield
         finally:
             self._w.close()
@@ -622,7 +518,7 @@ class HDF5Store(ObjectStore):
             raise RepositoryError(f"{self.path}: the view does not show the new HEAD")
         meta.attrs["refs"] = json.dumps(refs, sort_keys=True)
         del meta["log"]
-        _create_log(meta, [record.to_json() for record in records])
+        create_log(meta, [record.to_json() for record in records])
 
     def _store_ref(self, name: str, new: ObjectId | None, record: LogRecord) -> None:
         f = self._writer()

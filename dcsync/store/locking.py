@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import getpass
 import json
 import math
 import os
-import pwd
 import random
 import shlex
-import socket
 import sys
 import threading
 import time
@@ -36,6 +33,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from dcsync.errors import AccessDenied, LockError, LockTimeout, NotMyLock, UsageError
+from dcsync.model.identity import current_host, current_user, effective_user
 from dcsync.model.times import NS, format_time, now_ns
 
 STALE_AFTER = 120.0
@@ -79,7 +77,7 @@ class LockInfo:
         """True when the holder is certainly gone (dead local pid) or silent for too long."""
         if not self.readable:
             return self.heartbeat_age(now) > min(stale_after, INCOMPLETE_GRACE)
-        if self.host == socket.gethostname() and not _pid_alive(self.pid, self.start):
+        if self.host == current_host() and not _pid_alive(self.pid, self.start):
             return True
         return self.heartbeat_age(now) > stale_after
 
@@ -253,8 +251,8 @@ def _token() -> str:
 def _create(lock_path: str, token: str, command: str) -> bool:
     """Create the lock file atomically and fill it in; False if it already exists."""
     record = {
-        "user": _user(),
-        "host": socket.gethostname(),
+        "user": current_user(),
+        "host": current_host(),
         "pid": os.getpid(),
         "start": now_ns(),
         "token": token,
@@ -285,11 +283,7 @@ def write_denied(path: str | os.PathLike[str], detail: str) -> AccessDenied:
     """The error for a writer the file system turns away: not a lock problem but the user's
     missing permission, said as such (exit 10) with who the user is (the effective user, which
     the file system judges, not $USER)."""
-    try:
-        who = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        who = str(os.geteuid())
-    return AccessDenied(f"you (user {who}) may not write {os.fspath(path)}: {detail}")
+    return AccessDenied(f"you (user {effective_user()}) may not write {os.fspath(path)}: {detail}")
 
 
 def _failure(lock_path: str, exc: OSError, doing: str) -> LockError | AccessDenied:
@@ -466,10 +460,3 @@ def _seconds(value: float | None, name: str, env: str, default: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{source}: lock times must be a positive number of seconds")
     return value
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry, e.g. in a container
-        return str(os.getuid())

@@ -8,16 +8,15 @@ rewritten. Records are stored as JSON text so plain h5py users can read the log 
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dcsync.errors import CorruptObject, InvalidName
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.times import now_ns
 
 HEAD = "HEAD"
@@ -32,17 +31,6 @@ def check_ref(name: str) -> str:
 
 def remote_ref(remote: str) -> str:
     return check_ref(f"remotes/{remote}")
-
-
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "unknown"
-
-
-def current_host() -> str:
-    return socket.gethostname()
 
 
 @dataclass(frozen=True)

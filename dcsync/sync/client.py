@@ -13,8 +13,8 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from dcsync.errors import ConnectionLost, DcsyncError, ProtocolError
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.limits import HELLO_ANSWER, ITEM, REPLY, Decoding
-from dcsync.store.refs import current_host, current_user
 from dcsync.sync.protocol import (
     error_from_wire,
     hello_args,

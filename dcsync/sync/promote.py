@@ -26,11 +26,11 @@ from typing import Any
 
 from dcsync.errors import CtypeNotFound, DcsyncError, DetectorNotFound, UsageError, VersionNotFound
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_user
 from dcsync.model.names import RangeKey, VersionKey, new_version_key
 from dcsync.model.objects import CtypeTree, RangeTree, VersionEntry
 from dcsync.model.times import TimeLike, format_time, now_ns, time_arg
 from dcsync.repo.repository import Repository
-from dcsync.store.refs import current_user
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.cloning import clone
 from dcsync.sync.compare import Snapshot, snapshot

@@ -9,6 +9,7 @@ from dcsync.errors import (
     MergeConflict,
 )
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.objects import (
     Commit,
 )
@@ -16,7 +17,7 @@ from dcsync.model.times import now_ns
 from dcsync.repo.graph import is_ancestor, merge_base
 from dcsync.repo.merge import conflicts_json, describe_conflicts, merge_trees
 from dcsync.repo.repository import Repository
-from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
+from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.sync.fetching import FetchReport, _in_scope, fetch
 from dcsync.sync.transfer import Progress, _no_progress

@@ -45,6 +45,7 @@ from dcsync.errors import (
     UsageError,
 )
 from dcsync.model.hashing import ObjectId, is_object_id
+from dcsync.model.identity import current_host
 from dcsync.model.limits import HELLO, ITEM, REQUEST
 from dcsync.model.names import check_detname
 from dcsync.rawio import pread_into, sendfile_all, write_all
@@ -55,7 +56,7 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
 from dcsync.store.locking import FileLock
 from dcsync.store.memory import MemoryStore
-from dcsync.store.refs import HEAD, LogRecord, current_host
+from dcsync.store.refs import HEAD, LogRecord
 from dcsync.sync.protocol import (
     INT64_MAX,
     INT64_MIN,

@@ -40,7 +40,7 @@ from dcsync.model.hashing import ObjectId
 from dcsync.rawio import write_all
 from dcsync.repo.verify import verify_store
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.store.journal import journal_path
+from dcsync.store.recovery import journal_path
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.store.structure import max_payload
 

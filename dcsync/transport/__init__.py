@@ -1,8 +1,9 @@
 """Transports: byte channels to a ``dcsync serve --stdio`` peer (see :mod:`dcsync.transport.base`).
 
-:func:`open_channel` picks one for a URL; :mod:`~dcsync.transport.local` and
-:mod:`~dcsync.transport.ssh` hold the implementations, :mod:`~dcsync.testing.channel` the contract
-tests they all pass. paramiko is imported only when an SSH channel is opened.
+:func:`open_channel` picks one for a URL; :mod:`~dcsync.transport.local`,
+:mod:`~dcsync.transport.paramiko` (with :mod:`~dcsync.transport.sshconfig`) and
+:mod:`~dcsync.transport.openssh` hold the implementations, :mod:`~dcsync.testing.channel` the
+contract tests they all pass. paramiko is imported only when a paramiko channel is opened.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from dcsync.transport.base import Channel
 from dcsync.transport.local import SubprocessChannel
-from dcsync.transport.url import parse_remote_url, split_command
+from dcsync.transport.url import parse_remote_url, remote_command, split_command
 
 __all__ = ["DEFAULT_REMOTE_DCSYNC", "SSH_COMMAND_ENV", "open_channel"]
 
@@ -40,12 +40,14 @@ def open_channel(
             program = split_command(remote_dcsync, "dcsync command")
         return SubprocessChannel([*program, *serve], description=str(remote))
 
-    from dcsync.transport import ssh  # paramiko is imported only when SSH is used
-
-    command = ssh.remote_command(remote_dcsync or DEFAULT_REMOTE_DCSYNC, remote.path, serve_args)
+    command = remote_command(remote_dcsync or DEFAULT_REMOTE_DCSYNC, remote.path, serve_args)
     ssh_command = ssh_command or os.environ.get(SSH_COMMAND_ENV) or None
     if ssh_command is not None:
-        return ssh.SystemSSHChannel(
+        from dcsync.transport.openssh import SystemSSHChannel
+
+        return SystemSSHChannel(
             remote, command, ssh_command=ssh_command, accept_new_host_key=accept_new_host_key
         )
-    return ssh.ParamikoChannel(remote, command, accept_new_host_key=accept_new_host_key)
+    from dcsync.transport.paramiko import ParamikoChannel  # paramiko is imported only when it is used
+
+    return ParamikoChannel(remote, command, accept_new_host_key=accept_new_host_key)

@@ -9,21 +9,26 @@ Accepted forms::
 As in git, ``a/b:c`` is a local path (a '/' comes before the ':') and ``host:c`` is SSH; IPv6 hosts
 are written in brackets (``[::1]:path``, ``ssh://[::1]:22/path``). A host or user starting with '-'
 is refused, so a URL can never smuggle an option into the ``ssh`` command line.
+
+The remote command is one shell string: :func:`remote_command` quotes every argument, so a path
+with spaces, quotes or ``; rm -rf ~`` stays one argument (both SSH channels run it).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from dcsync.errors import UsageError
 
-__all__ = ["RemoteURL", "parse_remote_url", "split_command"]
+__all__ = ["RemoteURL", "parse_remote_url", "remote_command", "split_command"]
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
+_TILDE = re.compile(r"~(?:[A-Za-z_][A-Za-z0-9._-]*)?(?=/|$)")
 
 
 @dataclass(frozen=True)
@@ -155,3 +160,24 @@ def split_command(command: str, what: str) -> list[str]:
     if not words:
         raise UsageError(f"the {what} is empty")
     return words
+
+
+def remote_command(remote_dcsync: str, path: str, extra: Sequence[str] = ()) -> str:
+    """``<remote_dcsync> serve --stdio --root <path> <extra...>`` as one safely quoted shell string.
+
+    ``remote_dcsync`` is split like a shell would (``"python3 -m dcsync"``) and every word is quoted.
+    A leading ``~`` or ``~user`` of the program or the path is left to the remote shell to expand
+    (``~/'my calib'``), as ``git`` does for ``host:~/repo``; everything after it is quoted.
+    """
+    program = split_command(remote_dcsync, "remote dcsync command")
+    words = [_quote_home(program[0]), *(shlex.quote(w) for w in program[1:])]
+    words += ["serve", "--stdio", "--root", _quote_home(path), *(shlex.quote(a) for a in extra)]
+    return " ".join(words)
+
+
+def _quote_home(word: str) -> str:
+    match = _TILDE.match(word)
+    if match is None:
+        return shlex.quote(word)
+    rest = word[match.end() :]
+    return match.group() + ("/" + shlex.quote(rest[1:]) if rest[1:] else rest)

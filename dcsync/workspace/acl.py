@@ -41,6 +41,7 @@ from typing import Any
 import tomli_w
 
 from dcsync.errors import AccessDenied, InputError, UsageError
+from dcsync.model.identity import effective_user
 from dcsync.model.times import now_ns
 
 PERMISSIONS = ("read", "add", "set-default", "remove", "admin")
@@ -77,12 +78,10 @@ def _group_name(gid: int) -> str:
 
 
 def current_identity() -> Identity:
-    """Who this process runs as: the effective user and its groups."""
-    try:
-        user = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return Identity(str(os.geteuid()), frozenset(_group_name(g) for g in os.getgroups()))
-    groups = {_group_name(g) for g in os.getgroups()} | {_group_name(os.getegid())}
+    """Who this process runs as: the effective user (:func:`~dcsync.model.identity.effective_user`)
+    and its groups (the process's own, and the user's in the group database)."""
+    user = effective_user()
+    groups = {_group_name(g) for g in (*os.getgroups(), os.getegid())}
     return Identity(user, frozenset(groups) | Identity.of_user(user).groups)
 
 

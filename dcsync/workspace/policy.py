@@ -21,6 +21,7 @@ from typing import Any
 
 from dcsync.errors import AccessDenied, CorruptObject
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host
 from dcsync.model.objects import Commit, CtypeTree, RangeTree, RootTree, VersionEntry
 from dcsync.model.times import format_time
 from dcsync.repo.diff import Change, diff_roots, readable
@@ -28,7 +29,6 @@ from dcsync.repo.graph import ancestors
 from dcsync.repo.guard import Move, PayloadPath
 from dcsync.store import view
 from dcsync.store.base import ObjectStore
-from dcsync.store.refs import current_host
 from dcsync.workspace import hooks
 from dcsync.workspace.acl import ACL, Identity, current_identity, required_permission
 

@@ -96,7 +96,7 @@ from dcsync.sync import client
 from dcsync.sync.client import Connection
 from dcsync.transport import open_channel, parse_remote_url
 from dcsync.transport.base import Channel
-from dcsync.transport.ssh import ParamikoChannel
+from dcsync.transport.paramiko import ParamikoChannel
 from dcsync.workspace import config
 from dcsync.workspace.workspace import Workspace, open_repository
 

@@ -298,17 +298,51 @@ HANDLER_LINE = next(
 
 def only_before_the_handler(traceback_text: str) -> bool:
     """Whether the traceback's frames of ours are only the console script's first import lines:
-    the package's ``__init__``/``version`` and ``entry`` up to its handler (a window of well under a
-    millisecond, where Python's default handler still answers a Ctrl-C)."""
+    the package's ``__init__``/``version``, ``interrupts`` (definitions only) and ``entry`` up to
+    its handler (a window of well under a millisecond, where Python's default handler still answers
+    a Ctrl-C)."""
     for path, line, where in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traceback_text):
         if not path.startswith(PACKAGE):
             continue
         name = Path(path).name
-        if where != "<module>" or name not in ("__init__.py", "version.py", "entry.py"):
+        if where != "<module>" or name not in ("__init__.py", "version.py", "interrupts.py", "entry.py"):
             return False
         if name == "entry.py" and int(line) > HANDLER_LINE:
             return False
     return True
+
+
+BEFORE_THE_HANDLER = """
+import _signal, sys
+found = []
+
+
+class Watch:  # sees every module imported from here on, and whether Python's handler was still in
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        found.append((name, _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler))
+
+
+sys.meta_path.insert(0, Watch)
+sys.argv = ["dcsync"]
+import dcsync.entry
+
+print(" ".join(name for name, early in found if early))
+print(_signal.getsignal(_signal.SIGINT).__module__)
+"""
+
+
+def test_the_console_scripts_handler_goes_in_before_any_import_but_its_own_small_modules() -> None:
+    """As the ``dcsync`` program, importing :mod:`dcsync.entry` installs the handler having imported
+    only the package's ``__init__``, ``version`` and ``interrupts``: an import that takes time
+    (``signal``'s enums, numpy) before it would widen the window where Ctrl-C is a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BEFORE_THE_HANDLER], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    early, handler = proc.stdout.splitlines()
+    assert set(early.split()) <= {"dcsync", "dcsync.version", "dcsync.interrupts", "dcsync.entry"}, early
+    assert "dcsync.interrupts" in early.split() and handler == "dcsync.interrupts"
 
 
 @pytest.mark.parametrize("delay_ms", [0, 20, 50, 100, 200, 400])

@@ -45,10 +45,10 @@ from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.cli.output import short
 from dcsync.errors import AccessDenied
-from dcsync.store.refs import current_host, current_user
+from dcsync.model.identity import current_host, current_user
 from dcsync.sync.client import Connection
 from dcsync.transport.connect import open_channel
-from dcsync.transport.ssh import ParamikoChannel
+from dcsync.transport.paramiko import ParamikoChannel
 from dcsync.transport.url import parse_remote_url
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace import config

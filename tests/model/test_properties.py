@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from dcsync.errors import CorruptObject, DcsyncError, InvalidName, InvalidTime
-from dcsync.model import wire
+from dcsync.errors import CorruptObject, DcsyncError, InvalidName, InvalidTime, ProtocolError
+from dcsync.model import limits, wire
 from dcsync.model.hashing import canonical_array, hash_array, hash_bytes
 from dcsync.model.names import (
     check_alias,
@@ -33,6 +33,7 @@ from dcsync.model.objects import (
     RangeTree,
     RootTree,
     VersionEntry,
+    check_tree_size,
     decode,
     encode,
     object_id,
@@ -369,6 +370,33 @@ def test_decode_infinite_integer_field_is_corrupt() -> None:
     for kind, value in (("commit", commit), ("tree", ["range", range_wire])):
         with pytest.raises(CorruptObject):
             decode(kind, msgpack.packb(value, use_bin_type=True))
+
+
+def test_a_peers_tree_over_its_kinds_limit_is_refused_naming_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each tree kind is counted against its own limit, read when the check runs (a benchmark raises
+    them); at the limit is fine, one over is a ProtocolError naming the peer, the tree and the limit."""
+    entry = VersionEntry("0" * 32, 1, "text", "", (), 0, "a")
+    two = {
+        "MAX_CTYPES_PER_ROOT": RootTree("cspad", "x", 0, ctypes={"a": "0" * 32, "b": "1" * 32}),
+        "MAX_RANGES_PER_CTYPE": CtypeTree(
+            ranges={
+                range_key(0, 5): RangeRef(0, 5, "0" * 32),
+                range_key(5, None): RangeRef(5, None, "1" * 32),
+            }
+        ),
+        "MAX_VERSIONS_PER_RANGE": RangeTree(0, None, versions={"0" * 12: entry, "1" * 12: entry}),
+    }
+    for name, tree in two.items():
+        monkeypatch.setattr(limits, name, 2)
+        check_tree_size(tree, "t1", peer="host:/r")
+        monkeypatch.setattr(limits, name, 1)
+        with pytest.raises(
+            ProtocolError, match=rf"host:/r sent tree t1 with 2 .*\({name}\): over the limit of 1"
+        ):
+            check_tree_size(tree, "t1", peer="host:/r")
+    check_tree_size(Commit("0" * 32, (), "a", "h", 0, "m"), "c1", peer="host:/r")  # not a tree: no limit
 
 
 # -- (d) times ----------------------------------------------------------------------------------------

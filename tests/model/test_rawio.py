@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dcsync.errors import ConnectionLost, StorageFull
 from dcsync.rawio import _stalled, pread_into, write_all
-from dcsync.transport.ssh import _ProxyCommandSocket
+from dcsync.transport.paramiko import _ProxyCommandSocket
 from dcsync.transport.stderr import StderrTail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from dcsync.repo.repository import Repository
-from dcsync.store.journal import journal_path
+from dcsync.store.recovery import journal_path
 from dcsync.workspace.verify import verify_path
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 
 from dcsync.errors import RepositoryError
-from dcsync.store.journal import (
+from dcsync.store.journal import AtomicGroup, JournaledFile
+from dcsync.store.recovery import (
     PAGE_SIZE,
-    AtomicGroup,
-    JournaledFile,
     OverlayReader,
-    _read_journal,
     has_hot_journal,
     journal_path,
+    read_journal,
     recover,
 )
 
@@ -242,7 +241,7 @@ def test_crash_during_recovery_is_recovered_again(h5file: Path) -> None:
 def test_partial_restore_then_recover(h5file: Path) -> None:
     original = h5file.read_bytes()
     assert crash_at(h5file, "applied").returncode == -9
-    parsed = _read_journal(journal_path(h5file))
+    parsed = read_journal(journal_path(h5file))
     assert parsed is not None
     original_size, records = parsed.original_size, parsed.records
     assert original_size == len(original)
@@ -265,11 +264,11 @@ def test_torn_journal_tail_is_ignored(h5file: Path) -> None:
     original = h5file.read_bytes()
     assert crash_at(h5file, "journaled").returncode == -9
     jpath = journal_path(h5file)
-    full = _read_journal(jpath)
+    full = read_journal(jpath)
     assert full is not None and len(full.records) > 2
     raw = jpath.read_bytes()
     jpath.write_bytes(raw[: len(raw) - PAGE_SIZE // 2])  # cut into the last record
-    torn = _read_journal(jpath)
+    torn = read_journal(jpath)
     assert torn is not None
     assert len(torn.records) == len(full.records) - 1
     assert overlay_bytes(h5file) == original
@@ -281,10 +280,10 @@ def test_garbage_after_the_last_record_is_ignored(h5file: Path) -> None:
     original = h5file.read_bytes()
     assert crash_at(h5file, "applied").returncode == -9
     jpath = journal_path(h5file)
-    n = len(_read_journal(jpath).records)  # type: ignore[union-attr]
+    n = len(read_journal(jpath).records)  # type: ignore[union-attr]
     with open(jpath, "ab") as fh:
         fh.write(os.urandom(5000))
-    assert len(_read_journal(jpath).records) == n  # type: ignore[union-attr]
+    assert len(read_journal(jpath).records) == n  # type: ignore[union-attr]
     assert recover(h5file)
     assert h5file.read_bytes() == original
 
@@ -305,7 +304,7 @@ def test_torn_header_means_nothing_was_overwritten(h5file: Path, damage: str) ->
     else:
         raw[0:8] = b"NOTAJRNL"
     jpath.write_bytes(bytes(raw))
-    assert _read_journal(jpath) is None
+    assert read_journal(jpath) is None
     assert h5file.stat().st_size > len(original)  # the appended, unreferenced bytes are still there
     # Readers see the live file, whose original region is intact.
     assert overlay_bytes(h5file)[: len(original)] == original

@@ -32,9 +32,9 @@ from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_file
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
-from dcsync.store.journal import has_hot_journal
 from dcsync.store.locking import FileLock
 from dcsync.store.memory import MemoryStore
+from dcsync.store.recovery import has_hot_journal
 from dcsync.testing.store import StoreContract
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"

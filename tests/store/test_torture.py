@@ -24,8 +24,8 @@ import pytest
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.repository import Repository
 from dcsync.repo.verify import verify_file
-from dcsync.store.journal import has_hot_journal, recover
 from dcsync.store.locking import FileLock
+from dcsync.store.recovery import has_hot_journal, recover
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,8 @@ from dcsync.repo.diff import diff_roots
 from dcsync.repo.reach import objects_for
 from dcsync.repo.repository import Repository
 from dcsync.store import view
-from dcsync.store.hdf5 import META, HDF5Store
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.hdf5file import META
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord
 from dcsync.sync.client import Connection

@@ -36,7 +36,8 @@ from dcsync.model.names import VersionKey
 from dcsync.model.objects import Commit, RangeTree, RootTree, VersionEntry, decode, encode
 from dcsync.model.times import parse_time
 from dcsync.repo.repository import Repository
-from dcsync.store.hdf5 import META, HDF5Store
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.hdf5file import META
 from dcsync.store.refs import HEAD
 from dcsync.sync.client import Connection
 from dcsync.workspace import config

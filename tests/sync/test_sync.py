@@ -38,12 +38,13 @@ from dcsync.errors import (
     RefConflict,
 )
 from dcsync.model.hashing import ObjectId
+from dcsync.model.identity import current_host, current_user
 from dcsync.model.objects import Commit, VersionEntry
 from dcsync.model.times import now_ns, parse_time
 from dcsync.repo.diff import summarize
 from dcsync.repo.trees import Located
 from dcsync.store.memory import MemoryStore
-from dcsync.store.refs import HEAD, LogRecord, current_host, current_user, remote_ref
+from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import client, compare
 from dcsync.sync.client import Connection
 from dcsync.transport import parse_remote_url

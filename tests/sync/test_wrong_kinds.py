@@ -33,7 +33,8 @@ from dcsync.errors import ConnectionLost, CorruptObject, ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.model.objects import CtypeTree, RootTree
 from dcsync.repo.repository import Repository
-from dcsync.store.hdf5 import META, HDF5Store
+from dcsync.store.hdf5 import HDF5Store
+from dcsync.store.hdf5file import META
 from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.transport.local import InProcessChannel, SubprocessChannel

@@ -27,13 +27,9 @@ from dcsync.testing.channel import ChannelContract, Peer
 from dcsync.transport import open_channel
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
-from dcsync.transport.ssh import (
-    ParamikoChannel,
-    RemoteURL,
-    SystemSSHChannel,
-    parse_remote_url,
-    remote_command,
-)
+from dcsync.transport.openssh import SystemSSHChannel
+from dcsync.transport.paramiko import ParamikoChannel
+from dcsync.transport.url import RemoteURL, parse_remote_url, remote_command
 
 # A stand-in for dcsync on the far side: prints the arguments it got as JSON.
 ARGV_PRINTER = f"{shlex.quote(sys.executable)} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
