@@ -61,7 +61,7 @@ from typing import NamedTuple
 import xxhash
 
 from dcsync.errors import DcsyncError, NotMyLock, RepositoryError, StorageFull
-from dcsync.rawio import pread_into, write_all
+from dcsync.rawio import FULL_ERRNOS, pread_into, write_all
 
 PAGE_SIZE = 4096
 _MAGIC = b"DCSJRNL2"
@@ -71,7 +71,6 @@ _LENGTH = struct.Struct("<H")
 _HEADER_SUM = struct.Struct("<Q")
 _RECORD = struct.Struct("<QIQQ")
 _FENCED_CHUNK = 16 << 20  # appends are written (and the lock checked) at most this much at a time
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def journal_path(path: Path) -> Path:
@@ -86,7 +85,7 @@ def _real(path: Path | str) -> str:
 
 
 def _translate(exc: OSError, path: Path) -> OSError:
-    if exc.errno in _FULL_ERRNOS:
+    if exc.errno in FULL_ERRNOS:
         return StorageFull(f"no space left writing {path}: nothing was committed ({exc.strerror})")
     return exc
 

@@ -24,7 +24,8 @@ from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import AccessDenied, HookRejected, InputError
 from dcsync.sync.client import Connection
-from dcsync.sync.server import Server, resolve_root
+from dcsync.sync.server import Server
+from dcsync.sync.serving import resolve_root
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import ACL, Identity, Rule, current_identity, required_permission
