@@ -106,6 +106,7 @@ class Server:
         self.policy = self.ws.policy()
         self.client: dict[str, Any] = {}  # what hello said; shared with self.heads, so updated in place
         self._open: dict[str, ObjectStore] = {}
+        self._greeted = False  # a hello succeeded in this session
         # This session's own quarantines: concurrent pushes never share one.
         self.quarantines = Sessions(incoming_dir(self.ws))
         self.heads = HeadMover(self.stores, self.quarantines, self.policy, self.who, self.client)
@@ -120,23 +121,23 @@ class Server:
 
     def _serve(self, read: Read, write: Write) -> None:
         write(PREAMBLE)
-        greeted = False
+        self._greeted = False
         while True:
             try:
-                request = read_frame(read, decoding=REQUEST if greeted else HELLO)
+                request = read_frame(read, decoding=REQUEST if self._greeted else HELLO)
             except DcsyncError as exc:
                 if "closed after 0 of 4" in exc.message:
                     return  # the client hung up between requests: a normal end
                 with contextlib.suppress(DcsyncError, OSError):
                     write_frame(write, {"i": 0, "e": error_to_wire(exc)})
                 return  # the stream may be out of step: stop
-            if not self._answer(request, greeted, read, write):
+            if not self._answer(request, read, write):
                 return
-            greeted = True
 
-    def _answer(self, request: Any, greeted: bool, read: Read, write: Write) -> bool:
+    def _answer(self, request: Any, read: Read, write: Write) -> bool:
         """Run one request and write its answer; False when the session must end (the stream may
-        be out of step, or something failed that is not ours to explain)."""
+        be out of step, or something failed that is not ours to explain). A hello that succeeds
+        greets the session: until then, nothing else may be called."""
         rid = request.get("i") if isinstance(request, dict) else None
         if isinstance(rid, bool) or not isinstance(rid, int) or not 0 <= rid <= INT64_MAX:
             rid = None  # answered as 0 (an id out of range cannot be echoed as the peer meant it)
@@ -149,7 +150,7 @@ class Server:
             spec, right = SPECS.get(method), RIGHTS.get(method)
             if spec is None or right is None:
                 raise ProtocolError(f"unknown method {method[:60]!r}")
-            if not greeted and method != "hello":
+            if not self._greeted and method != "hello":
                 raise ProtocolError("the first request must be hello")
             args = spec.check(method, request.get("a", {}))
             authorize(
@@ -160,6 +161,7 @@ class Server:
                 read_only=str(self.ws.root) if self.read_only else "",
             )
             result = getattr(self, f"do_{method}")(rid, read, write, **args)
+            self._greeted = True
             write_frame(write, {"i": rid, "r": result})
             return True
         except DcsyncError as exc:
