@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.wrong_kinds import copy_of
 
 from dcsync import sync
 from dcsync.errors import ProtocolError
@@ -55,16 +56,8 @@ def history(ws: Workspace) -> tuple[MemoryStore, list[ObjectId]]:
     with ws.repository(DET) as repo:
         head = repo.head()
         assert head is not None
-        store = MemoryStore()
-        with store.writing():
-            for oid, kind, _ in objects_for(repo.store, head, [], {}):
-                if kind in ("tree", "commit"):
-                    store.put_body(oid, repo.store.kind_of(oid), repo.store.body_of(oid)[1])
-                else:
-                    store.put_payload(repo.store.read_payload(oid), known_id=oid)
-        with store.writing():
-            store.set_ref("HEAD", None, head, repo.store.log()[-1])
-        return store, [oid for oid, _, _ in objects_for(store, head, [], {})]
+        store = copy_of(repo.store, head)
+    return store, [oid for oid, _, _ in objects_for(store, head, [], {})]
 
 
 def test_what_the_sender_sends_the_receiver_keeps(central: Workspace, tmp_path: Path) -> None:
