@@ -55,7 +55,7 @@ def _serve_fast(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.idle_timeout is not None and not 0 <= args.idle_timeout < float("inf"):
         parser.error("--idle-timeout: a number of seconds, 0 or more")
-    from dcsync.sync.server import run_stdio
+    from dcsync.sync.serving import run_stdio
 
     interrupts.unwind_on_interrupt(True)  # the session may write and lock from here on
     return run_stdio(

@@ -26,6 +26,10 @@ from dcsync.errors import ConnectionLost, StorageFull
 
 MAX_IO = 0x7FFFF000  # Linux's MAX_RW_COUNT: the most one read/write/sendfile call moves
 
+# What a write that failed for want of room says: no space, a file-size limit, a quota. Everyone
+# that turns such a failure into StorageFull (nothing stored, a clear word) asks this one set.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
 Bytes = bytes | bytearray | memoryview
 
 

@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OPTIONAL_PARTS = {
     "dcsync/testing/store.py": "test",  # contract suites for third-party stores: need pytest
     "dcsync/testing/channel.py": "test",
+    "dcsync/testing/sync.py": "test",
 }
 
 

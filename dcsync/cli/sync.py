@@ -15,7 +15,7 @@ from dcsync.cli.output import JsonOpt, console, dtype_name, emit_json, pars_text
 from dcsync.model.objects import VersionEntry
 from dcsync.model.times import format_time
 from dcsync.repo.diff import Change, summarize
-from dcsync.sync.server import run_stdio
+from dcsync.sync.serving import run_stdio
 from dcsync.workspace import config
 
 app = typer.Typer()

@@ -18,7 +18,6 @@ problem raises :class:`InputError` naming the file, the line and what is wrong.
 
 from __future__ import annotations
 
-import errno
 import re
 from math import prod
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dcsync.errors import DcsyncError, InputError, StorageFull
+from dcsync.rawio import FULL_ERRNOS
 
 # Older C++ writers put C type names in DTYPE; "float" and "int" mean C's, not numpy's float64/int64.
 _C_NAMES: dict[str, str] = {
@@ -46,7 +46,7 @@ _FLOAT_FORMAT = {2: "%.5g", 4: "%.9g"}  # shortest widths that round-trip; float
 
 def file_error(path: Path, exc: OSError, doing: str) -> DcsyncError:
     """Translate an OSError on a user's file into one clear line naming the file."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno in FULL_ERRNOS:
         return StorageFull(f"{path}: no space left while {doing} ({exc.strerror})")
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{path}: no such file")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from dcsync.model.objects import (
 from dcsync.store.refs import LogRecord, check_ref
 
 ObjectKind = Literal["array", "text", "tree", "commit"]
+T = TypeVar("T")
 _CACHE_ENTRIES = 4096
 # Decoded trees and commits, shared by every store in the process: an id names one content
 # forever, so a hit is always right, and reopening a repository does not decode its trees again.
@@ -59,6 +60,17 @@ class ObjectStore(ABC):
     @abstractmethod
     def where(self) -> str:
         """How errors name this store (a path, or 'memory')."""
+
+    # -- lifetime and consistent reads: what code that holds any store may ask of it ------------------
+    def close(self) -> None:  # noqa: B027 - optional: most stores hold nothing open
+        """Let go of what the store holds open (a file's handles); it may be used again after,
+        reopening what it needs. Nothing to do for a store that holds nothing open."""
+
+    def consistent(self, read: Callable[[], T]) -> T:
+        """Run ``read``, a series of reads that must see one state of the store; a backend that
+        another process may change under it (a file) retries a read torn by a commit. In a store
+        only this process changes, every read is consistent."""
+        return read()
 
     # -- low-level reads, implemented per backend (no verification) --------------------------------
     @abstractmethod

@@ -28,7 +28,6 @@ file as it was), are :mod:`dcsync.store.recovery`'s.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import xxhash
 
 from dcsync.errors import DcsyncError, NotMyLock, RepositoryError, StorageFull
-from dcsync.rawio import pread_into, write_all
+from dcsync.rawio import FULL_ERRNOS, pread_into, write_all
 from dcsync.store.recovery import (
     HEADER,
     HEADER_SUM,
@@ -53,11 +52,10 @@ from dcsync.store.recovery import (
 )
 
 _FENCED_CHUNK = 16 << 20  # appends are written (and the lock checked) at most this much at a time
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _translate(exc: OSError, path: Path) -> OSError:
-    if exc.errno in _FULL_ERRNOS:
+    if exc.errno in FULL_ERRNOS:
         return StorageFull(f"no space left writing {path}: nothing was committed ({exc.strerror})")
     return exc
 

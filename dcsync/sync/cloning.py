@@ -13,6 +13,7 @@ from dcsync.errors import (
 from dcsync.model.times import TimeLike, time_arg
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.pulling import PullReport, pull
+from dcsync.sync.quarantine import incoming_dir
 from dcsync.sync.transfer import Progress, _no_progress
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import KINDS, current_identity
@@ -151,7 +152,7 @@ def _received_anything(ws: Workspace) -> bool:
     or part of a whole file (a whole file's token alone is not worth it)."""
     if ws.detectors():
         return True
-    incoming = ws.root / CONFIG_DIR / "incoming"
+    incoming = incoming_dir(ws)
     return incoming.is_dir() and any(
         p.is_file() and not p.name.endswith(".token") and p.stat().st_size > 0 for p in incoming.rglob("*")
     )

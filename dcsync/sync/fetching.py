@@ -20,12 +20,13 @@ from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import wholefile
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.protocol import offered_objects
-from dcsync.sync.transfer import Progress, _no_progress, _quarantine, receive_objects
+from dcsync.sync.quarantine import incoming_dir
+from dcsync.sync.transfer import Progress, _no_progress, quarantine_of, receive_objects
 from dcsync.workspace.config import (
     RemoteConfig,
     tracking_remote,
 )
-from dcsync.workspace.workspace import CONFIG_DIR, Workspace
+from dcsync.workspace.workspace import Workspace
 
 
 @dataclass
@@ -127,9 +128,8 @@ def fetch(
                 report.fast_forwarded.append(det)
             report.settled.add(det)
         if fast_forward and lacking and _whole_files_apply(conn, spec):
-            incoming = ws.root / CONFIG_DIR / "incoming"
             adopted, report.bytes, report.refused = wholefile.fetch_files(
-                conn.stream, incoming, lacking, ws.detector_path, spec.name, spec.url, progress
+                conn.stream, incoming_dir(ws), lacking, ws.detector_path, spec.name, spec.url, progress
             )
             for det, head in adopted.items():
                 report.updated[det] = (None, head)
@@ -142,7 +142,7 @@ def fetch(
         offered = offered_objects(conn.call("negotiate", wants=wants), peer=conn.peer)
         missing: list[tuple[str, ObjectId, int]] = []
         for det, objects in sorted(offered.items()):
-            q = _quarantine(ws, det)
+            q = quarantine_of(ws, det)
             path = _repository_file(ws, det)
             local = HDF5Store(path) if path is not None else None
             try:
@@ -152,7 +152,7 @@ def fetch(
             finally:
                 if local:
                     local.close()
-        quarantines = {det: _quarantine(ws, det) for det in offered}
+        quarantines = {det: quarantine_of(ws, det) for det in offered}
         receive_objects(conn, missing, lambda det, h: quarantines[det].receive(h), progress)
         report.objects = len(missing)
         report.bytes += sum(size for _, _, size in missing)
@@ -209,7 +209,7 @@ def _import_and_move(
         path = ws.fetched_path(det)
         path.parent.mkdir(parents=True, exist_ok=True)
         HDF5Store.create(path).close()
-    q = _quarantine(ws, det)
+    q = quarantine_of(ws, det)
     store = HDF5Store(path)
     try:
         with store.writing():

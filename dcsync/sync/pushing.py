@@ -15,7 +15,7 @@ from dcsync.repo.reach import objects_for
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.fetching import _in_scope
-from dcsync.sync.transfer import Progress, _no_progress, _object_items, _track
+from dcsync.sync.transfer import Meter, ObjectSender, Progress, _no_progress, _track
 from dcsync.workspace.config import (
     tracking_remote,
 )
@@ -105,16 +105,14 @@ def push(
             items = [[det, oid] for det, _, _, _, objects in plan for oid, _, _ in objects]
             have = conn.call("have", items=items)["have"] if items else []
             present = {(det, oid) for (det, oid), h in zip(map(tuple, items), have, strict=True) if h}
-            total = sum(
-                size for det, _, _, _, objs in plan for oid, _, size in objs if (det, oid) not in present
-            )
-            sent = [0]
+            sizes = [n for det, _, _, _, objs in plan for oid, _, n in objs if (det, oid) not in present]
+            meter = Meter(sum(sizes), progress, "sending")
             for det, repo, _, _, objects in plan:
                 todo = [oid for oid, _, _ in objects if (det, oid) not in present]
                 if todo:
-                    conn.upload("put_objects", _object_items(repo, todo, sent, total, progress), detector=det)
+                    conn.upload("put_objects", ObjectSender(repo.store, meter).items(todo), detector=det)
                 report.objects += len(todo)
-            report.bytes = total
+            report.bytes = meter.total
             updates = [{"detector": det, "old": old, "new": new} for det, _, old, new, _ in plan]
             answer = conn.call("update_refs", updates=updates, atomic=atomic, message=message)
             report.notes = [str(n) for n in answer.get("notes", [])]  # what the remote's hooks said

@@ -8,14 +8,15 @@ present. Moving refs imports the needed objects into the repository file in the 
 transaction, then the quarantine is cleared.
 
 Layout: ``<dir>/<id>.<kind>``; arrays as ``.npy`` (numpy's format, read back slice by slice),
-text as UTF-8, trees and commits as their msgpack bytes. A fetch uses ``.dcsync/incoming/<det>/``;
-a server gives each push session its own, ``.dcsync/incoming/<det>/<session>/`` (:class:`Sessions`).
+text as UTF-8, trees and commits as their msgpack bytes. Everything received waits under one
+directory, :func:`incoming_dir` (``.dcsync/incoming``): a fetch uses ``<incoming>/<det>/``, a whole
+file ``<incoming>/<det>.h5.part``, and a server gives each push session its own,
+``<incoming>/<det>/<session>/`` (:class:`Sessions`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -36,14 +37,21 @@ from dcsync.model.hashing import (
     is_object_id,
 )
 from dcsync.model.objects import Commit, Payload, Tree, decode
+from dcsync.rawio import FULL_ERRNOS
 from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 from dcsync.store.claims import PayloadFacts
 from dcsync.store.locking import FileLock, break_lock, lock_status
+from dcsync.workspace.workspace import CONFIG_DIR, Workspace
 
 _KINDS: tuple[ObjectKind, ...] = ("array", "text", "tree", "commit")
 _SUFFIX = {"array": ".npy", "text": ".text", "tree": ".tree", "commit": ".commit"}
 MAX_BODY = 64 * 1024 * 1024  # trees, commits and text are decoded in memory: keep them bounded
 _DTYPES = ARRAY_DTYPES  # the array dtypes a header may announce, by their exact wire string
+
+
+def incoming_dir(ws: Workspace) -> Path:
+    """Where what a workspace receives waits until refs that need it move (``.dcsync/incoming``)."""
+    return ws.root / CONFIG_DIR / "incoming"
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
@@ -86,9 +94,6 @@ class Header:
         return out
 
 
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-
-
 @contextlib.contextmanager
 def _writing(receiver: Receiver) -> Iterator[None]:
     """A full disk (or file-size limit) while receiving is :class:`StorageFull`, the part removed."""
@@ -96,7 +101,7 @@ def _writing(receiver: Receiver) -> Iterator[None]:
         yield
     except OSError as exc:
         receiver.abort()
-        if exc.errno not in _FULL_ERRNOS:
+        if exc.errno not in FULL_ERRNOS:
             raise
         raise StorageFull(
             f"no space left receiving object {receiver.header.oid} into {receiver.q.dir}: "

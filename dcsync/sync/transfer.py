@@ -1,81 +1,208 @@
-"""Moving objects into a workspace: progress callbacks, quarantine per detector, and the stream of
-objects a client sends."""
+"""Objects in flight, written once for both ends of a transfer.
+
+An object crosses the wire as stream items: a header ``{"h": {...}}`` (id, kind, size; dtype and
+shape for arrays: :class:`~dcsync.sync.quarantine.Header`), then its bytes in chunks
+``{"c": bytes}`` of at most :func:`~dcsync.sync.protocol.chunk_size` each.
+
+- :class:`ObjectSender` turns a store and object ids into those items (the server answering
+  ``get_objects``, the client uploading with ``put_objects``);
+- :class:`ObjectReceiver` takes them in, one object at a time, into receivers a *sink* makes (a
+  quarantine's, which hashes every byte and keeps only objects that match their ids), refusing
+  items out of place, and aborting a half-received object whatever stops the transfer;
+- :class:`Meter` counts the bytes for a progress callback on either side.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
 
-from dcsync.errors import (
-    ProtocolError,
-)
+from dcsync.errors import ProtocolError
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.reach import transfer_header
-from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
-from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.refs import LogRecord, remote_ref
-from dcsync.sync.client import Connection
 from dcsync.sync.protocol import chunk_size
-from dcsync.sync.quarantine import Header, Quarantine
-from dcsync.workspace.config import (
-    RemoteConfig,
-)
-from dcsync.workspace.workspace import CONFIG_DIR, Workspace
+from dcsync.sync.quarantine import Header, Quarantine, incoming_dir
+from dcsync.workspace.config import RemoteConfig
+from dcsync.workspace.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): bytes for transfers."""
+
+Item = dict[str, Any]
+"""One stream item: an object's header ``{"h": ...}`` or a chunk of its bytes ``{"c": ...}``."""
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
     pass
 
 
-# -- receiving objects ---------------------------------------------------------------------------------
-def _quarantine(ws: Workspace, det: str) -> Quarantine:
-    return Quarantine(ws.root / CONFIG_DIR / "incoming" / det)
+@dataclass
+class Meter:
+    """Bytes moved so far of ``total``, reported to ``progress`` as ``phase`` after each chunk."""
+
+    total: int = 0
+    progress: Progress = _no_progress
+    phase: str = "receiving"
+    done: int = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        self.progress(self.phase, self.done, self.total)
+
+
+class ObjectSender:
+    """The objects of one store as stream items (a header, then chunks), read in bounded pieces so
+    that memory stays at a chunk whatever the object's size."""
+
+    def __init__(self, store: ObjectStore, meter: Meter | None = None) -> None:
+        self.store = store
+        self.meter = meter
+        self.chunk = chunk_size()
+
+    def items(self, oids: Iterable[ObjectId]) -> Iterator[Item]:
+        for oid in oids:
+            header, pieces = transfer_header(self.store, oid, self.chunk)
+            yield {"h": header}
+            for piece in pieces:
+                for start in range(0, len(piece), self.chunk):
+                    part = piece[start : start + self.chunk]
+                    if self.meter is not None:
+                        self.meter.add(len(part))
+                    yield {"c": part}
+
+
+class Receiving(Protocol):
+    """One object arriving (:class:`~dcsync.sync.quarantine.Receiver` and in-memory ones):
+    ``finish`` checks it against its id and keeps it, ``abort`` drops what came of it."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+Sink = Callable[[Header], Receiving]
+
+
+class ObjectReceiver:
+    """Takes stream items into receivers that ``sink`` makes, one object at a time.
+
+    Use as a context manager: leaving it, by an error or a cut stream, aborts the object under
+    way (its partial bytes go; the objects finished before it stay). ``received`` counts the
+    objects finished; :meth:`end` refuses a stream that stopped inside an object.
+    """
+
+    def __init__(self, sink: Sink, *, peer: str, meter: Meter | None = None) -> None:
+        self.sink = sink
+        self.peer = peer
+        self.meter = meter
+        self.received = 0
+        self._current: Receiving | None = None
+
+    def __enter__(self) -> ObjectReceiver:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._current is not None:
+            self._current.abort()
+            self._current = None
+
+    def feed(self, item: Any) -> None:
+        """One raw stream item, as it came off the wire."""
+        if isinstance(item, dict) and "h" in item:
+            self.start(Header(item["h"]))
+        elif isinstance(item, dict) and isinstance(item.get("c"), bytes):
+            self.write(item["c"])
+        else:
+            raise ProtocolError(f"{self.peer} sent a malformed object item (neither a header nor bytes)")
+
+    def start(self, header: Header) -> None:
+        """The next object begins: the previous one must have ended."""
+        if self._current is not None:
+            raise ProtocolError(f"{self.peer} began object {header.oid} before the last one ended")
+        self._current = self.sink(header)
+        self._finish_if_complete()  # an empty object is complete at its header
+
+    def write(self, data: bytes) -> None:
+        """Bytes of the object under way."""
+        if self._current is None:
+            raise ProtocolError(f"{self.peer} sent object bytes before an object header")
+        self._current.write(data)
+        if self.meter is not None:
+            self.meter.add(len(data))
+        self._finish_if_complete()
+
+    def _finish_if_complete(self) -> None:
+        current = self._current
+        if current is not None and current.complete:
+            self._current = None
+            try:
+                current.finish()
+            except BaseException:
+                current.abort()
+                raise
+            self.received += 1
+
+    def end(self) -> None:
+        """The stream ended: an object still under way was cut short."""
+        if self._current is not None:
+            raise ProtocolError(f"{self.peer} ended the stream inside an object")
+
+
+# -- the client's side -----------------------------------------------------------------------------------
+
+
+class ObjectSource(Protocol):
+    """What :func:`receive_objects` asks of a connection (:class:`~dcsync.sync.client.Connection`)."""
+
+    peer: str
+
+    def stream(self, method: str, **args: Any) -> Iterator[Any]: ...
+
+
+def quarantine_of(ws: Workspace, det: str) -> Quarantine:
+    """Where a fetch into ``ws`` receives the objects of ``det``."""
+    return Quarantine(incoming_dir(ws) / det)
 
 
 def receive_objects(
-    conn: Connection,
+    conn: ObjectSource,
     items: list[tuple[str, ObjectId, int]],
-    sink: Callable[[str, Header], Any],
+    sink: Callable[[str, Header], Receiving],
     progress: Progress,
 ) -> None:
-    """Stream ``items`` (detector, id, size) from the peer into receivers made by ``sink``."""
+    """Receive ``items`` (detector, id, size) from the peer, in that order, into receivers made
+    by ``sink(detector, header)``."""
     if not items:
         return
-    total = sum(size for _, _, size in items)
-    done = 0
-    index = -1
-    receiver = None
-    try:
-        for frame in conn.stream("get_objects", items=[[det, oid] for det, oid, _ in items]):
-            if not isinstance(frame, dict):
-                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
-            if "h" in frame:
-                index += 1
-                header = Header(frame["h"])
-                if index >= len(items) or header.oid != items[index][1]:
-                    raise ProtocolError(f"{conn.peer} sent object {header.oid} out of order")
-                receiver = sink(items[index][0], header)
-            elif "c" in frame and receiver is not None and isinstance(frame["c"], bytes):
-                receiver.write(frame["c"])
-                done += len(frame["c"])
-                progress("receiving", done, total)
-            else:
-                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
-            if receiver is not None and receiver.complete:
-                receiver.finish()
-                receiver = None
-    finally:
-        if receiver is not None:
-            receiver.abort()
-    if index + 1 != len(items):
-        raise ProtocolError(f"{conn.peer} sent {index + 1} of {len(items)} objects")
+    order = iter(items)
+
+    def start(header: Header) -> Receiving:
+        det, oid, _ = next(order, ("", None, 0))
+        if header.oid != oid:
+            raise ProtocolError(f"{conn.peer} sent object {header.oid} out of order")
+        return sink(det, header)
+
+    meter = Meter(sum(size for _, _, size in items), progress)
+    with ObjectReceiver(start, peer=conn.peer, meter=meter) as receiver:
+        for item in conn.stream("get_objects", items=[[det, oid] for det, oid, _ in items]):
+            receiver.feed(item)
+        receiver.end()
+    if receiver.received != len(items):
+        raise ProtocolError(f"{conn.peer} sent {receiver.received} of {len(items)} objects")
 
 
-def _track(store: HDF5Store | ObjectStore, spec: RemoteConfig, new: ObjectId, command: str) -> None:
+def _track(store: ObjectStore, spec: RemoteConfig, new: ObjectId, command: str) -> None:
     """Move ``remotes/<name>`` to ``new``, a commit the remote is known to have, unless it is there."""
     ref = remote_ref(spec.name)
     if store.refs().get(ref) == new:
@@ -83,18 +210,3 @@ def _track(store: HDF5Store | ObjectStore, spec: RemoteConfig, new: ObjectId, co
     with store.writing():
         old = store.refs().get(ref)
         store.set_ref(ref, old, new, LogRecord(ref, old, new, command, f"{command} to {spec.url}"))
-
-
-def _object_items(
-    repo: Repository, oids: list[ObjectId], sent: list[int], total: int, progress: Progress
-) -> Iterator[dict[str, Any]]:
-    chunk = chunk_size()
-    for oid in oids:
-        header, pieces = transfer_header(repo.store, oid, chunk)
-        yield {"h": header}
-        for piece in pieces:
-            for start in range(0, len(piece), chunk):
-                part = piece[start : start + chunk]
-                sent[0] += len(part)
-                progress("sending", sent[0], total)
-                yield {"c": part}

@@ -28,7 +28,6 @@ of it before the structural check; ``DCSYNC_WHOLE_FILES=0`` keeps a client objec
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +36,7 @@ from typing import Any, NamedTuple
 
 from dcsync.errors import ProtocolError, StorageFull
 from dcsync.model.hashing import ObjectId
-from dcsync.rawio import write_all
+from dcsync.rawio import FULL_ERRNOS, write_all
 from dcsync.repo.verify import verify_store
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.recovery import journal_path
@@ -48,7 +47,6 @@ CAPABILITY = "whole-file"
 ENV_SWITCH = "DCSYNC_WHOLE_FILES"
 MAX_TOKEN = 200
 REASONS = 3  # problems named when a copy is refused
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def enabled() -> bool:
@@ -162,7 +160,7 @@ class _Part:
         except OSError as exc:
             self.close()
             self._discard_files()
-            if exc.errno in _FULL_ERRNOS:
+            if exc.errno in FULL_ERRNOS:
                 raise StorageFull(
                     f"no space left receiving {self.det} into {self.path.parent}: nothing was stored "
                     f"({exc.strerror})"
@@ -213,7 +211,7 @@ class _Part:
             os.link(self.path, final)  # fails if the detector appeared meanwhile
             return Adoption(head, "")
         except Exception as exc:  # whatever h5py makes of a bad copy: the object way decides
-            if isinstance(exc, StorageFull) or getattr(exc, "errno", None) in _FULL_ERRNOS:
+            if isinstance(exc, StorageFull) or getattr(exc, "errno", None) in FULL_ERRNOS:
                 raise
             if isinstance(exc, FileExistsError):
                 return Adoption(None, "")  # not the copy's fault: the detector appeared meanwhile

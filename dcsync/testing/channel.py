@@ -29,7 +29,7 @@ import pytest
 from dcsync.errors import ConnectionLost
 from dcsync.transport.base import Channel
 
-__all__ = ["PEER_SOURCE", "ChannelContract", "Peer", "PeerMode"]
+__all__ = ["PEER_SOURCE", "ChannelContract", "ForwardingChannel", "Peer", "PeerMode"]
 
 PeerMode = Literal["echo", "exit", "fail", "flood", "hang"]
 FLOOD_BYTES = 2 * 1024 * 1024
@@ -68,6 +68,29 @@ while True:
     put(1, data)
 put(2, b"echo peer done\\n")
 """
+
+
+class ForwardingChannel(Channel):
+    """Passes everything to ``inner``; a test channel overrides a part (those of
+    tests/helpers/channels.py and the benchmarks, :class:`~dcsync.testing.sync.WireTap`)."""
+
+    def __init__(self, inner: Channel) -> None:
+        self.inner = inner
+
+    def read(self, n: int) -> bytes:
+        return self.inner.read(n)
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def stderr_text(self) -> str:
+        return self.inner.stderr_text()
+
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 @dataclass(frozen=True)

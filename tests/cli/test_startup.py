@@ -44,6 +44,10 @@ NOT_FOR_LOCAL_COMMANDS = (
     "dcsync.sync.compare",
     "dcsync.sync.client",
     "dcsync.sync.server",
+    "dcsync.sync.serving",
+    "dcsync.sync.heads",
+    "dcsync.sync.stores",
+    "dcsync.sync.transfer",
     "dcsync.sync.protocol",
     "dcsync.sync.promote",
 )

@@ -23,6 +23,7 @@ from dcsync.model import wire
 from dcsync.sync.client import Connection
 from dcsync.sync.protocol import PREAMBLE
 from dcsync.sync.server import Server
+from dcsync.testing.channel import ForwardingChannel
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel, ServeFunction
 
@@ -50,28 +51,6 @@ class FrameParser:
 def frame_bytes(value: Any) -> bytes:
     body = wire.pack(value)
     return len(body).to_bytes(4, "big") + body
-
-
-class ForwardingChannel(Channel):
-    """Passes everything to ``inner``; the channels below (and the benchmarks') override a part."""
-
-    def __init__(self, inner: Channel) -> None:
-        self.inner = inner
-
-    def read(self, n: int) -> bytes:
-        return self.inner.read(n)
-
-    def write(self, data: bytes) -> None:
-        self.inner.write(data)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def stderr_text(self) -> str:
-        return self.inner.stderr_text()
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 class RecordingChannel(ForwardingChannel):

@@ -27,7 +27,8 @@ from dcsync.errors import AccessDenied, HookRejected, InputError
 from dcsync.repo.guard import DEFAULT_GUARD
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection
-from dcsync.sync.server import Server, resolve_root
+from dcsync.sync.server import Server
+from dcsync.sync.serving import resolve_root
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import ACL, Identity, Rule, current_identity, required_permission
