@@ -230,7 +230,7 @@ def promote(
             conn = connect(remote)
             # The identity the target's server runs the session as (its SSH login): the one its
             # ACL judges and its log records as served_as.
-            who = str(conn.server.get("user") or "")
+            who = conn.server.user
             scratch = Path(tempfile.mkdtemp(prefix="dcsync-promote-"))
             target_ws, _ = clone(
                 remote.url,

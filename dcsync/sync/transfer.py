@@ -18,6 +18,7 @@ from dcsync.store.refs import LogRecord, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.sync.protocol import chunk_size
 from dcsync.sync.quarantine import Header, Quarantine
+from dcsync.sync.replies import ObjectStart
 from dcsync.workspace.config import (
     RemoteConfig,
 )
@@ -50,21 +51,19 @@ def receive_objects(
     index = -1
     receiver = None
     try:
-        for frame in conn.stream("get_objects", items=[[det, oid] for det, oid, _ in items]):
-            if not isinstance(frame, dict):
-                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
-            if "h" in frame:
+        for item in conn.get_objects([(det, oid) for det, oid, _ in items]):
+            if isinstance(item, ObjectStart):
                 index += 1
-                header = Header(frame["h"])
+                header = item.header
                 if index >= len(items) or header.oid != items[index][1]:
                     raise ProtocolError(f"{conn.peer} sent object {header.oid} out of order")
                 receiver = sink(items[index][0], header)
-            elif "c" in frame and receiver is not None and isinstance(frame["c"], bytes):
-                receiver.write(frame["c"])
-                done += len(frame["c"])
+            elif receiver is not None:
+                receiver.write(item.data)
+                done += len(item.data)
                 progress("receiving", done, total)
             else:
-                raise ProtocolError(f"{conn.peer} sent a malformed object frame")
+                raise ProtocolError(f"{conn.peer} sent object bytes before an object header")
             if receiver is not None and receiver.complete:
                 receiver.finish()
                 receiver = None
@@ -86,15 +85,17 @@ def _track(store: HDF5Store | ObjectStore, spec: RemoteConfig, new: ObjectId, co
 
 
 def _object_items(
-    repo: Repository, oids: list[ObjectId], sent: list[int], total: int, progress: Progress
+    repo: Repository, oids: list[ObjectId], start: int, total: int, progress: Progress
 ) -> Iterator[dict[str, Any]]:
+    """The upload items of ``oids``; progress counts on from ``start`` bytes of ``total``."""
     chunk = chunk_size()
+    sent = start
     for oid in oids:
         header, pieces = transfer_header(repo.store, oid, chunk)
         yield {"h": header}
         for piece in pieces:
-            for start in range(0, len(piece), chunk):
-                part = piece[start : start + chunk]
-                sent[0] += len(part)
-                progress("sending", sent[0], total)
+            for begin in range(0, len(piece), chunk):
+                part = piece[begin : begin + chunk]
+                sent += len(part)
+                progress("sending", sent, total)
                 yield {"c": part}
