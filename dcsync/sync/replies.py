@@ -247,6 +247,9 @@ def object_item(value: Any) -> ObjectStart | Chunk:
             raise BadField(f"a chunk must be bytes, not {type(w['c']).__name__}")
         return Chunk(w["c"])
     if len(w) == 1 and "h" in w:
+        object_id(
+            mapping(w["h"], "a header").get("id"), "the id of a header"
+        )  # named; Header checks the rest
         return ObjectStart(Header(w["h"]))
     keys = sorted(str(k)[:20] for k in w)
     raise BadField(f"a stream item must be a header 'h' or a chunk 'c', not one with {keys[:5]}")
