@@ -49,6 +49,9 @@ from dcsync.workspace.config import RemoteConfig
 
 
 class Connection:
+    """A session with a server: the handshake on opening (kept as :attr:`server`), then one
+    method per protocol call, each returning the checked reply (:mod:`dcsync.sync.replies`)."""
+
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.peer = channel.describe()

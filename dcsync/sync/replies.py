@@ -59,6 +59,14 @@ def _texts(value: Any, what: str) -> tuple[str, ...]:
     return tuple(text(v, f"{what}[{i}]") for i, v in enumerate(value))
 
 
+def _kind(value: Any) -> str:
+    """A location kind (:data:`dcsync.workspace.workspace.KINDS`)."""
+    kind = text(value, "kind")
+    if kind not in KINDS:
+        raise BadField(f"kind {kind[:40]!r} is not one of {', '.join(KINDS)}")
+    return kind
+
+
 def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
     if not isinstance(value, list):
         raise BadField(f"{what} must be a list, not {type(value).__name__}")
@@ -88,9 +96,6 @@ class Hello:
         for key in ("protocol", "min_protocol", "hash", "capabilities", "kind", "read_only"):
             if key not in w:
                 raise BadField(f"the reply lacks the field {key!r}")
-        kind = text(w["kind"], "kind")
-        if kind not in KINDS:
-            raise BadField(f"kind {kind[:40]!r} is not a workspace kind")
         return Hello(
             protocol=integer(w["protocol"], "protocol", 0, 1 << 31),
             min_protocol=integer(w["min_protocol"], "min_protocol", 0, 1 << 31),
@@ -99,7 +104,7 @@ class Hello:
             software=text(w.get("software", ""), "software"),
             user=text(w.get("user", ""), "user"),
             host=text(w.get("host", ""), "host"),
-            kind=kind,
+            kind=_kind(w["kind"]),
             read_only=_flag(w["read_only"], "read_only"),
         )
 
@@ -119,7 +124,7 @@ class Heads:
         for det, head in mapping(w["heads"], "heads").items():
             name = _detector(det, "a detector of heads")
             heads[name] = None if head is None else object_id(head, f"heads[{name!r}]")
-        return Heads(text(w["kind"], "kind"), heads)
+        return Heads(_kind(w["kind"]), heads)
 
 
 class Offered(NamedTuple):
