@@ -31,8 +31,7 @@ from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 from dcsync.store.claims import PayloadFacts, claims_error, disagreements, stored_facts
 from dcsync.store.memory import MemoryStore
 from dcsync.sync.client import Connection, connect
-from dcsync.sync.fetching import _in_scope
-from dcsync.sync.protocol import offered_objects
+from dcsync.sync.fetching import detector_selected
 from dcsync.sync.quarantine import Header
 from dcsync.sync.transfer import _no_progress, receive_objects
 from dcsync.workspace.config import (
@@ -148,7 +147,7 @@ def snapshot(
         ws = Workspace(path)
         snap = Snapshot(source, {}, scope=_scope(source, ws, remotes(ws).get("origin")))
         for det in ws.detectors():
-            if _in_scope(det, detectors):
+            if detector_selected(det, detectors):
                 repo = Repository.open(ws.detector_path(det))
                 if repo.head() is not None:
                     snap.roots[det] = (repo.store, repo.root())
@@ -160,23 +159,31 @@ def snapshot(
     named = here is not None and source in remotes(here)
     snap = Snapshot(source, {}, conn=conn, scope=_scope(source, here, spec) if named and here else None)
     try:
-        heads = conn.call("heads", detectors=detectors)["heads"]
-        flt = {"payloads": False, "history": False}
-        wants = [{"detector": d, "want": h, "have": [], "filter": flt} for d, h in sorted(heads.items()) if h]
-        offered = offered_objects(conn.call("negotiate", wants=wants), peer=conn.peer) if wants else {}
-        stores = {det: MemoryStore() for det in offered}
-        items = [(det, oid, size) for det, objs in sorted(offered.items()) for oid, _, size in objs]
-        receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
-        for want in wants:
-            det, store, head = want["detector"], stores[want["detector"]], ObjectId(want["want"])
-            for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer, detector=det):
-                pass  # what the peer sent is what it claims to be, or nothing is compared
-            snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
-            snap.heads[det] = str(want["want"])
+        _receive_trees(snap, conn, detectors)
     except BaseException:
         snap.close()
         raise
     return snap
+
+
+def _receive_trees(snap: Snapshot, conn: Connection, detectors: list[str] | None) -> None:
+    """Fill ``snap`` with the trees and commits at each remote HEAD (payloads come when compared),
+    each checked to be what the peer claims before anything compares it."""
+    heads = conn.heads(detectors).heads
+    flt = {"payloads": False, "history": False}
+    wants = [{"detector": d, "want": h, "have": [], "filter": flt} for d, h in sorted(heads.items()) if h]
+    offered = conn.negotiate(wants) if wants else {}
+    stores = {det: MemoryStore() for det in offered}
+    items = [(det, oid, size) for det, objs in sorted(offered.items()) for oid, _, size in objs]
+    receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
+    for det, head in sorted(heads.items()):
+        if head is None:
+            continue
+        store = stores[det]
+        for _ in walk_missing(MemoryStore(), _Arrivals(store), head, flt, peer=conn.peer, detector=det):
+            pass  # what the peer sent is what it claims to be, or nothing is compared
+        snap.roots[det] = (store, store.read_as(store.read_commit(head).tree, RootTree))
+        snap.heads[det] = str(head)
 
 
 def _scope(source: str, ws: Workspace, remote: RemoteConfig | None) -> Scope | None:
@@ -313,7 +320,7 @@ def diff_sources(
                 scopes = scopes[:1]  # "diff origin ." in the clone: one filter, said once
             left_out = LeftOut(scopes) if scopes else None
             for det in sorted(set(left.roots) | set(right.roots)):
-                if not _in_scope(det, detectors):
+                if not detector_selected(det, detectors):
                     continue
                 if left_out is not None and not all(s.covers_detector(det) for s in scopes):
                     left_out.detectors.append(det)

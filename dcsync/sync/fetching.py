@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import wholefile
 from dcsync.sync.client import Connection, connect
-from dcsync.sync.protocol import offered_objects
 from dcsync.sync.quarantine import incoming_dir
 from dcsync.sync.transfer import Progress, _no_progress, quarantine_of, receive_objects
 from dcsync.workspace.config import (
@@ -56,17 +56,22 @@ class FetchReport:
 
 def _whole_files_apply(conn: Connection, spec: RemoteConfig) -> bool:
     """Whether new detectors may come as whole files: both sides can, and nothing is filtered."""
-    offered = conn.server.get("capabilities")
-    return (
-        wholefile.enabled()
-        and not spec.filter()
-        and isinstance(offered, list)
-        and wholefile.CAPABILITY in offered
-    )
+    return wholefile.enabled() and not spec.filter() and wholefile.CAPABILITY in conn.server.capabilities
 
 
-def _in_scope(det: str, globs: tuple[str, ...] | list[str] | None) -> bool:
+def detector_selected(det: str, globs: tuple[str, ...] | list[str] | None) -> bool:
+    """Whether ``det`` is among the detectors a command's globs select (none: all of them)."""
     return not globs or any(fnmatch.fnmatchcase(det, g) for g in globs)
+
+
+@dataclass
+class _Plan:
+    """What a fetch does for each remote HEAD it learned, decided from the local files alone."""
+
+    wants: list[dict[str, Any]] = field(default_factory=list)  # negotiate's wants: objects to come
+    lacking: list[str] = field(default_factory=list)  # no file here: candidates for whole files
+    # fetched earlier (detector, remote HEAD): only HEAD (and the file) move
+    checkouts: list[tuple[str, ObjectId]] = field(default_factory=list)
 
 
 def fetch(
@@ -92,83 +97,115 @@ def fetch(
     conn = conn or connect(spec)
     report = FetchReport(spec.name)
     try:
-        heads: dict[str, str | None] = conn.call("heads", detectors=globs)["heads"]
+        heads = conn.heads(globs).heads
         if globs and not heads and must_match:
             raise _no_match(conn, spec, globs)
-        wants = []
-        lacking = []  # detectors this workspace has no file of: candidates for whole files
-        checkouts = []  # fetched earlier, nothing new to download: only HEAD moves (and the file)
-        for det, rhead in sorted(heads.items()):
-            if rhead is None:
-                continue
-            path = _repository_file(ws, det)
-            if path is not None:
-                store = HDF5Store(path)
-                try:
-                    refs = store.refs()
-                    if refs.get(remote_ref(spec.name)) == rhead:
-                        if path != ws.detector_path(det):
-                            if fast_forward or HEAD in refs:  # HEAD in refs: a check-out cut short
-                                checkouts.append(det)
-                        elif refs.get(HEAD) == rhead:
-                            report.settled.add(det)
-                        continue
-                    have = sorted({c for c in refs.values() if store.has(c)})
-                finally:
-                    store.close()
-            else:
-                have = []
-                lacking.append(det)
-            wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
-        for det in checkouts:
-            _, moved = _import_and_move(
-                ws, det, remote_ref(spec.name), ObjectId(str(heads[det])), spec, True, conn.peer
-            )
+        plan = _plan(ws, spec, heads, fast_forward, report)
+        for det, rhead in plan.checkouts:
+            _, moved = _import_and_move(ws, det, remote_ref(spec.name), rhead, spec, True, conn.peer)
             if moved:
                 report.fast_forwarded.append(det)
             report.settled.add(det)
-        if fast_forward and lacking and _whole_files_apply(conn, spec):
-            adopted, report.bytes, report.refused = wholefile.fetch_files(
-                conn.stream, incoming_dir(ws), lacking, ws.detector_path, spec.name, spec.url, progress
-            )
-            for det, head in adopted.items():
-                report.updated[det] = (None, head)
-                report.fast_forwarded.append(det)
-                report.settled.add(det)
-            report.files = len(adopted)
-            wants = [w for w in wants if w["detector"] not in adopted]
-        if not wants:
-            return report
-        offered = offered_objects(conn.call("negotiate", wants=wants), peer=conn.peer)
-        missing: list[tuple[str, ObjectId, int]] = []
-        for det, objects in sorted(offered.items()):
-            q = quarantine_of(ws, det)
-            path = _repository_file(ws, det)
-            local = HDF5Store(path) if path is not None else None
-            try:
-                for oid, _kind, size in objects:
-                    if not q.has(oid) and not (local and local.has(oid)):
-                        missing.append((det, oid, size))
-            finally:
-                if local:
-                    local.close()
-        quarantines = {det: quarantine_of(ws, det) for det in offered}
-        receive_objects(conn, missing, lambda det, h: quarantines[det].receive(h), progress)
-        report.objects = len(missing)
-        report.bytes += sum(size for _, _, size in missing)
-        for want in wants:
-            name, target = str(want["detector"]), ObjectId(str(want["want"]))
-            old, moved = _import_and_move(
-                ws, name, remote_ref(spec.name), target, spec, fast_forward, conn.peer
-            )
-            report.updated[name] = (old, target)
-            if moved:
-                report.fast_forwarded.append(name)
-                report.settled.add(name)
+        if fast_forward and plan.lacking and _whole_files_apply(conn, spec):
+            adopted = _fetch_whole_files(ws, conn, spec, plan.lacking, progress, report)
+            plan.wants = [w for w in plan.wants if w["detector"] not in adopted]
+        if plan.wants:
+            _fetch_objects(ws, conn, spec, plan.wants, fast_forward, progress, report)
     finally:
         if own:
             conn.close()
     return report
+
+
+def _plan(
+    ws: Workspace,
+    spec: RemoteConfig,
+    heads: Mapping[str, ObjectId | None],
+    fast_forward: bool,
+    report: FetchReport,
+) -> _Plan:
+    """Sort the remote's HEADs: settled already (into ``report``), to check out, or to fetch."""
+    plan = _Plan()
+    for det, rhead in sorted(heads.items()):
+        if rhead is None:
+            continue
+        path = _repository_file(ws, det)
+        if path is not None:
+            store = HDF5Store(path)
+            try:
+                refs = store.refs()
+                if refs.get(remote_ref(spec.name)) == rhead:
+                    if path != ws.detector_path(det):
+                        if fast_forward or HEAD in refs:  # HEAD in refs: a check-out cut short
+                            plan.checkouts.append((det, rhead))
+                    elif refs.get(HEAD) == rhead:
+                        report.settled.add(det)
+                    continue
+                have = sorted({c for c in refs.values() if store.has(c)})
+            finally:
+                store.close()
+        else:
+            have = []
+            plan.lacking.append(det)
+        plan.wants.append({"detector": det, "want": rhead, "have": have, "filter": spec.filter()})
+    return plan
+
+
+def _fetch_whole_files(
+    ws: Workspace,
+    conn: Connection,
+    spec: RemoteConfig,
+    lacking: list[str],
+    progress: Progress,
+    report: FetchReport,
+) -> dict[str, ObjectId]:
+    """Receive the detectors this workspace lacks as whole files; the HEADs of those adopted."""
+    incoming = incoming_dir(ws)
+    adopted, report.bytes, report.refused = wholefile.fetch_files(
+        conn.get_files, incoming, lacking, ws.detector_path, spec.name, spec.url, progress
+    )
+    for det, head in adopted.items():
+        report.updated[det] = (None, head)
+        report.fast_forwarded.append(det)
+        report.settled.add(det)
+    report.files = len(adopted)
+    return adopted
+
+
+def _fetch_objects(
+    ws: Workspace,
+    conn: Connection,
+    spec: RemoteConfig,
+    wants: list[dict[str, Any]],
+    fast_forward: bool,
+    progress: Progress,
+    report: FetchReport,
+) -> None:
+    """Receive the objects ``wants`` lack here into the quarantine, then import them and move the refs."""
+    offered = conn.negotiate(wants)
+    missing: list[tuple[str, ObjectId, int]] = []
+    for det, objects in sorted(offered.items()):
+        q = quarantine_of(ws, det)
+        path = _repository_file(ws, det)
+        local = HDF5Store(path) if path is not None else None
+        try:
+            for oid, _kind, size in objects:
+                if not q.has(oid) and not (local and local.has(oid)):
+                    missing.append((det, oid, size))
+        finally:
+            if local:
+                local.close()
+    quarantines = {det: quarantine_of(ws, det) for det in offered}
+    receive_objects(conn, missing, lambda det, h: quarantines[det].receive(h), progress)
+    report.objects = len(missing)
+    report.bytes += sum(size for _, _, size in missing)
+    for want in wants:
+        name, target = str(want["detector"]), ObjectId(str(want["want"]))
+        old, moved = _import_and_move(ws, name, remote_ref(spec.name), target, spec, fast_forward, conn.peer)
+        report.updated[name] = (old, target)
+        if moved:
+            report.fast_forwarded.append(name)
+            report.settled.add(name)
 
 
 def _repository_file(ws: Workspace, det: str) -> Path | None:
@@ -186,7 +223,7 @@ NAMED_DETECTORS = 30  # how many of the remote's detectors a filter that matched
 
 def _no_match(conn: Connection, spec: RemoteConfig, globs: list[str]) -> DetectorNotFound:
     """The error for a detector filter that matches nothing, naming the detectors there are."""
-    names = sorted(conn.call("heads")["heads"])
+    names = sorted(conn.heads().heads)
     shown = ", ".join(names[:NAMED_DETECTORS]) or "none"
     if len(names) > NAMED_DETECTORS:
         shown += f", ... ({len(names)} in all)"

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dcsync.errors import CtypeNotFound, DcsyncError, DetectorNotFound, UsageError, VersionNotFound
 from dcsync.model.hashing import ObjectId
@@ -230,7 +230,7 @@ def promote(
             conn = connect(remote)
             # The identity the target's server runs the session as (its SSH login): the one its
             # ACL judges and its log records as served_as.
-            who = str(conn.server.get("user") or "")
+            who = conn.server.user
             scratch = Path(tempfile.mkdtemp(prefix="dcsync-promote-"))
             target_ws, _ = clone(
                 remote.url,
@@ -243,95 +243,10 @@ def promote(
                 must_match=False,  # promotion may bring the target a detector it lacks
             )
         report.promoted_by = who
-        claimed = current_user()
         for det in detectors:
             picks = _choose(src, det, ctypes, version, when)
-            _, root = src.roots[det]
-            src_commit = src.heads.get(det, "")
-            path = target_ws.detector_path(det)
-            repo = target_ws.repository(det) if path.is_file() else None
-            try:
-                todo = []
-                renamed: dict[str, str] = {}
-                for ctype, key, tree, vkey, entry in picks:
-                    origin = {
-                        "location": location,
-                        "detector": det,
-                        "commit": src_commit,
-                        "version": vkey,
-                        "author": entry.author,
-                        "promoted_by": who,
-                        "promoted_at": format_time(now_ns()),
-                    }
-                    if claimed != who:  # what this machine calls its user: a claim, labelled so
-                        origin["claimed_by"] = claimed
-                    ranges = _target_ranges(repo, ctype)
-                    there = _already(ranges, key, origin, entry.obj)
-                    keep: VersionKey | None = vkey if there is None and not _key_taken(ranges, vkey) else None
-                    if there is None and keep is None:  # taken by another version: a fresh key
-                        keep = new_version_key(f"{entry.obj}{vkey}{location}")
-                        renamed[keep] = vkey
-                    report.picks.append(
-                        Pick(
-                            det,
-                            ctype,
-                            key,
-                            tree.begin,
-                            tree.end,
-                            vkey,
-                            entry.obj,
-                            f"skip: already in the target as {there}" if there else "promote",
-                            there or keep,
-                        )
-                    )
-                    if there is None and keep is not None:
-                        todo.append((ctype, key, tree, entry, origin, keep))
-                if dry_run or not todo:
-                    continue
-                created: ObjectId | None = None
-                if repo is None:
-                    repo = target_ws.new_detector(
-                        det,
-                        predecessor=root.predecessor,
-                        message=f"create {det} for promotion from {location}",
-                        check_predecessor=False,  # the source's link, even if the target lacks it
-                    )
-                    created = repo.head()
-                text = message or f"promote {len(todo)} version(s) of {det} from {location}"
-                provenance: dict[str, Any] = {"from": location, "commit": src_commit}
-                if renamed:
-                    provenance["versions"] = renamed  # target key -> source key
-                try:
-                    with repo.transaction(
-                        text, author=who, command="promote", meta={"promote": provenance}
-                    ) as tx:
-                        tx.phase = "pre-receive"  # promotion arrives at the target like a push
-                        for ctype, key, tree, entry, origin, keep in todo:
-                            value = src.payload(det, entry)
-                            tx.add(
-                                ctype,
-                                value,
-                                begin_ns=tree.begin,
-                                end_ns=tree.end,
-                                pars=entry.pars,
-                                tsprod_ns=entry.tsprod,
-                                origin=origin,
-                                version=keep,
-                                # the source has this ctype: copying it is no typo, whatever the name
-                                new_ctype=True,
-                            )
-                            if tree.pars:
-                                tx.set_pars(dict(tree.pars), ctype=ctype, range=key)
-                except BaseException:
-                    if created is not None:
-                        _discard_created(repo, path, created)
-                        repo = None
-                    raise
-                if tx.commit_id is not None:
-                    report.commits[det] = tx.commit_id
-            finally:
-                if repo is not None:
-                    repo.close()
+            origin = {"location": location, "detector": det, "commit": src.heads.get(det, "")}
+            _promote_detector(src, target_ws, det, picks, origin, who, message, report)
         if scratch is not None and report.commits and not dry_run:
             push(
                 target_ws,
@@ -348,3 +263,128 @@ def promote(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+class _Copy(NamedTuple):
+    """A version to add to the target: where it goes, what it is, and the key it keeps there."""
+
+    ctype: str
+    key: RangeKey
+    tree: RangeTree
+    entry: VersionEntry
+    origin: dict[str, Any]
+    keep: VersionKey
+
+
+def _promote_detector(
+    src: Snapshot,
+    target_ws: Workspace,
+    det: str,
+    picks: list[tuple[str, RangeKey, RangeTree, VersionKey, VersionEntry]],
+    source: dict[str, str],
+    who: str,
+    message: str,
+    report: PromoteReport,
+) -> None:
+    """Report each pick of ``det`` and commit those the target lacks in one transaction."""
+    path = target_ws.detector_path(det)
+    repo = target_ws.repository(det) if path.is_file() else None
+    try:
+        todo, renamed = _copies(repo, det, picks, source, who, report)
+        if report.dry_run or not todo:
+            return
+        created: ObjectId | None = None
+        if repo is None:
+            repo = target_ws.new_detector(
+                det,
+                predecessor=src.roots[det][1].predecessor,
+                message=f"create {det} for promotion from {source['location']}",
+                check_predecessor=False,  # the source's link, even if the target lacks it
+            )
+            created = repo.head()
+        try:
+            commit_id = _commit_copies(src, repo, det, todo, renamed, source, who, message)
+        except BaseException:
+            if created is not None:
+                _discard_created(repo, path, created)
+                repo = None
+            raise
+        if commit_id is not None:
+            report.commits[det] = commit_id
+    finally:
+        if repo is not None:
+            repo.close()
+
+
+def _copies(
+    repo: Repository | None,
+    det: str,
+    picks: list[tuple[str, RangeKey, RangeTree, VersionKey, VersionEntry]],
+    source: dict[str, str],
+    who: str,
+    report: PromoteReport,
+) -> tuple[list[_Copy], dict[str, str]]:
+    """The picks the target lacks, each with the key it keeps there (a fresh one where the
+    source's is taken: ``renamed`` maps it back); every pick is reported, skipped or not."""
+    todo: list[_Copy] = []
+    renamed: dict[str, str] = {}
+    claimed = current_user()
+    for ctype, key, tree, vkey, entry in picks:
+        origin = {
+            **source,
+            "version": vkey,
+            "author": entry.author,
+            "promoted_by": who,
+            "promoted_at": format_time(now_ns()),
+        }
+        if claimed != who:  # what this machine calls its user: a claim, labelled so
+            origin["claimed_by"] = claimed
+        ranges = _target_ranges(repo, ctype)
+        there = _already(ranges, key, origin, entry.obj)
+        keep: VersionKey | None = vkey if there is None and not _key_taken(ranges, vkey) else None
+        if there is None and keep is None:  # taken by another version: a fresh key
+            keep = new_version_key(f"{entry.obj}{vkey}{source['location']}")
+            renamed[keep] = vkey
+        action = f"skip: already in the target as {there}" if there else "promote"
+        report.picks.append(
+            Pick(det, ctype, key, tree.begin, tree.end, vkey, entry.obj, action, there or keep)
+        )
+        if there is None and keep is not None:
+            todo.append(_Copy(ctype, key, tree, entry, origin, keep))
+    return todo, renamed
+
+
+def _commit_copies(
+    src: Snapshot,
+    repo: Repository,
+    det: str,
+    todo: list[_Copy],
+    renamed: dict[str, str],
+    source: dict[str, str],
+    who: str,
+    message: str,
+) -> ObjectId | None:
+    """Add ``todo`` to ``repo`` in one commit that the target's ACL and hooks judge as a push."""
+    location = source["location"]
+    text = message or f"promote {len(todo)} version(s) of {det} from {location}"
+    provenance: dict[str, Any] = {"from": location, "commit": source["commit"]}
+    if renamed:
+        provenance["versions"] = renamed  # target key -> source key
+    with repo.transaction(text, author=who, command="promote", meta={"promote": provenance}) as tx:
+        tx.phase = "pre-receive"  # promotion arrives at the target like a push
+        for copy in todo:
+            tx.add(
+                copy.ctype,
+                src.payload(det, copy.entry),
+                begin_ns=copy.tree.begin,
+                end_ns=copy.tree.end,
+                pars=copy.entry.pars,
+                tsprod_ns=copy.entry.tsprod,
+                origin=copy.origin,
+                version=copy.keep,
+                # the source has this ctype: copying it is no typo, whatever the name
+                new_ctype=True,
+            )
+            if copy.tree.pars:
+                tx.set_pars(dict(copy.tree.pars), ctype=copy.ctype, range=copy.key)
+    return tx.commit_id

@@ -35,7 +35,7 @@ from dcsync.errors import (
     by_wire_code,
 )
 from dcsync.model import wire
-from dcsync.model.hashing import ALGORITHM, ObjectId, is_object_id
+from dcsync.model.hashing import ALGORITHM
 from dcsync.model.limits import ITEM, Decoding
 
 PROTOCOL_VERSION = 1
@@ -216,30 +216,6 @@ def whole_number(value: Any, field: str, lo: int = 0, hi: int = INT64_MAX) -> in
     if not lo <= value <= hi:
         raise ProtocolError(f"{field} is {value}, outside {lo}..{hi}")
     return value
-
-
-def offered_objects(reply: Any, *, peer: str) -> dict[str, list[tuple[ObjectId, str, int]]]:
-    """A ``negotiate`` answer, checked: ``{detector: [[id, kind, size], ...]}``."""
-    objects = reply.get("objects") if isinstance(reply, dict) else None
-    if not isinstance(objects, dict):
-        raise ProtocolError(f"{peer} sent a malformed negotiate answer")
-    out: dict[str, list[tuple[ObjectId, str, int]]] = {}
-    for det, items in objects.items():
-        if not isinstance(det, str) or not isinstance(items, list):
-            raise ProtocolError(f"{peer} sent a malformed negotiate answer")
-        checked = out[det] = []
-        for item in items:
-            if (
-                not isinstance(item, list)
-                or len(item) != 3
-                or not is_object_id(item[0])
-                or item[1] not in KINDS
-            ):
-                raise ProtocolError(f"{peer} sent a malformed negotiate answer: {str(item)[:120]}")
-            checked.append(
-                (ObjectId(item[0]), item[1], whole_number(item[2], f"the size of object {item[0]}"))
-            )
-    return out
 
 
 def error_to_wire(exc: DcsyncError) -> dict[str, str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dcsync.errors import (
     NotFastForward,
@@ -14,9 +15,11 @@ from dcsync.repo.graph import is_ancestor
 from dcsync.repo.reach import objects_for
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection, connect
-from dcsync.sync.fetching import _in_scope
+from dcsync.sync.fetching import detector_selected
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.transfer import Meter, ObjectSender, Progress, _no_progress, _track
 from dcsync.workspace.config import (
+    RemoteConfig,
     tracking_remote,
 )
 from dcsync.workspace.workspace import Workspace
@@ -66,66 +69,94 @@ def push(
     spec = tracking_remote(ws, remote)
     report = PushReport(spec.name, dry_run=dry_run)
     with contextlib.nullcontext(conn) if conn is not None else connect(spec) as conn:
-        heads: dict[str, str | None] = conn.call("heads", detectors=detectors)["heads"]
-        plan: list[tuple[str, Repository, ObjectId | None, ObjectId, list[tuple[ObjectId, str, int]]]] = []
-        rejected: dict[str, str] = {}
+        plans: list[PushPlan] = []
         try:
-            for det in ws.detectors():
-                if not _in_scope(det, detectors):
-                    continue
-                repo = Repository.open(ws.detector_path(det))
-                local, theirs = repo.head(), heads.get(det)
-                if local is None or local == theirs:
-                    if local is not None:  # the remote has it: an earlier push whose answer was lost
-                        _track(repo.store, spec, local, "push")
-                    repo.close()
-                    continue
-                if theirs is not None and (
-                    not repo.store.has(ObjectId(theirs))
-                    or not is_ancestor(repo.store, ObjectId(theirs), local)
-                ):
-                    repo.close()
-                    rejected[det] = (
-                        f"{det}: the remote has commits you do not have; pull first (dcsync pull {spec.name})"
-                    )
-                    continue
-                old = ObjectId(theirs) if theirs else None
-                objects = list(objects_for(repo.store, local, [old] if old else [], {}))
-                plan.append((det, repo, old, local, objects))
-                report.planned[det] = (old, local)
+            plans, rejected = _plan(ws, spec, conn.heads(detectors).heads, detectors)
+            report.planned = {p.detector: (p.old, p.new) for p in plans}
             # Like git: a refused detector stops an atomic push (or one with nothing else to send);
             # otherwise the others go and the report names the refused ones.
-            if rejected and (atomic or not plan):
+            if rejected and (atomic or not plans):
                 raise NotFastForward("\n".join(rejected.values()), details={"refused": rejected})
             report.failed.update(rejected)
-            if dry_run or not plan:
-                report.objects = sum(len(p[4]) for p in plan)
-                report.bytes = sum(size for p in plan for _, _, size in p[4])
+            if dry_run or not plans:
+                report.objects = sum(len(p.objects) for p in plans)
+                report.bytes = sum(size for p in plans for _, _, size in p.objects)
                 return report
-            items = [[det, oid] for det, _, _, _, objects in plan for oid, _, _ in objects]
-            have = conn.call("have", items=items)["have"] if items else []
-            present = {(det, oid) for (det, oid), h in zip(map(tuple, items), have, strict=True) if h}
-            sizes = [n for det, _, _, _, objs in plan for oid, _, n in objs if (det, oid) not in present]
-            meter = Meter(sum(sizes), progress, "sending")
-            for det, repo, _, _, objects in plan:
-                todo = [oid for oid, _, _ in objects if (det, oid) not in present]
-                if todo:
-                    conn.upload("put_objects", ObjectSender(repo.store, meter).items(todo), detector=det)
-                report.objects += len(todo)
-            report.bytes = meter.total
-            updates = [{"detector": det, "old": old, "new": new} for det, _, old, new, _ in plan]
-            answer = conn.call("update_refs", updates=updates, atomic=atomic, message=message)
-            report.notes = [str(n) for n in answer.get("notes", [])]  # what the remote's hooks said
-            for result in answer["results"]:
-                det = result["detector"]
-                if result["ok"]:
-                    report.pushed.append(det)
+            report.objects, report.bytes = _send_objects(conn, plans, progress)
+            answer = conn.update_refs(
+                [RefUpdate(p.detector, p.old, p.new) for p in plans], atomic=atomic, message=message
+            )
+            report.notes = list(answer.notes)  # what the remote's hooks said
+            for result in answer.results:
+                if result.error is None:
+                    report.pushed.append(result.detector)
                 else:
-                    report.failed[det] = result["error"]["message"]
-            for det, repo, _, new, _ in plan:
-                if det in report.pushed:
-                    _track(repo.store, spec, new, "push")
+                    report.failed[result.detector] = result.error.message
+            for p in plans:
+                if p.detector in report.pushed:
+                    _track(p.repo.store, spec, p.new, "push")
         finally:
-            for _, repo, _, _, _ in plan:
-                repo.close()
+            for p in plans:
+                p.repo.close()
     return report
+
+
+class PushPlan(NamedTuple):
+    """One detector a push moves on the remote, from ``old`` (None: new there) to ``new``, and
+    the objects (id, kind, size) ``new`` needs beyond ``old``."""
+
+    detector: str
+    repo: Repository
+    old: ObjectId | None
+    new: ObjectId
+    objects: list[tuple[ObjectId, str, int]]
+
+
+def _plan(
+    ws: Workspace, spec: RemoteConfig, heads: Mapping[str, ObjectId | None], detectors: list[str] | None
+) -> tuple[list[PushPlan], dict[str, str]]:
+    """What to push (repositories left open) and, per detector, why a push of it is refused."""
+    plans: list[PushPlan] = []
+    rejected: dict[str, str] = {}
+    try:
+        for det in ws.detectors():
+            if not detector_selected(det, detectors):
+                continue
+            repo = Repository.open(ws.detector_path(det))
+            local, theirs = repo.head(), heads.get(det)
+            if local is None or local == theirs:
+                if local is not None:  # the remote has it: an earlier push whose answer was lost
+                    _track(repo.store, spec, local, "push")
+                repo.close()
+                continue
+            if theirs is not None and (
+                not repo.store.has(theirs) or not is_ancestor(repo.store, theirs, local)
+            ):
+                repo.close()
+                rejected[det] = (
+                    f"{det}: the remote has commits you do not have; pull first (dcsync pull {spec.name})"
+                )
+                continue
+            objects = list(objects_for(repo.store, local, [theirs] if theirs else [], {}))
+            plans.append(PushPlan(det, repo, theirs, local, objects))
+    except BaseException:
+        for p in plans:
+            p.repo.close()
+        raise
+    return plans, rejected
+
+
+def _send_objects(conn: Connection, plans: list[PushPlan], progress: Progress) -> tuple[int, int]:
+    """Upload what the remote lacks of each plan (it may hold some from a push cut short);
+    (objects, bytes) sent."""
+    pairs = [(p.detector, oid) for p in plans for oid, _, _ in p.objects]
+    present = {pair for pair, has in zip(pairs, conn.have(pairs), strict=True) if has}
+    sizes = {(p.detector, oid): size for p in plans for oid, _, size in p.objects}
+    meter = Meter(sum(size for pair, size in sizes.items() if pair not in present), progress, "sending")
+    objects = 0
+    for p in plans:
+        todo = [oid for oid, _, _ in p.objects if (p.detector, oid) not in present]
+        if todo:
+            conn.put_objects(p.detector, ObjectSender(p.repo.store, meter).items(todo))
+        objects += len(todo)
+    return objects, meter.total

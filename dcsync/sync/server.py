@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dcsync.errors import DcsyncError, ProtocolError, RemoteError, StorageFull
+from dcsync.model.fields import BadField
 from dcsync.model.identity import current_host
 from dcsync.model.limits import HELLO, ITEM, REQUEST
 from dcsync.rawio import FULL_ERRNOS, pread_into
@@ -66,7 +67,7 @@ from dcsync.sync.protocol import (
 )
 from dcsync.sync.quarantine import Quarantine, Sessions, incoming_dir
 from dcsync.sync.stores import DetectorStores, WorkspaceFiles
-from dcsync.sync.transfer import ObjectReceiver, ObjectSender
+from dcsync.sync.transfer import Chunk, ObjectReceiver, ObjectSender, ObjectStart, object_item
 from dcsync.sync.wholefile import FileRange, file_frames
 from dcsync.version import __version__
 from dcsync.workspace.acl import Identity, current_identity
@@ -323,7 +324,7 @@ class Server:
         # update_refs then finds it never arrived.
         with ObjectReceiver(quarantine.receive, peer=self._peer()) as receiver:
             for item in _uploaded(read, rid):
-                receiver.feed(item)
+                receiver.feed(_upload_item(item, self._peer()))
         return {"received": receiver.received}
 
     def do_update_refs(
@@ -339,6 +340,13 @@ class Server:
         for move in moves:
             self._forget(move.detector)
         return self.heads.update(moves, atomic=atomic, message=message)
+
+
+def _upload_item(value: Any, peer: str) -> ObjectStart | Chunk:
+    try:
+        return object_item(value)
+    except BadField as exc:
+        raise ProtocolError(f"{peer} sent a malformed put_objects item: {exc}") from None
 
 
 def _uploaded(read: Read, rid: int) -> Iterator[Any]:

@@ -14,12 +14,13 @@ shape for arrays: :class:`~dcsync.sync.quarantine.Header`), then its bytes in ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
 from dcsync.errors import ProtocolError
+from dcsync.model.fields import BadField, mapping, object_id
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.reach import transfer_header
 from dcsync.store.base import ObjectStore
@@ -33,7 +34,38 @@ Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): bytes for transfers."""
 
 Item = dict[str, Any]
-"""One stream item: an object's header ``{"h": ...}`` or a chunk of its bytes ``{"c": ...}``."""
+"""One stream item on the wire: an object's header ``{"h": ...}`` or a chunk of its bytes ``{"c": ...}``."""
+
+
+@dataclass(frozen=True)
+class ObjectStart:
+    """A stream item that begins an object: its header, checked (:class:`Header`)."""
+
+    header: Header
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A stream item carrying the next bytes of the object (or file) in flight."""
+
+    data: bytes
+
+
+def object_item(value: Any) -> ObjectStart | Chunk:
+    """One item of an object stream, as it came off the wire: ``{"h": header}`` or ``{"c": bytes}``,
+    nothing else; a field that breaks its rule is a :class:`~dcsync.model.fields.BadField`."""
+    w = mapping(value, "a stream item")
+    if len(w) == 1 and "c" in w:
+        if not isinstance(w["c"], bytes):
+            raise BadField(f"a chunk must be bytes, not {type(w['c']).__name__}")
+        return Chunk(w["c"])
+    if len(w) == 1 and "h" in w:
+        object_id(
+            mapping(w["h"], "a header").get("id"), "the id of a header"
+        )  # named; Header checks the rest
+        return ObjectStart(Header(w["h"]))
+    keys = sorted(str(k)[:20] for k in w)
+    raise BadField(f"a stream item must be a header 'h' or a chunk 'c', not one with {keys[:5]}")
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -117,14 +149,12 @@ class ObjectReceiver:
             self._current.abort()
             self._current = None
 
-    def feed(self, item: Any) -> None:
-        """One raw stream item, as it came off the wire."""
-        if isinstance(item, dict) and "h" in item:
-            self.start(Header(item["h"]))
-        elif isinstance(item, dict) and isinstance(item.get("c"), bytes):
-            self.write(item["c"])
+    def feed(self, item: ObjectStart | Chunk) -> None:
+        """One stream item, decoded by :func:`object_item`."""
+        if isinstance(item, ObjectStart):
+            self.start(item.header)
         else:
-            raise ProtocolError(f"{self.peer} sent a malformed object item (neither a header nor bytes)")
+            self.write(item.data)
 
     def start(self, header: Header) -> None:
         """The next object begins: the previous one must have ended."""
@@ -167,7 +197,7 @@ class ObjectSource(Protocol):
 
     peer: str
 
-    def stream(self, method: str, **args: Any) -> Iterator[Any]: ...
+    def get_objects(self, pairs: Sequence[tuple[str, ObjectId]]) -> Iterator[ObjectStart | Chunk]: ...
 
 
 def quarantine_of(ws: Workspace, det: str) -> Quarantine:
@@ -195,7 +225,7 @@ def receive_objects(
 
     meter = Meter(sum(size for _, _, size in items), progress)
     with ObjectReceiver(start, peer=conn.peer, meter=meter) as receiver:
-        for item in conn.stream("get_objects", items=[[det, oid] for det, oid, _ in items]):
+        for item in conn.get_objects([(det, oid) for det, oid, _ in items]):
             receiver.feed(item)
         receiver.end()
     if receiver.received != len(items):

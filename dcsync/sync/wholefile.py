@@ -224,7 +224,7 @@ Progress = Callable[[str, int, int], None]
 
 
 def fetch_files(
-    stream: Callable[..., Iterator[Any]],
+    get_files: Callable[[list[list[Any]]], Iterator[dict[str, Any]]],
     incoming: Path,
     dets: list[str],
     place: Callable[[str], Path],
@@ -232,8 +232,8 @@ def fetch_files(
     url: str,
     progress: Progress,
 ) -> tuple[dict[str, ObjectId], int, dict[str, str]]:
-    """Fetch ``dets`` (detectors this workspace lacks) as whole files through ``stream``
-    (:meth:`Connection.stream`); ``place(det)`` is where each goes. Returns the HEAD of each
+    """Fetch ``dets`` (detectors this workspace lacks) as whole files through ``get_files``
+    (:meth:`Connection.get_files`); ``place(det)`` is where each goes. Returns the HEAD of each
     detector adopted, the bytes received, and why each refused copy was refused; the detectors
     not adopted must go object by object."""
     max_payload()  # a DCSYNC_MAX_PAYLOAD that is no number is the caller's mistake: say so up front
@@ -246,7 +246,7 @@ def fetch_files(
     # Adopting (verify, refs, fsync) runs beside the receiving loop, which mostly waits on the peer.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcsync-adopt") as adopter:
         try:
-            for item in stream("get_files", items=items):
+            for item in get_files(items):
                 if not isinstance(item, dict):
                     raise ProtocolError("malformed whole-file frame")
                 if "c" in item and part is not None and isinstance(item["c"], bytes):

@@ -45,8 +45,10 @@ from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.cli.output import short
 from dcsync.errors import AccessDenied
+from dcsync.model.hashing import ObjectId
 from dcsync.model.identity import current_host, current_user
 from dcsync.sync.client import Connection
+from dcsync.sync.replies import RefResult, RefUpdate
 from dcsync.transport.connect import open_channel
 from dcsync.transport.paramiko import ParamikoChannel
 from dcsync.transport.url import parse_remote_url
@@ -516,7 +518,7 @@ def test_read_only_forced_commands_refuse_pushes(world: World, tmp_path: Path) -
         world.url("member-xpp1-ro", world.areas["xpp1"]), remote_dcsync=f"{PYTHON} -m dcsync"
     )
     with Connection(plain) as conn:
-        assert conn.server["read_only"] is True
+        assert conn.server.read_only is True
 
 
 # -- hooks on the real path -------------------------------------------------------------------------------
@@ -658,17 +660,16 @@ def test_a_reader_or_outsider_cannot_touch_refs(
         head, records = str(repo.head()), len(repo.log())
     before, incoming = _digest(root), _incoming(root)
     with Connection(open_channel(world.url(key, root), remote_dcsync=world.serve)) as conn:
-        assert conn.server["read_only"] is False
+        assert conn.server.read_only is False
         for atomic in (False, True, False):
             with pytest.raises(AccessDenied, match=f"user {user} may not add on {det}"):
-                conn.call(
-                    "update_refs",
-                    updates=[{"detector": det, "old": head, "new": head}],
+                conn.update_refs(
+                    [RefUpdate(det, ObjectId(head), ObjectId(head))],
                     atomic=atomic,
                     message="pushed by mallory@evilhost",
                 )
         with pytest.raises(AccessDenied, match=f"user {user} may not add on epix100a-77"):
-            conn.call("update_refs", updates=[{"detector": "epix100a-77", "old": None, "new": head}])
+            conn.update_refs([RefUpdate("epix100a-77", None, ObjectId(head))])
     with Workspace(root).repository(det) as repo:
         assert len(repo.log()) == records and str(repo.head()) == head
     assert _digest(root) == before
@@ -697,8 +698,8 @@ def test_the_log_names_the_login_and_labels_the_clients_claim(
     # the member's own no-op: answered, and nothing written
     before, incoming = _digest(root), _incoming(root)
     with Connection(open_channel(world.url("member", root), remote_dcsync=world.serve)) as conn:
-        answer = conn.call("update_refs", updates=[{"detector": DET, "old": head, "new": head}], message="x")
-    assert answer["results"] == [{"detector": DET, "ok": True}]
+        answer = conn.update_refs([RefUpdate(DET, ObjectId(head), ObjectId(head))], message="x")
+    assert answer.results == (RefResult(DET),)
     with Workspace(root).repository(DET) as repo:
         assert len(repo.log()) == records
     assert _digest(root) == before and _incoming(root) == incoming

@@ -47,6 +47,7 @@ from dcsync.store.hdf5file import META
 from dcsync.store.memory import MemoryStore
 from dcsync.store.refs import HEAD, LogRecord
 from dcsync.sync.client import Connection
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.server import Server
 from dcsync.transport.local import InProcessChannel
 from dcsync.workspace import config
@@ -205,8 +206,8 @@ def remote(server: SSHServer, ws: Workspace) -> config.RemoteConfig:
 def push_raw(conn: Connection, b: Base, ws: Workspace, new: ObjectId) -> Any:
     """What a hostile client sends: the objects the server lacks, then the ref move (atomic, so a
     refusal comes back as the error itself)."""
-    conn.upload("put_objects", items_of(b.store, b.new_objects(ws)), detector=DET)
-    return conn.call("update_refs", updates=[{"detector": DET, "old": b.head, "new": new}], atomic=True)
+    conn.put_objects(DET, items_of(b.store, b.new_objects(ws)))
+    return conn.update_refs([RefUpdate(DET, b.head, new)], atomic=True)
 
 
 def in_process(ws: Workspace, who: Identity) -> Connection:

@@ -27,6 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dcsync.cli.main import app
+from dcsync.sync.replies import RefResult, RefsUpdated, RefUpdate
 
 # The ACL tests' served workspaces and identities (tests/workspace/test_acl.py) are the ones attacked here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workspace"))
@@ -99,15 +100,12 @@ def test_a_reader_cannot_touch_refs_with_a_no_op_update(
     with _connect(central.root, MALLORY) as conn:
         for _ in range(3):
             with pytest.raises(AccessDenied, match=f"user mallory may not add on {DET}"):
-                conn.call(
-                    "update_refs",
-                    updates=[{"detector": DET, "old": head, "new": head}],
-                    atomic=atomic,
-                    message="pushed by mallory@evilhost",
+                conn.update_refs(
+                    [RefUpdate(DET, head, head)], atomic=atomic, message="pushed by mallory@evilhost"
                 )
         # a detector that does not exist yet: no quarantine directory, no file
         with pytest.raises(AccessDenied, match=f"user mallory may not add on {BOB_DET}"):
-            conn.call("update_refs", updates=[{"detector": BOB_DET, "old": None, "new": head}], atomic=atomic)
+            conn.update_refs([RefUpdate(BOB_DET, None, head)], atomic=atomic)
     assert len(_log(central)) == records
     assert _files(central.root) == before
     assert not (central.root / ".dcsync" / "incoming").exists()
@@ -124,19 +122,13 @@ def test_an_update_naming_a_refused_detector_moves_none(central: Workspace, tmp_
         _connect(central.root, MALLORY) as conn,
         pytest.raises(AccessDenied, match=f"mallory may not add on {BOB_DET}"),
     ):
-        conn.call(
-            "update_refs",
-            updates=[
-                {"detector": DET, "old": head, "new": head},
-                {"detector": BOB_DET, "old": None, "new": head},
-            ],
-        )
+        conn.update_refs([RefUpdate(DET, head, head), RefUpdate(BOB_DET, None, head)])
     assert _files(central.root) == before and not (tmp_path / "hooks-ran").exists()
 
 
 def test_a_malformed_update_list_is_a_protocol_error(central: Workspace) -> None:
     with _connect(central.root, CAROL) as conn, pytest.raises(ProtocolError, match="each update is a map"):
-        conn.call("update_refs", updates=["epix100a-1"])
+        conn._request("update_refs", {"updates": ["epix100a-1"]})  # what no typed method sends
 
 
 def test_a_writers_no_op_update_writes_nothing_takes_no_lock_runs_no_hook(
@@ -146,24 +138,20 @@ def test_a_writers_no_op_update_writes_nothing_takes_no_lock_runs_no_hook(
     path = central.detector_path(DET)
     with FileLock(path).held(timeout=5), _connect(central.root, CAROL) as conn:  # another writer's
         started = time.monotonic()
-        answer = conn.call("update_refs", updates=[{"detector": DET, "old": head, "new": head}])
-        assert answer == {"results": [{"detector": DET, "ok": True}], "notes": []}
-        answer = conn.call("update_refs", updates=[{"detector": DET, "old": head, "new": head}], atomic=True)
-        assert answer["results"] == [{"detector": DET, "ok": True}]
+        answer = conn.update_refs([RefUpdate(DET, head, head)])
+        assert answer == RefsUpdated((RefResult(DET),), ())
+        answer = conn.update_refs([RefUpdate(DET, head, head)], atomic=True)
+        assert answer.results == (RefResult(DET),)
         assert time.monotonic() - started < 5  # it never waited for the lock
         # a no-op that names a HEAD the server does not have is a conflict, still without the lock
         stale = "0" * 32
-        (result,) = conn.call("update_refs", updates=[{"detector": DET, "old": stale, "new": stale}])[
-            "results"
-        ]
-        assert not result["ok"] and result["error"]["code"] == RefConflict.wire_code
+        (result,) = conn.update_refs([RefUpdate(DET, stale, stale)]).results
+        assert isinstance(result.error, RefConflict)
         with pytest.raises(RefConflict):
-            conn.call("update_refs", updates=[{"detector": DET, "old": stale, "new": stale}], atomic=True)
+            conn.update_refs([RefUpdate(DET, stale, stale)], atomic=True)
         # one for a detector that does not exist: answered for that detector, nothing created
-        (result,) = conn.call("update_refs", updates=[{"detector": BOB_DET, "old": head, "new": head}])[
-            "results"
-        ]
-        assert not result["ok"] and result["error"]["code"] == DetectorNotFound.wire_code
+        (result,) = conn.update_refs([RefUpdate(BOB_DET, head, head)]).results
+        assert isinstance(result.error, DetectorNotFound)
     assert len(_log(central)) == records
     assert _files(central.root) == before
     assert not (tmp_path / "hooks-ran").exists()

@@ -40,6 +40,7 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.hdf5file import META
 from dcsync.store.refs import HEAD
 from dcsync.sync.client import Connection
+from dcsync.sync.replies import RefResult, RefUpdate
 from dcsync.workspace import config
 from dcsync.workspace.verify import verify_path
 from dcsync.workspace.workspace import Workspace, open_repository
@@ -110,12 +111,11 @@ def assert_intact(path: Path, head: ObjectId, *, pedestals_at_jul: np.ndarray = 
         assert np.array_equal(repo.get("pedestals", "2026-07-01T00:00:00Z").value, pedestals_at_jul)
 
 
-def push(conn: Connection, case: Case) -> dict[str, object]:
+def push(conn: Connection, case: Case) -> RefResult:
     """What a hostile pusher does: upload the case's new objects and move the served HEAD."""
-    conn.upload("put_objects", items_of(case.store, case.new), detector=DET)
-    update = {"detector": DET, "old": case.base_head, "new": case.head}
-    (result,) = conn.call("update_refs", updates=[update])["results"]
-    return result  # type: ignore[no-any-return]
+    conn.put_objects(DET, items_of(case.store, case.new))
+    (result,) = conn.update_refs([RefUpdate(DET, case.base_head, case.head)]).results
+    return result
 
 
 def served_copy(base: Path, to: Path) -> Path:
@@ -132,12 +132,11 @@ def test_a_pushed_tree_that_breaks_a_rule_is_refused_and_the_file_is_untouched(
     before = digest(path)
     with connect(sshd, tmp_path / "served") as conn:
         result = push(conn, case)
-        assert result["ok"] is False, result
-        error = result["error"]
-        assert isinstance(error, dict) and error["code"] == ProtocolError.wire_code, error
-        assert_names_the_field(error["message"], name)
-        assert "the client " in error["message"]  # the peer is named
-        assert conn.call("heads")["heads"] == {DET: case.base_head}  # the session goes on
+        error = result.error
+        assert isinstance(error, ProtocolError), result
+        assert_names_the_field(error.message, name)
+        assert "the client " in error.message  # the peer is named
+        assert conn.heads().heads == {DET: case.base_head}  # the session goes on
     assert digest(path) == before
     assert_intact(path, case.base_head)
 
@@ -158,8 +157,8 @@ def test_a_pixel_only_writer_cannot_slip_a_range_key_past_the_acl(
     name = "range key /.dcsync"
     with connect(sshd, tmp_path / "served") as conn:
         result = push(conn, cases[name])
-    assert result["ok"] is False and result["error"]["code"] == ProtocolError.wire_code, result  # type: ignore[index]
-    assert_names_the_field(result["error"]["message"], name)  # type: ignore[index]
+    assert isinstance(result.error, ProtocolError), result
+    assert_names_the_field(result.error.message, name)
     assert digest(path) == before
     assert_intact(path, cases[name].base_head)
 

@@ -333,12 +333,15 @@ def test_object_headers_with_sizes_beyond_int64_are_refused(served: Path, header
 )
 def test_a_negotiate_answer_is_checked_before_its_sizes_are_used(answer: Any) -> None:
     from dcsync.errors import ProtocolError
-    from dcsync.sync.protocol import offered_objects
+    from dcsync.sync.replies import checked, offered_objects
 
-    with pytest.raises(ProtocolError, match=r"size|malformed"):
-        offered_objects(answer, peer="the server")
-    good = offered_objects({"objects": {DET: [["0" * 32, "array", 12]]}}, peer="the server")
-    assert good == {DET: [("0" * 32, "array", 12)]}
+    def decode(reply: Any) -> Any:
+        return checked("negotiate", "the server", lambda r: offered_objects(r, {DET}), reply)
+
+    with pytest.raises(ProtocolError, match=r"the server sent a malformed negotiate reply: .*objects"):
+        decode(answer)
+    good = decode({"objects": {DET: [["0" * 32, "array", 12]]}})
+    assert good == {DET: (("0" * 32, "array", 12),)}
 
 
 # -- item 13b: tree sizes ------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from dcsync.sync.protocol import (
     write_frame,
 )
 from dcsync.sync.quarantine import MAX_BODY
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.server import SPECS, Server
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace.verify import verify_path
@@ -423,10 +424,10 @@ def test_a_login_banner_through_a_real_session(served: Path) -> None:
 
 def test_hello_reports_ranges_hash_capabilities_and_location(connection: Connection) -> None:
     hello = connection.server
-    assert hello["protocol"] == PROTOCOL_VERSION and hello["min_protocol"] <= PROTOCOL_VERSION
-    assert hello["hash"] == ALGORITHM
-    assert set(hello["capabilities"]) == set(CAPABILITIES)
-    assert hello["kind"] == "repository" and hello["read_only"] is False
+    assert hello.protocol == PROTOCOL_VERSION and hello.min_protocol <= PROTOCOL_VERSION
+    assert hello.hash == ALGORITHM
+    assert set(hello.capabilities) == set(CAPABILITIES)
+    assert hello.kind == "repository" and hello.read_only is False
 
 
 def _range(lo: int, hi: int) -> dict[str, Any]:
@@ -550,20 +551,20 @@ def test_unknown_code_from_a_server_is_a_remote_error() -> None:
 
 
 def test_missing_detector_is_detector_not_found(connection: Connection) -> None:
-    head = connection.call("heads")["heads"][DET]
+    head = connection.heads().heads[DET]
     with pytest.raises(DetectorNotFound, match="epix-2"):
-        connection.call("negotiate", wants=[{"detector": "epix-2", "want": head}])
+        connection.negotiate([{"detector": "epix-2", "want": head}])
     with pytest.raises(DetectorNotFound, match="epix-2"):
-        list(connection.stream("get_objects", items=[["epix-2", head]]))
+        list(connection.get_objects([("epix-2", head)]))
     # heads is the exception: it lists what exists, so a push can create a new detector
-    assert connection.call("heads", detectors=["epix-2"])["heads"] == {}
-    assert connection.call("heads", detectors=[DET])["heads"] == {DET: head}
+    assert connection.heads(["epix-2"]).heads == {}
+    assert connection.heads([DET]).heads == {DET: head}
 
 
 def test_missing_object_is_object_not_found(connection: Connection) -> None:
     with pytest.raises(ObjectNotFound):
-        list(connection.stream("get_objects", items=[[DET, "0" * 32]]))
-    assert connection.call("have", items=[[DET, "0" * 32]]) == {"have": [False]}  # still in step
+        list(connection.get_objects([(DET, "0" * 32)]))
+    assert connection.have([(DET, ObjectId("0" * 32))]) == (False,)  # still in step
 
 
 def test_read_only_server_refuses_writes(served: Path, tmp_path: Path) -> None:
@@ -571,11 +572,11 @@ def test_read_only_server_refuses_writes(served: Path, tmp_path: Path) -> None:
     server = Server(served, read_only=True)
     channel = InProcessChannel(server.serve)
     with Connection(channel) as conn:
-        assert conn.server["read_only"] is True
+        assert conn.server.read_only is True
         with pytest.raises(AccessDenied, match="read-only"):
-            conn.call("update_refs", updates=[{"detector": DET, "old": old, "new": new}])
+            conn.update_refs([RefUpdate(DET, old, new)])
         with pytest.raises(AccessDenied, match="read-only"):
-            conn.upload("put_objects", object_items(path, new, [old]), detector=DET)
+            conn.put_objects(DET, object_items(path, new, [old]))
     server.close()
     assert channel.stderr_text() == ""
     assert head_of(served) == old
@@ -675,22 +676,18 @@ def test_get_files_skips_what_cannot_be_sent_whole(session: Callable[..., RawSes
     ],
 )
 def test_negotiate_filters(connection: Connection, flt: dict[str, Any], kinds: set[str]) -> None:
-    head = connection.call("heads")["heads"][DET]
-    offered = connection.call("negotiate", wants=[{"detector": DET, "want": head, "filter": flt}])
-    assert {kind for _, kind, _ in offered["objects"][DET]} == kinds
+    head = connection.heads().heads[DET]
+    offered = connection.negotiate([{"detector": DET, "want": head, "filter": flt}])
+    assert {offer.kind for offer in offered[DET]} == kinds
 
 
 def test_negotiate_without_history_offers_one_commit(connection: Connection) -> None:
-    head = connection.call("heads")["heads"][DET]
-    full = connection.call("negotiate", wants=[{"detector": DET, "want": head}])["objects"][DET]
-    snap = connection.call(
-        "negotiate", wants=[{"detector": DET, "want": head, "filter": {"history": False}}]
-    )["objects"][DET]
+    head = connection.heads().heads[DET]
+    full = connection.negotiate([{"detector": DET, "want": head}])[DET]
+    snap = connection.negotiate([{"detector": DET, "want": head, "filter": {"history": False}}])[DET]
     assert [k for _, k, _ in full].count("commit") == 2
     assert [(o, k) for o, k, _ in snap if k == "commit"] == [(head, "commit")]
-    assert connection.call("negotiate", wants=[{"detector": DET, "want": head, "have": [head]}]) == {
-        "objects": {DET: []}
-    }
+    assert connection.negotiate([{"detector": DET, "want": head, "have": [head]}]) == {DET: ()}
 
 
 def test_push_by_hand_resumes_and_moves_head(

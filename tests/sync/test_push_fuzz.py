@@ -46,11 +46,11 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 
 from dcsync.errors import DcsyncError, NoValidConstant, ProtocolError
 from dcsync.model import wire
-from dcsync.model.hashing import canonical_array, dtype_string, hash_array, hash_bytes, hash_text
+from dcsync.model.hashing import ObjectId, canonical_array, dtype_string, hash_array, hash_bytes, hash_text
 from dcsync.model.names import range_key
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection
-from dcsync.sync.protocol import error_from_wire
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.server import Server
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
@@ -577,14 +577,11 @@ def push(channel: Channel, old: str, commit: str, items: list[dict[str, Any]]) -
     """Upload and move HEAD; the server's refusal as the error it is, or None when it took it."""
     try:
         with Connection(channel) as conn:
-            conn.upload("put_objects", items, detector=DET)
-            answer = conn.call(
-                "update_refs", updates=[{"detector": DET, "old": old, "new": commit}], message="f"
-            )
+            conn.put_objects(DET, items)
+            answer = conn.update_refs([RefUpdate(DET, ObjectId(old), ObjectId(commit))], message="f")
     except DcsyncError as exc:
         return exc
-    result = answer["results"][0]
-    return None if result["ok"] else error_from_wire(result["error"], peer="the server")
+    return answer.results[0].error
 
 
 def answers(path: Path, at: list[int]) -> dict[Any, Any]:

@@ -678,7 +678,7 @@ def test_requests_naming_paths_outside_the_served_root_are_refused(
         return in_process(root) if kind == "inprocess" else connect(root)
 
     with open_conn() as conn:
-        assert conn.call("heads", detectors=["../*", "/*", "*/../*"])["heads"] == {}
+        assert conn.heads(["../*", "/*", "*/../*"]).heads == {}
         for name in OUTSIDE:
             for method, args in [
                 ("negotiate", {"wants": [{"detector": name, "want": NO_OBJECT, "have": []}]}),
@@ -688,13 +688,11 @@ def test_requests_naming_paths_outside_the_served_root_are_refused(
                 ("update_refs", {"updates": [{"detector": name, "new": NO_OBJECT}], "atomic": True}),
             ]:
                 with pytest.raises(InvalidName, match="invalid detector name"):
-                    conn.call(method, **args)
-        assert conn.call("heads")["heads"] == {DET: medium.old}  # the session is still usable
+                    conn._request(method, args)  # requests no typed method would send
+        assert conn.heads().heads == {DET: medium.old}  # the session is still usable
     for name in OUTSIDE[:2]:
         with open_conn() as conn, pytest.raises(InvalidName, match="invalid detector name"):
-            conn.upload(
-                "put_objects", [{"h": {"id": NO_OBJECT, "k": "text", "n": 1}}, {"c": b"x"}], detector=name
-            )
+            conn.put_objects(name, [{"h": {"id": NO_OBJECT, "k": "text", "n": 1}}, {"c": b"x"}])
     after = sorted(tmp_path.rglob("*"))
     assert after == before
     with pytest.raises(DcsyncError):

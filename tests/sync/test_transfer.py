@@ -27,7 +27,7 @@ from dcsync.sync.protocol import chunk_size, write_frame
 from dcsync.sync.quarantine import Quarantine, incoming_dir
 from dcsync.sync.server import Server
 from dcsync.sync.stores import MemoryStores
-from dcsync.sync.transfer import Meter, ObjectReceiver, ObjectSender
+from dcsync.sync.transfer import Meter, ObjectReceiver, ObjectSender, object_item
 from dcsync.transport.local import InProcessChannel
 from dcsync.workspace.config import RemoteConfig
 from dcsync.workspace.workspace import Workspace
@@ -69,7 +69,7 @@ def test_what_the_sender_sends_the_receiver_keeps(central: Workspace, tmp_path: 
     quarantine = Quarantine(tmp_path / "q")
     with ObjectReceiver(quarantine.receive, peer="test", meter=got) as receiver:
         for item in items:
-            receiver.feed(item)
+            receiver.feed(object_item(item))
         receiver.end()
     assert receiver.received == len(oids) and set(quarantine.ids()) == set(oids)
     assert sent.done == got.done == sum(map(len, chunks))
@@ -102,7 +102,7 @@ def test_a_new_object_before_the_last_ended_is_refused_and_leaves_nothing(
         ObjectReceiver(quarantine.receive, peer="test") as receiver,
     ):
         for item in items:
-            receiver.feed(item)
+            receiver.feed(object_item(item))
     assert list((tmp_path / "q").iterdir()) == []  # the half object's part file went too
 
 

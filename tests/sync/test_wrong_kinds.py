@@ -21,7 +21,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +36,7 @@ from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.hdf5file import META
 from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
+from dcsync.sync.replies import RefsUpdated, RefUpdate
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
 from dcsync.workspace import config
 from dcsync.workspace.verify import verify_path
@@ -111,14 +111,14 @@ def assert_untouched(root: Path, t: Template, case: Case, *, remote: str | None 
 # -- pushed to a real server ---------------------------------------------------------------------------
 
 
-def push(conn: Connection, case: Case, *, new_detector: bool = False, atomic: bool = False) -> Any:
+def push(conn: Connection, case: Case, *, new_detector: bool = False, atomic: bool = False) -> RefsUpdated:
     """Upload what the case needs and ask to move the head: onto the served HEAD, or as a new
     detector (then every object goes, the base's too)."""
     det = NEW_DET if new_detector else DET
     oids = tuple(case.store.object_ids()) if new_detector else case.new
-    conn.upload("put_objects", items_of(case.store, oids), detector=det)
+    conn.put_objects(det, items_of(case.store, oids))
     old = None if new_detector else case.base_head
-    return conn.call("update_refs", updates=[{"detector": det, "old": old, "new": case.head}], atomic=atomic)
+    return conn.update_refs([RefUpdate(det, old, case.head)], atomic=atomic)
 
 
 MODES = ["update", "atomic update", "new detector"]
@@ -138,12 +138,12 @@ def test_a_wrong_kind_pushed_in_process_is_refused_and_stores_nothing(
                 push(conn, case, atomic=True)
             assert_refused(caught.value, case)
             with pytest.raises(ConnectionLost):  # a protocol error ends the session, cleanly
-                conn.call("heads")
+                conn.heads()
         else:
-            (result,) = push(conn, case, new_detector=mode == "new detector")["results"]
-            assert result["ok"] is False and result["error"]["code"] == ProtocolError.wire_code
-            assert_refused(result["error"]["message"], case)
-            assert conn.call("heads")["heads"] == {DET: template.head}  # the session goes on
+            (result,) = push(conn, case, new_detector=mode == "new detector").results
+            assert isinstance(result.error, ProtocolError)
+            assert_refused(result.error.message, case)
+            assert conn.heads().heads == {DET: template.head}  # the session goes on
     assert channel.finished and channel.stderr_text() == ""
     assert_untouched(root, template, case)
 
@@ -159,10 +159,10 @@ def test_every_wrong_kind_pushed_over_pipes_in_one_session(
     )
     with Connection(channel) as conn:
         for case in template.cases:
-            (result,) = push(conn, case, new_detector=new_detector)["results"]
-            assert result["ok"] is False and result["error"]["code"] == ProtocolError.wire_code, case.name
-            assert_refused(result["error"]["message"], case)
-        assert conn.call("heads")["heads"] == {DET: template.head}
+            (result,) = push(conn, case, new_detector=new_detector).results
+            assert isinstance(result.error, ProtocolError), case.name
+            assert_refused(result.error.message, case)
+        assert conn.heads().heads == {DET: template.head}
     assert channel.returncode == 0
     assert "Traceback" not in channel.stderr_text()
     for case in template.cases:
@@ -184,9 +184,9 @@ def test_a_tree_met_twice_cannot_pass_as_two_kinds(template: Template, tmp_path:
     twice_case = replace(case, head=head, new=(*case.new, twice, head))
     served = copy(template.served, tmp_path / "served")
     with Connection(InProcessChannel(serve_function(served))) as conn:
-        (result,) = push(conn, twice_case)["results"]
-    assert result["error"]["code"] == ProtocolError.wire_code
-    assert_refused(result["error"]["message"], twice_case)
+        (result,) = push(conn, twice_case).results
+    assert isinstance(result.error, ProtocolError)
+    assert_refused(result.error.message, twice_case)
     assert_untouched(served, template, twice_case)
 
 
@@ -202,7 +202,7 @@ def test_asking_for_a_tree_as_a_commit_is_a_protocol_error(
     channel = InProcessChannel(serve_function(copy(template.served, tmp_path / "served")))
     with Connection(channel) as conn:
         with pytest.raises(ProtocolError) as caught:
-            conn.call("negotiate", wants=[want])
+            conn.negotiate([want])
         assert_refused(caught.value, case)
     assert channel.finished and channel.stderr_text() == ""
 

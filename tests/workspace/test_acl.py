@@ -24,9 +24,11 @@ from typer.testing import CliRunner
 from dcsync import sync
 from dcsync.cli.main import app
 from dcsync.errors import AccessDenied, HookRejected, InputError
+from dcsync.model.hashing import ObjectId
 from dcsync.repo.guard import DEFAULT_GUARD
 from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.server import Server
 from dcsync.sync.serving import resolve_root
 from dcsync.transport.local import InProcessChannel, SubprocessChannel
@@ -228,17 +230,17 @@ def test_an_outsider_cannot_read_a_local_workspace(tmp_path: Path) -> None:
     laptop = Workspace.init(tmp_path / "laptop", "local")
     head = _seed(laptop)
     with _connect(laptop.root, BOB) as conn:
-        assert conn.call("heads", detectors=None)["heads"] == {}  # not even its names
+        assert conn.heads(None).heads == {}  # not even its names
         with pytest.raises(AccessDenied, match="bob may not read"):
-            conn.call("negotiate", wants=[{"detector": DET, "want": head, "have": []}])
+            conn.negotiate([{"detector": DET, "want": head, "have": []}])
     with _connect(laptop.root, BOB) as conn, pytest.raises(AccessDenied, match="bob may not read"):
-        list(conn.stream("get_objects", items=[[DET, head]]))
+        list(conn.get_objects([(DET, head)]))
     with _connect(laptop.root, BOB) as conn:
         cloned, _ = sync.clone(str(laptop.root), tmp_path / "stolen", conn=conn)
     assert cloned.detectors() == []
     owner = Identity(current_identity().user)
     with _connect(laptop.root, owner) as conn:
-        assert conn.call("heads", detectors=None)["heads"] == {DET: head}
+        assert conn.heads(None).heads == {DET: head}
 
 
 def test_a_member_pushes_to_the_experiment_a_non_member_cannot(experiment: Workspace, tmp_path: Path) -> None:
@@ -264,7 +266,7 @@ def test_the_client_cannot_claim_another_identity(experiment: Workspace, tmp_pat
     """hello carries the client's user name (root here); the server ignores it for decisions."""
     laptop = _clone_and_commit(experiment.root, tmp_path / "laptop", ALICE, 3.0)
     with _connect(experiment.root, MALLORY) as conn:
-        assert conn.server["kind"] == "experiment"
+        assert conn.server.kind == "experiment"
         with pytest.raises(AccessDenied, match="mallory"):
             sync.push(laptop, "origin", conn=conn)
 
@@ -321,11 +323,11 @@ def test_a_read_only_server_refuses_every_write(experiment: Workspace, tmp_path:
     owner = Identity(current_identity().user)
     for who in (ALICE, owner):
         with _connect(experiment.root, who, read_only=True) as conn:
-            assert conn.server["read_only"] is True
+            assert conn.server.read_only is True
             with pytest.raises(AccessDenied, match="read-only"):
                 sync.push(laptop, "origin", conn=conn)
         with _connect(experiment.root, who, read_only=True) as conn, pytest.raises(AccessDenied):
-            conn.call("update_refs", updates=[{"detector": DET, "old": None, "new": "0" * 32}])
+            conn.update_refs([RefUpdate(DET, None, ObjectId("0" * 32))])
     assert _files(experiment.root) == before
     with _connect(experiment.root, ALICE, read_only=True) as conn:  # reading still works
         sync.pull(laptop, "origin", conn=conn)
@@ -437,12 +439,12 @@ def test_forced_command_process(areas: tuple[Path, Path], monkeypatch: pytest.Mo
     one, two = areas
     _seed(Workspace(one))
     with _forced(monkeypatch, f"dcsync serve --stdio --root {one}")(one) as conn:
-        assert conn.server["read_only"] is False
-        assert list(conn.call("heads", detectors=None)["heads"]) == [DET]
+        assert conn.server.read_only is False
+        assert list(conn.heads(None).heads) == [DET]
     with _forced(monkeypatch, f"dcsync serve --stdio --root {one} --read-only")(one) as conn:
-        assert conn.server["read_only"] is True  # a client may ask for less
+        assert conn.server.read_only is True  # a client may ask for less
     with _forced(monkeypatch, f"dcsync serve --stdio --root {one}", "--read-only")(one) as conn:
-        assert conn.server["read_only"] is True  # and cannot ask for more
+        assert conn.server.read_only is True  # and cannot ask for more
     for original in (f"dcsync serve --stdio --root {two}", "cat /etc/passwd", None):
         with pytest.raises(AccessDenied):
             _forced(monkeypatch, original)(one)
