@@ -1,0 +1,5 @@
+"""psana's file formats: text arrays, geometry files, and the one place a user's file becomes a
+constant (:mod:`~dcsync.legacy.inputs`).
+
+Layer 2 of docs/architecture.md, beside store and transport (which it does not import).
+"""
