@@ -14,7 +14,7 @@ from dcsync.model.times import TimeLike, time_arg
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.pulling import PullReport, pull
 from dcsync.sync.quarantine import incoming_dir
-from dcsync.sync.transfer import Progress, _no_progress
+from dcsync.sync.transfer import Progress, no_progress
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import KINDS, current_identity
 from dcsync.workspace.config import (
@@ -40,7 +40,7 @@ def clone(
     kind: str | None = None,
     remote_dcsync: str | None = None,
     ssh_command: str | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     conn: Connection | None = None,
     payloads: bool = True,
     since_ns: int | None = None,
