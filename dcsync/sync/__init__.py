@@ -9,8 +9,10 @@ The commands a script calls are importable from here (``from dcsync import sync`
   :mod:`~dcsync.sync.promote`: the client's commands;
 - :mod:`~dcsync.sync.client` (typed calls over a channel) and :mod:`~dcsync.sync.server` (the
   other end), speaking :mod:`~dcsync.sync.protocol`; the server's method table is
-  :mod:`~dcsync.sync.methods`, its ref updates :mod:`~dcsync.sync.heads`, its detectors' stores
-  :mod:`~dcsync.sync.stores`, and ``dcsync serve --stdio`` :mod:`~dcsync.sync.serving`;
+  :mod:`~dcsync.sync.methods`, its ref updates :mod:`~dcsync.sync.heads`, and ``dcsync serve
+  --stdio`` :mod:`~dcsync.sync.serving`;
+- :mod:`~dcsync.sync.stores`: both ends' seam to the store layer (only it and whole files open
+  HDF5 files; the client's repositories open with their workspace's guard);
 - :mod:`~dcsync.sync.transfer`, :mod:`~dcsync.sync.quarantine`, :mod:`~dcsync.sync.wholefile`:
   objects and whole files in flight, written once for both ends.
 """

@@ -14,7 +14,7 @@ from dcsync.model.times import TimeLike, time_arg
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.pulling import PullReport, pull
 from dcsync.sync.quarantine import incoming_dir
-from dcsync.sync.transfer import Progress, _no_progress
+from dcsync.sync.transfer import Progress, no_progress
 from dcsync.workspace import acl as acl_module
 from dcsync.workspace.acl import KINDS, current_identity
 from dcsync.workspace.config import (
@@ -40,7 +40,7 @@ def clone(
     kind: str | None = None,
     remote_dcsync: str | None = None,
     ssh_command: str | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     conn: Connection | None = None,
     payloads: bool = True,
     since_ns: int | None = None,
@@ -75,22 +75,13 @@ def clone(
         since_t,
         payloads,
     )
-    ws = unfinished_clone(target)
-    if ws is None:
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise UsageError(f"{target} exists and is not an empty directory")
-        origin = given
-    else:
-        origin = _resumed_origin(remotes(ws).get("origin"), given)
+    ws, origin = _clone_to_resume(target, given)
     own = conn is None
     conn = conn or connect(origin)  # most failures (host, key, user, no dcsync, path) happen here
     created, made = ws is None, _directory_to_make(target)
     try:
-        if ws is None:  # the marker first: a clone killed at any point after this resumes
-            (target / CONFIG_DIR).mkdir(parents=True)
-            (target / CONFIG_DIR / CLONE_MARKER).touch()
-            ws = Workspace.init(target, kind=kind or "local")
-            add_remote(ws, origin)
+        if ws is None:
+            ws = _new_clone(target, origin, kind)
         else:
             _save_origin(ws, origin, kind)
         report = pull(ws, "origin", progress=progress, conn=conn, must_match=must_match)
@@ -103,6 +94,28 @@ def clone(
             conn.close()
     (ws.root / CONFIG_DIR / CLONE_MARKER).unlink(missing_ok=True)
     return ws, report
+
+
+def _clone_to_resume(target: Path, given: RemoteConfig) -> tuple[Workspace | None, RemoteConfig]:
+    """The unfinished clone at ``target`` (None: a new one) and the origin the clone uses: the
+    saved one updated by what is ``given``, else ``given``. A directory holding anything else is
+    refused."""
+    ws = unfinished_clone(target)
+    if ws is None:
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UsageError(f"{target} exists and is not an empty directory")
+        return None, given
+    return ws, _resumed_origin(remotes(ws).get("origin"), given)
+
+
+def _new_clone(target: Path, origin: RemoteConfig, kind: str | None) -> Workspace:
+    """The workspace a clone makes at ``target``, marked unfinished before anything else: a clone
+    killed at any point after this resumes."""
+    (target / CONFIG_DIR).mkdir(parents=True)
+    (target / CONFIG_DIR / CLONE_MARKER).touch()
+    ws = Workspace.init(target, kind=kind or "local")
+    add_remote(ws, origin)
+    return ws
 
 
 def unfinished_clone(target: Path | str) -> Workspace | None:

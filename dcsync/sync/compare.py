@@ -26,20 +26,20 @@ from dcsync.model.objects import (
 )
 from dcsync.repo.diff import Change, Scope, diff_roots, in_scope, readable, summarize, value_stats
 from dcsync.repo.reach import walk_missing
-from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectKind, ObjectStore, verify_payload
 from dcsync.store.claims import PayloadFacts, claims_error, disagreements, stored_facts
 from dcsync.store.memory import MemoryStore
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.fetching import detector_selected
 from dcsync.sync.quarantine import Header
-from dcsync.sync.transfer import _no_progress, receive_objects
+from dcsync.sync.stores import WorkspaceFiles
+from dcsync.sync.transfer import no_progress, receive_objects
 from dcsync.workspace.config import (
     RemoteConfig,
     remote_for,
     remotes,
 )
-from dcsync.workspace.workspace import CONFIG_DIR, Workspace
+from dcsync.workspace.workspace import CONFIG_DIR, Workspace, open_repository
 
 
 # -- diff between workspaces ---------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Snapshot:
         if conn is not None and isinstance(store, MemoryStore):  # all of it came from the peer
             if not store.has(oid):
                 receive_objects(
-                    conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h, conn.peer), _no_progress
+                    conn, [(det, oid, 0)], lambda _d, h: _MemoryReceiver(store, h, conn.peer), no_progress
                 )
             if store.kind_of(oid) != entry.kind:
                 found, expected = store.kind_name_of(oid), kind_name(entry.kind)
@@ -138,7 +138,7 @@ def snapshot(
     """
     path = Path(source).expanduser()
     if source.endswith(".h5") and path.is_file():
-        repo = Repository.open(path)
+        repo = open_repository(path)
         root = repo.root()
         return Snapshot(
             source, {root.detname: (repo.store, root)}, {root.detname: str(repo.head())}, closers=[repo.close]
@@ -146,9 +146,10 @@ def snapshot(
     if path.is_dir() and (path / CONFIG_DIR).is_dir():
         ws = Workspace(path)
         snap = Snapshot(source, {}, scope=_scope(source, ws, remotes(ws).get("origin")))
+        files = WorkspaceFiles(ws)
         for det in ws.detectors():
             if detector_selected(det, detectors):
-                repo = Repository.open(ws.detector_path(det))
+                repo = files.repository(det)
                 if repo.head() is not None:
                     snap.roots[det] = (repo.store, repo.root())
                     snap.heads[det] = str(repo.head())
@@ -175,7 +176,7 @@ def _receive_trees(snap: Snapshot, conn: Connection, detectors: list[str] | None
     offered = conn.negotiate(wants) if wants else {}
     stores = {det: MemoryStore() for det in offered}
     items = [(det, oid, size) for det, objs in sorted(offered.items()) for oid, _, size in objs]
-    receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), _no_progress)
+    receive_objects(conn, items, lambda det, h: _MemoryReceiver(stores[det], h, conn.peer), no_progress)
     for det, head in sorted(heads.items()):
         if head is None:
             continue

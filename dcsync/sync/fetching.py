@@ -16,12 +16,12 @@ from dcsync.errors import (
 from dcsync.model.hashing import ObjectId
 from dcsync.repo.graph import is_ancestor
 from dcsync.repo.reach import walk_missing
-from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync import wholefile
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.quarantine import incoming_dir
-from dcsync.sync.transfer import Progress, _no_progress, quarantine_of, receive_objects
+from dcsync.sync.stores import WorkspaceFiles
+from dcsync.sync.transfer import Progress, no_progress, quarantine_of, receive_objects
 from dcsync.workspace.config import (
     RemoteConfig,
     tracking_remote,
@@ -79,7 +79,7 @@ def fetch(
     remote: str = "origin",
     *,
     detectors: list[str] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     conn: Connection | None = None,
     fast_forward: bool = False,
     must_match: bool = True,
@@ -126,16 +126,16 @@ def _plan(
 ) -> _Plan:
     """Sort the remote's HEADs: settled already (into ``report``), to check out, or to fetch."""
     plan = _Plan()
+    files = WorkspaceFiles(ws)
     for det, rhead in sorted(heads.items()):
         if rhead is None:
             continue
-        path = _repository_file(ws, det)
-        if path is not None:
-            store = HDF5Store(path)
+        store = files.open_fetch_target(det)
+        if store is not None:
             try:
                 refs = store.refs()
                 if refs.get(remote_ref(spec.name)) == rhead:
-                    if path != ws.detector_path(det):
+                    if store.path != ws.detector_path(det):  # a copy in .dcsync/fetched/
                         if fast_forward or HEAD in refs:  # HEAD in refs: a check-out cut short
                             plan.checkouts.append((det, rhead))
                     elif refs.get(HEAD) == rhead:
@@ -184,10 +184,10 @@ def _fetch_objects(
     """Receive the objects ``wants`` lack here into the quarantine, then import them and move the refs."""
     offered = conn.negotiate(wants)
     missing: list[tuple[str, ObjectId, int]] = []
+    files = WorkspaceFiles(ws)
     for det, objects in sorted(offered.items()):
         q = quarantine_of(ws, det)
-        path = _repository_file(ws, det)
-        local = HDF5Store(path) if path is not None else None
+        local = files.open_fetch_target(det)
         try:
             for oid, _kind, size in objects:
                 if not q.has(oid) and not (local and local.has(oid)):
@@ -206,16 +206,6 @@ def _fetch_objects(
         if moved:
             report.fast_forwarded.append(name)
             report.settled.add(name)
-
-
-def _repository_file(ws: Workspace, det: str) -> Path | None:
-    """The file a fetch of ``det`` updates: the checked-out one, else the copy waiting in
-    ``.dcsync/fetched/`` for a pull (a copy beside a checked-out file is stale and goes), else None."""
-    path, waiting = ws.detector_path(det), ws.fetched_path(det)
-    if path.is_file():
-        waiting.unlink(missing_ok=True)
-        return path
-    return waiting if waiting.is_file() else None
 
 
 NAMED_DETECTORS = 30  # how many of the remote's detectors a filter that matched none names
@@ -241,13 +231,10 @@ def _import_and_move(
     A detector new here is built in ``.dcsync/fetched/`` and linked into the workspace only once
     it has a HEAD, so no reader ever finds a repository file with nothing checked out.
     """
-    path = _repository_file(ws, det)
-    if path is None:
-        path = ws.fetched_path(det)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        HDF5Store.create(path).close()
+    files = WorkspaceFiles(ws)
+    store = files.open_fetch_target(det) or files.new_fetched_copy(det)
+    fetched_copy = store.path != ws.detector_path(det)  # not checked out: placed once it has a HEAD
     q = quarantine_of(ws, det)
-    store = HDF5Store(path)
     try:
         with store.writing():
             missing = list(walk_missing(store, q, new, spec.filter(), peer=peer, detector=det))
@@ -269,8 +256,8 @@ def _import_and_move(
     finally:
         store.close()
     q.clear()
-    if checked_out and path != ws.detector_path(det):
-        _place(ws, det, path)
+    if checked_out and fetched_copy:
+        _place(ws, det, store.path)
     return old, moved
 
 

@@ -36,7 +36,7 @@ from dcsync.sync.cloning import clone
 from dcsync.sync.compare import Snapshot, snapshot
 from dcsync.sync.pushing import push
 from dcsync.workspace.acl import current_identity
-from dcsync.workspace.config import remote_for, remotes
+from dcsync.workspace.config import RemoteConfig, remote_for, remotes
 from dcsync.workspace.workspace import CONFIG_DIR, Workspace
 
 
@@ -232,30 +232,15 @@ def promote(
             # ACL judges and its log records as served_as.
             who = conn.server.user
             scratch = Path(tempfile.mkdtemp(prefix="dcsync-promote-"))
-            target_ws, _ = clone(
-                remote.url,
-                scratch / "target",
-                detectors=detectors,
-                remote_dcsync=remote.remote_dcsync,
-                ssh_command=remote.ssh_command,
-                payloads=False,
-                conn=conn,
-                must_match=False,  # promotion may bring the target a detector it lacks
-            )
+            target_ws = _scratch_clone(remote, conn, scratch / "target", detectors)
         report.promoted_by = who
         for det in detectors:
             picks = _choose(src, det, ctypes, version, when)
             origin = {"location": location, "detector": det, "commit": src.heads.get(det, "")}
             _promote_detector(src, target_ws, det, picks, origin, who, message, report)
         if scratch is not None and report.commits and not dry_run:
-            push(
-                target_ws,
-                "origin",
-                detectors=list(report.commits),
-                atomic=True,
-                message=message or f"promotion from {source}",
-                conn=conn,
-            )
+            summary = message or f"promotion from {source}"
+            push(target_ws, "origin", detectors=list(report.commits), atomic=True, message=summary, conn=conn)
     finally:
         src.close()
         if conn is not None:
@@ -263,6 +248,22 @@ def promote(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _scratch_clone(remote: RemoteConfig, conn: Connection, path: Path, detectors: list[str]) -> Workspace:
+    """A clone of a remote target at ``path`` to commit the promotion in, then push: trees and
+    commits only, which is all a commit on top needs."""
+    ws, _ = clone(
+        remote.url,
+        path,
+        detectors=detectors,
+        remote_dcsync=remote.remote_dcsync,
+        ssh_command=remote.ssh_command,
+        payloads=False,
+        conn=conn,
+        must_match=False,  # promotion may bring the target a detector it lacks
+    )
+    return ws
 
 
 class _Copy(NamedTuple):

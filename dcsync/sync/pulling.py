@@ -20,7 +20,8 @@ from dcsync.repo.repository import Repository
 from dcsync.store.refs import HEAD, LogRecord, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.sync.fetching import FetchReport, detector_selected, fetch
-from dcsync.sync.transfer import Progress, _no_progress
+from dcsync.sync.stores import WorkspaceFiles
+from dcsync.sync.transfer import Progress, no_progress
 from dcsync.workspace.config import (
     tracking_remote,
 )
@@ -50,7 +51,7 @@ def pull(
     *,
     detectors: list[str] | None = None,
     prefer: Literal["ours", "theirs"] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     conn: Connection | None = None,
     must_match: bool = True,
 ) -> PullReport:
@@ -99,11 +100,12 @@ class _PullPlan(NamedTuple):
 def _behind(ws: Workspace, remote: str, globs: list[str] | None, settled: set[str]) -> list[_PullPlan]:
     """The detectors in scope whose HEAD the fetch left behind ``remotes/<remote>`` (opened)."""
     ref = remote_ref(remote)
+    files = WorkspaceFiles(ws)
     plans: list[_PullPlan] = []
     for det in ws.detectors():
         if not detector_selected(det, globs) or det in settled:
             continue
-        repo = Repository.open(ws.detector_path(det))
+        repo = files.repository(det)
         theirs = repo.store.refs().get(ref)
         ours = repo.head()
         if theirs is None or theirs == ours or (ours and is_ancestor(repo.store, theirs, ours)):

@@ -17,7 +17,8 @@ from dcsync.repo.repository import Repository
 from dcsync.sync.client import Connection, connect
 from dcsync.sync.fetching import detector_selected
 from dcsync.sync.replies import RefUpdate
-from dcsync.sync.transfer import Meter, ObjectSender, Progress, _no_progress, _track
+from dcsync.sync.stores import WorkspaceFiles
+from dcsync.sync.transfer import Meter, ObjectSender, Progress, no_progress, track_remote
 from dcsync.workspace.config import (
     RemoteConfig,
     tracking_remote,
@@ -58,7 +59,7 @@ def push(
     atomic: bool = False,
     dry_run: bool = False,
     message: str = "",
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     conn: Connection | None = None,
 ) -> PushReport:
     """Send local commits and move the remote's HEADs (fast-forward only).
@@ -94,7 +95,7 @@ def push(
                     report.failed[result.detector] = result.error.message
             for p in plans:
                 if p.detector in report.pushed:
-                    _track(p.repo.store, spec, p.new, "push")
+                    track_remote(p.repo.store, spec, p.new, "push")
         finally:
             for p in plans:
                 p.repo.close()
@@ -118,15 +119,16 @@ def _plan(
     """What to push (repositories left open) and, per detector, why a push of it is refused."""
     plans: list[PushPlan] = []
     rejected: dict[str, str] = {}
+    files = WorkspaceFiles(ws)
     try:
         for det in ws.detectors():
             if not detector_selected(det, detectors):
                 continue
-            repo = Repository.open(ws.detector_path(det))
+            repo = files.repository(det)
             local, theirs = repo.head(), heads.get(det)
             if local is None or local == theirs:
                 if local is not None:  # the remote has it: an earlier push whose answer was lost
-                    _track(repo.store, spec, local, "push")
+                    track_remote(repo.store, spec, local, "push")
                 repo.close()
                 continue
             if theirs is not None and (

@@ -8,6 +8,10 @@ default, is a workspace's HDF5 files; :class:`MemoryStores` keeps the stores in 
 and the sync contract suite, :mod:`dcsync.testing.sync`). Whole-file transfers are about files
 by nature: :meth:`DetectorStores.file_of` says where a detector's file is, None where it has none,
 and such a detector goes object by object.
+
+The client's commands reach a workspace's files through :class:`WorkspaceFiles` too: the store a
+fetch updates (the checked-out file, or a copy waiting in ``.dcsync/fetched/`` for a pull), and
+:meth:`WorkspaceFiles.repository` for a detector's repository with the workspace's commit guard.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from pathlib import Path
 from typing import Protocol
 
 from dcsync.errors import AlreadyExists, DcsyncError, DetectorNotFound, RepositoryError
+from dcsync.repo.repository import Repository
 from dcsync.store.base import ObjectStore
 from dcsync.store.hdf5 import HDF5Store
 from dcsync.store.journal import AtomicGroup
 from dcsync.store.locking import FileLock
 from dcsync.store.memory import MemoryStore
-from dcsync.workspace.workspace import CONFIG_DIR, Workspace
+from dcsync.workspace.workspace import CONFIG_DIR, Workspace, open_repository
 
 
 class Batch(Protocol):
@@ -150,6 +155,34 @@ class WorkspaceFiles(DetectorStores):
     def file_of(self, det: str) -> Path | None:
         path = self.ws.detector_path(det)
         return path if path.is_file() else None
+
+    # -- the client's side -------------------------------------------------------------------------
+    def repository(self, det: str) -> Repository:
+        """``det``'s repository, its commits judged by the workspace's ACL and hooks."""
+        return open_repository(self.ws.detector_path(det))
+
+    def fetch_target(self, det: str) -> Path | None:
+        """The file a fetch of ``det`` updates: the checked-out one, else the copy waiting in
+        ``.dcsync/fetched/`` for a pull (a copy beside a checked-out file is stale and goes), else None."""
+        path, waiting = self.ws.detector_path(det), self.ws.fetched_path(det)
+        if path.is_file():
+            waiting.unlink(missing_ok=True)
+            return path
+        return waiting if waiting.is_file() else None
+
+    def open_fetch_target(self, det: str) -> HDF5Store | None:
+        """A store of :meth:`fetch_target`, None where there is none; the caller closes it. An HDF5
+        store: a fetch into a partial clone links the payloads it brings into the file's view."""
+        path = self.fetch_target(det)
+        return HDF5Store(path) if path is not None else None
+
+    def new_fetched_copy(self, det: str) -> HDF5Store:
+        """An empty repository in ``.dcsync/fetched/`` for a detector new here, which a fetch
+        fills and links into the workspace once it has a HEAD (``Workspace.fetched_path``)."""
+        path = self.ws.fetched_path(det)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        HDF5Store.create(path).close()
+        return HDF5Store(path)
 
 
 class _HeldOpen:

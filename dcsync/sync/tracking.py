@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcsync.repo.graph import ancestors
-from dcsync.repo.repository import Repository
 from dcsync.store.refs import remote_ref
 from dcsync.workspace.config import (
     tracking_remote,
 )
-from dcsync.workspace.workspace import Workspace
+from dcsync.workspace.workspace import Workspace, open_repository
 
 
 # -- status and clone ----------------------------------------------------------------------------------
@@ -44,7 +43,7 @@ def status(ws: Workspace, remote: str = "origin") -> list[StatusRow]:
     files += [(f.detname, f.path, False) for f in ws.fetched_detectors() if spec.name in f.remotes]
     rows = []
     for det, path, checked_out in sorted(files):
-        with Repository.open(path) as repo:
+        with open_repository(path) as repo:
             head, theirs = repo.head(), repo.store.refs().get(ref)
             mine = ancestors(repo.store, [head]) if head else set()
             other = ancestors(repo.store, [theirs]) if theirs and repo.store.has(theirs) else set()

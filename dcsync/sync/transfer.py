@@ -68,8 +68,8 @@ def object_item(value: Any) -> ObjectStart | Chunk:
     raise BadField(f"a stream item must be a header 'h' or a chunk 'c', not one with {keys[:5]}")
 
 
-def _no_progress(phase: str, done: int, total: int) -> None:
-    pass
+def no_progress(phase: str, done: int, total: int) -> None:
+    """The progress callback of a caller that shows none."""
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Meter:
     """Bytes moved so far of ``total``, reported to ``progress`` as ``phase`` after each chunk."""
 
     total: int = 0
-    progress: Progress = _no_progress
+    progress: Progress = no_progress
     phase: str = "receiving"
     done: int = 0
 
@@ -232,7 +232,7 @@ def receive_objects(
         raise ProtocolError(f"{conn.peer} sent {receiver.received} of {len(items)} objects")
 
 
-def _track(store: ObjectStore, spec: RemoteConfig, new: ObjectId, command: str) -> None:
+def track_remote(store: ObjectStore, spec: RemoteConfig, new: ObjectId, command: str) -> None:
     """Move ``remotes/<name>`` to ``new``, a commit the remote is known to have, unless it is there."""
     ref = remote_ref(spec.name)
     if store.refs().get(ref) == new:

@@ -178,3 +178,37 @@ def test_the_server_reaches_no_transport() -> None:
             todo.extend(module_imports(path))
     reached = {m for m in seen if m.startswith("dcsync.transport") or m == "dcsync.sync.client"}
     assert reached == {"dcsync.transport.url"}
+
+
+def names_imported(path: Path) -> set[str]:
+    """Every dcsync module a file imports, and every name it imports from one (``from
+    dcsync.store import hdf5`` is ``dcsync.store.hdf5`` too), at any depth of it."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dcsync"):
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("dcsync"))
+    return out
+
+
+def test_sync_reaches_files_only_through_its_seams() -> None:
+    """In dcsync.sync only the seam to the store layer (stores.py) and whole files (wholefile.py,
+    HDF5 by nature) import the HDF5 store; and no module opens a repository without its
+    workspace's guard (Repository.open), so the ACL and hooks apply wherever one is written."""
+    sync_dir = Path(sys.modules["dcsync"].__file__ or "").parent / "sync"
+    modules = sorted(sync_dir.glob("*.py"))
+    assert len(modules) > 10  # the walk sees the package
+    hdf5 = {p.name for p in modules if any(m.startswith("dcsync.store.hdf5") for m in names_imported(p))}
+    assert hdf5 == {"stores.py", "wholefile.py"}
+    bare = {
+        p.name
+        for p in modules
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "open"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "Repository"
+    }
+    assert bare == set()
