@@ -5,11 +5,17 @@ No timing assertions: the targets live in the benchmark, and figures from a test
 
 from __future__ import annotations
 
+import copy
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers.benchrun import is_number, run_quick
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_store.py"
+COMPARE_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare.py"
 STARTUP_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_startup.py"
 BENCHMARKS = ("get", "commit", "hash", "memory")
 
@@ -35,6 +41,30 @@ def test_quick_benchmark_reports_every_benchmark(tmp_path: Path) -> None:
     for name in ("get", "hash", "memory"):
         assert all(is_number(r["baseline"]) for r in results["benchmarks"][name]["rows"]), name
     assert list((tmp_path / "work").iterdir()) == [], "the benchmark left files behind"
+    _check_side_by_side(results, tmp_path)
+
+
+def _check_side_by_side(before: dict[str, object], tmp_path: Path) -> None:
+    """compare.py on a real run and a copy of it with one case twice as slow and one left out."""
+    after = copy.deepcopy(before)
+    rows = after["benchmarks"]["hash"]["rows"]  # type: ignore[index]
+    rows[0]["median"] *= 2
+    slow_case = rows[0]["case"]
+    gone = after["benchmarks"]["get"]["rows"].pop()  # type: ignore[index]
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    proc = subprocess.run(
+        [sys.executable, str(COMPARE_SCRIPT), str(tmp_path / "before.json"), str(tmp_path / "after.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = {re.split(r"\s{2,}", line)[1]: line for line in proc.stdout.splitlines()[1:]}
+    assert "2.00x" in lines[slow_case] and lines[slow_case].endswith("slower")
+    assert lines[gone["case"]].endswith("only before")
+    others = [line for case, line in lines.items() if case not in (slow_case, gone["case"])]
+    assert others and all(line.endswith("within noise") and "1.00x" in line for line in others)
 
 
 def test_quick_startup_benchmark_judges_every_target(tmp_path: Path) -> None:
