@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from dcsync import sync
-from dcsync.errors import CorruptObject
+from dcsync.errors import CorruptObject, NotFastForward, RefConflict
 from dcsync.model import wire
 from dcsync.model.hashing import ObjectId
 from dcsync.model.times import parse_time
@@ -39,17 +39,20 @@ from dcsync.store.refs import HEAD, remote_ref
 from dcsync.sync.client import Connection
 from dcsync.sync.protocol import Read, Write
 from dcsync.sync.quarantine import incoming_dir
+from dcsync.sync.replies import RefUpdate
 from dcsync.sync.server import Server
 from dcsync.sync.stores import DetectorStores, WorkspaceFiles
+from dcsync.sync.transfer import ObjectSender
 from dcsync.testing.channel import ForwardingChannel
 from dcsync.transport.base import Channel
 from dcsync.transport.local import InProcessChannel
 from dcsync.workspace.config import RemoteConfig
 from dcsync.workspace.workspace import Workspace
 
-__all__ = ["DET", "Served", "SyncContract", "WireTap"]
+__all__ = ["DET", "DET2", "Served", "SyncContract", "WireTap"]
 
 DET = "epix100a-0001"
+DET2 = "epix100a-0002"
 CHUNK = 4096  # small chunks: every array crosses as many frames
 T0, T1, T2 = (parse_time(t) for t in ("2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z", "2025-01-01T00:00:00Z"))
 
@@ -129,8 +132,8 @@ def add_constants(repo: Repository, begin_ns: int, seed: int) -> None:
 
 
 class SyncContract:
-    """Push, fetch, incremental transfers and corruption in flight, against the stores that
-    :meth:`make_stores` gives the server."""
+    """Push, fetch, incremental transfers, corruption in flight, refused and atomic HEAD moves,
+    against the stores that :meth:`make_stores` gives the server."""
 
     def make_stores(self, root: Path) -> DetectorStores | None:
         """The server's stores for the workspace at ``root``; None: its own HDF5 files."""
@@ -170,6 +173,16 @@ class SyncContract:
     def fetch(self, ws: Workspace, served: Served, tap: WireTap | None = None) -> sync.FetchReport:
         with Connection(tap or served.tap()) as conn:
             return sync.fetch(ws, conn=conn)
+
+    def remote_head(self, served: Served, det: str = DET) -> ObjectId | None:
+        """``det``'s HEAD on the server (None: no such detector, or one with no HEAD)."""
+        if not served.stores.exists(det):
+            return None
+        store = served.store(det)
+        try:
+            return store.head()
+        finally:
+            store.close()
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
@@ -271,3 +284,48 @@ class SyncContract:
             self.assert_holds(remote, {tap.flipped})
         finally:
             remote.close()
+
+    def test_a_push_that_is_not_a_fast_forward_is_refused(
+        self, laptop: Workspace, served: Served, tmp_path: Path
+    ) -> None:
+        self.push(laptop, served)
+        desk = self.client(tmp_path / "desk", served)
+        with Connection(served.tap()) as conn:
+            sync.pull(desk, conn=conn)
+        with desk.repository(DET) as repo:
+            add_constants(repo, T2, 6)
+            theirs = repo.head()
+        self.push(desk, served)
+        with laptop.repository(DET) as repo:
+            add_constants(repo, T2, 7)  # the laptop never saw the desk's commit: histories diverge
+        with pytest.raises(NotFastForward, match="pull first"):
+            self.push(laptop, served)
+        assert self.remote_head(served) == theirs
+
+    def test_an_atomic_update_moves_every_head_or_none(self, laptop: Workspace, served: Served) -> None:
+        self.push(laptop, served)
+        before = self.remote_head(served)
+        with laptop.new_detector(DET2) as repo:
+            add_constants(repo, T0, 4)
+        with laptop.repository(DET) as repo:
+            add_constants(repo, T2, 5)
+        heads: dict[str, ObjectId] = {}
+        with Connection(served.tap()) as conn:
+            for det, old in ((DET, before), (DET2, None)):  # the objects first, as push sends them
+                store = HDF5Store(laptop.detector_path(det))
+                try:
+                    head = store.head()
+                    assert head is not None
+                    heads[det] = head
+                    todo = sorted(map(ObjectId, self.history(store, head, old)))
+                    conn.put_objects(det, ObjectSender(store).items(todo))
+                finally:
+                    store.close()
+            wrong = [RefUpdate(DET, heads[DET], heads[DET]), RefUpdate(DET2, None, heads[DET2])]
+            with pytest.raises(RefConflict):  # DET's HEAD is not where this update says it is
+                conn.update_refs(wrong, atomic=True)
+            assert self.remote_head(served) == before and self.remote_head(served, DET2) is None
+            right = [RefUpdate(DET, before, heads[DET]), RefUpdate(DET2, None, heads[DET2])]
+            answer = conn.update_refs(right, atomic=True)
+        assert [r.detector for r in answer.results if r.error is None] == [DET, DET2]
+        assert self.remote_head(served) == heads[DET] and self.remote_head(served, DET2) == heads[DET2]
