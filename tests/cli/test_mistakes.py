@@ -8,7 +8,6 @@ itself says no; it needs root, as in CI.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.forked import run_as
 from test_cli import GEOMETRY, T0, T0_S, Snapshot, arr_file, fails, run, run_json
 from typer.testing import CliRunner
 
@@ -213,30 +213,12 @@ def _as_user(user: str, args: list[str]) -> tuple[int, str]:
     so the child needs no module the new user could not read.
     """
     pw = pwd.getpwnam(user)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-            result = CliRunner().invoke(app, args)
-            data = json.dumps([result.exit_code, result.stderr]).encode()
-            while data:
-                data = data[os.write(write_end, data) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed before it could report"
-    exit_code, stderr = json.loads(b"".join(chunks))
+
+    def invoke() -> list[object]:
+        result = CliRunner().invoke(app, args)
+        return [result.exit_code, result.stderr]
+
+    exit_code, stderr = run_as(pw.pw_uid, pw.pw_gid, invoke)
     return int(exit_code), str(stderr)
 
 

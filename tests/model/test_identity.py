@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers.forked import run_as
 
 from dcsync.model.identity import current_host, current_user, effective_user
 from dcsync.store.locking import FileLock, write_denied
@@ -37,32 +38,14 @@ def _as_uid(uid: int) -> list[object]:
     """The lookups as a forked child sees them once it is ``uid`` (with that gid and no other group)
     and its environment names nobody. A fork: this interpreter lives under /root, which other uids
     cannot reach, and every module it needs is imported already."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-                os.environ.pop(name, None)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            who = current_identity()
-            data = json.dumps([current_user(), effective_user(), who.user, sorted(who.groups)]).encode()
-            while data:
-                data = data[os.write(write_end, data) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed before it could report"
-    return list(json.loads(b"".join(chunks)))
+
+    def lookups() -> list[object]:
+        for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+            os.environ.pop(name, None)
+        who = current_identity()
+        return [current_user(), effective_user(), who.user, sorted(who.groups)]
+
+    return list(run_as(uid, uid, lookups))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: becomes a uid without a passwd entry")
