@@ -74,17 +74,20 @@ def read_dcs(path: Path) -> DcsRead:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
     try:
         with handle:
-            walker = _Walker()
+            walker = _Walker(path.stat().st_size)
             return DcsRead(walker.store(handle), tuple(walker.skipped))
     except _Bad as exc:
         raise InputError(f"{path}: {exc.path}: {exc.reason}") from exc
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # h5py: truncated, corrupt
         raise InputError(f"{path}: unreadable HDF5 ({exc})") from exc
+    except MemoryError as exc:
+        raise InputError(f"{path}: a dataset too large to read into memory") from exc
 
 
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, file_size: int) -> None:
         self.skipped: list[Skipped] = []
+        self.file_size = file_size
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append(Skipped(path, reason))
@@ -224,7 +227,7 @@ class _Walker:
             raise _Bad(group.name, f"holds version {number}; DCS names it {version_group_name(number)}")
         tsprod = _opt(ds.pop("tsprod", None), _float)
         data_ds = ds.pop("data", None)
-        data: Data = None if data_ds is None else _data(data_ds)
+        data: Data = None if data_ds is None else _data(data_ds, self.file_size)
         self.unknown(ds)
         meta = self.meta(groups)
         self.ignore_groups(groups)
@@ -289,7 +292,7 @@ def _end(dset: h5py.Dataset) -> float | None:
     return _float(dset)
 
 
-def _data(dset: h5py.Dataset) -> Data:
+def _data(dset: h5py.Dataset, file_size: int) -> Data:
     kind = dset.dtype.kind
     if kind == "S":
         # psana takes the raw bytes of the one fixed-length string (DCVersion.load: tostring)
@@ -302,6 +305,12 @@ def _data(dset: h5py.Dataset) -> Data:
             raise _Bad(dset.name, "text data that is not UTF-8") from None
     if kind not in _ARRAY_KINDS or dset.dtype.names is not None or dset.dtype.subdtype is not None:
         raise _Bad(dset.name, f"data must be a numeric array or text, found {_kind(dset)}")
+    if dset.id.get_create_plist().get_nfilters() == 0 and dset.size * dset.dtype.itemsize > file_size:
+        # unfiltered data is stored as is: more of it than the file holds is a lie or a truncation,
+        # refused before a buffer of that size is allocated
+        raise _Bad(
+            dset.name, f"declares {dset.size * dset.dtype.itemsize} bytes of data in a {file_size}-byte file"
+        )
     out = np.empty(dset.shape, dtype=dset.dtype)
     if out.size:
         dset.read_direct(out)

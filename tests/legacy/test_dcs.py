@@ -317,3 +317,41 @@ def test_meta_with_every_kind_round_trips(tmp_path: Path) -> None:
     store = DcsStore(DcsDetector("epix10ka", "0001-0002", None), (), meta)
     write_dcs(tmp_path / "e.h5", store)
     assert read_dcs(tmp_path / "e.h5").store == store
+
+
+def test_data_larger_than_the_file_is_refused_before_allocation(psana_file: Path) -> None:
+    import h5py
+
+    def change(f: Any) -> None:
+        group = f["pedestals/1600000000-end/v0001"]
+        del group["data"]
+        group.create_dataset("data", shape=(2**40,), dtype="f8")  # 8 TiB, never written
+
+    edit(psana_file, change)
+    with h5py.File(psana_file, "r") as f:
+        assert f["pedestals/1600000000-end/v0001/data"].id.get_create_plist().get_nfilters() == 0
+    expect_refusal(psana_file, "/pedestals/1600000000-end/v0001/data", "declares")
+
+
+def test_reading_holds_each_array_once(tmp_path: Path) -> None:
+    """Reading a file of 4 arrays of 64 MiB costs the data once (read_direct into its own buffer),
+    not twice, over the floor of importing the reader and reading an empty file."""
+    import sys
+
+    from helpers.peakrss import run_measured
+
+    mib = 1 << 20
+    arrays = tuple(DcsVersion(n, None, np.full(64 * mib // 4, n, dtype=np.float32)) for n in range(1, 5))
+    big, empty = tmp_path / "det-big.h5", tmp_path / "det-empty.h5"
+    write_dcs(big, store_of(DcsCtype("pedestals", (DcsRange(1.0, None, 0, arrays),))))
+    write_dcs(empty, store_of())
+    script = "import sys; from dcsync.legacy.dcsread import read_dcs; read_dcs(sys.argv[1])"
+    floor = run_measured([sys.executable, "-c", script, str(empty)])
+    peak = run_measured([sys.executable, "-c", script, str(big)])
+    assert floor.returncode == 0 and peak.returncode == 0, peak.stderr
+    grew = peak.peak_rss - floor.peak_rss
+    assert 256 * mib * 0.95 <= grew < 256 * mib * 1.25, (
+        grew / mib,
+        floor.peak_rss / mib,
+        peak.peak_rss / mib,
+    )
