@@ -37,6 +37,7 @@ from dcsync.legacy.dcs import (
     ParValue,
     version_group_name,
 )
+from dcsync.legacy.textarray import file_error
 
 _META = ("_parameters", "_history")
 _ARRAY_KINDS = "biufc"
@@ -68,16 +69,19 @@ def read_dcs(path: Path) -> DcsRead:
     path = Path(path)
     try:
         handle = h5py.File(path, "r")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the OS said no (missing, a directory, permissions)
+            raise file_error(path, exc, "reading") from exc
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    except ValueError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
     try:
         with handle:
             walker = _Walker(path.stat().st_size)
             return DcsRead(walker.store(handle), tuple(walker.skipped))
     except _Bad as exc:
-        raise InputError(f"{path}: {exc.path}: {exc.reason}") from exc
+        details = {"file": str(path), "hdf5_path": exc.path, "reason": exc.reason}
+        raise InputError(f"{path}: {exc.path}: {exc.reason}", details=details) from exc
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # h5py: truncated, corrupt
         raise InputError(f"{path}: unreadable HDF5 ({exc})") from exc
     except MemoryError as exc:

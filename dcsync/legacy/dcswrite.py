@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dcsync.errors import InputError, UsageError
+from dcsync.errors import UsageError
 from dcsync.legacy.dcs import (
     PSANA_DCS_CTYPES,
     DcsCtype,
@@ -32,6 +32,7 @@ from dcsync.legacy.dcs import (
     ParValue,
     version_group_name,
 )
+from dcsync.legacy.textarray import file_error
 
 
 def write_dcs(path: Path, store: DcsStore) -> None:
@@ -44,7 +45,7 @@ def write_dcs(path: Path, store: DcsStore) -> None:
             _write_store(root, store)
         os.replace(tmp, path)
     except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc})") from exc
+        raise file_error(path, exc, "writing") from exc
     finally:
         tmp.unlink(missing_ok=True)
 

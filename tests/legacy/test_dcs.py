@@ -205,6 +205,7 @@ def test_not_hdf5_and_missing_are_refused(tmp_path: Path) -> None:
     text.write_text("hello\n")
     expect_refusal(text, "not a readable HDF5 file")
     expect_refusal(tmp_path / "absent.h5", "no such file")
+    expect_refusal(tmp_path, "directory")
 
 
 def test_root_without_dettype_is_not_dcs(psana_file: Path) -> None:
@@ -214,7 +215,12 @@ def test_root_without_dettype_is_not_dcs(psana_file: Path) -> None:
 
 def test_range_without_begin_is_refused(psana_file: Path) -> None:
     edit(psana_file, lambda f: f.__delitem__("pedestals/1600000100-1600000150/begin"))
+    from dcsync.errors import InputError
+
     expect_refusal(psana_file, "/pedestals/1600000100-1600000150", "without its begin")
+    with pytest.raises(InputError) as info:
+        read_dcs(psana_file)
+    assert info.value.details["hdf5_path"] == "/pedestals/1600000100-1600000150"
 
 
 def test_text_where_a_number_belongs_is_refused(psana_file: Path) -> None:
