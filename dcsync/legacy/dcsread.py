@@ -217,8 +217,6 @@ class _Walker:
             version = self.version(name, vgroup)
             if version is not None:
                 versions.append(version)
-        if len({v.number for v in versions}) != len(versions):
-            raise _Bad(group.name, "two version groups hold the same version number")
         return DcsRange(begin, end, versdef, tuple(versions), meta, _leaf(group.name))
 
     def version(self, name: str, group: h5py.Group) -> DcsVersion | None:

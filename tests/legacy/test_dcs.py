@@ -256,6 +256,11 @@ def test_version_without_version_is_skipped_and_reported(psana_file: Path) -> No
     assert [v.number for v in inner.versions] == [1, 2]
 
 
+def test_a_version_named_for_another_number_is_refused(psana_file: Path) -> None:
+    edit(psana_file, lambda f: f.move("pedestals/1600000000-end/v0002", "pedestals/1600000000-end/v0009"))
+    expect_refusal(psana_file, "/pedestals/1600000000-end/v0009", "holds version 2")
+
+
 def test_ranges_psana_would_merge_are_refused(psana_file: Path) -> None:
     def change(f: Any) -> None:
         f.copy("pedestals/1600000100-1600000150", "pedestals/another")
